@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The Orthanc configuration and REST API.
+    DOCUMENTATION = r'''
+options:
+  config:
+    description:
+      - The Orthanc configuration Orthanc is started with, a JSON file or a folder of C(*.json) files.
+      - Files are read as Orthanc reads them, with C(//) and C(/* */) comments; a top-level key defined
+        in two files is an error, as in Orthanc. Relative paths resolve against the configuration folder.
+    type: path
+    default: /etc/orthanc
+  url:
+    description:
+      - URL of Orthanc's REST API.
+      - Defaults to C(http://127.0.0.1:<HttpPort>) (C(https) when C(SslEnabled)) from the configuration.
+    type: str
+  url_username:
+    description:
+      - User for HTTP Basic authentication.
+      - Defaults to the first user of C(RegisteredUsers) in the configuration, if any.
+    type: str
+  url_password:
+    description:
+      - Password of O(url_username). Defaults to that user's password in C(RegisteredUsers).
+    type: str
+  validate_certs:
+    description:
+      - Whether to validate the TLS certificate of O(url).
+    type: bool
+    default: true
+'''
+
+    # Stopping and starting Orthanc.
+    SERVICE = r'''
+options:
+  service_manager:
+    description:
+      - How Orthanc is stopped and started.
+      - V(auto) picks V(systemd) when systemd runs, else V(sysvinit) when C(/etc/init.d/<service_name>) exists.
+      - V(command) runs O(stop_command) and O(start_command) with C(/bin/sh -c).
+      - V(none) never stops or starts Orthanc; an operation that needs it stopped fails while it runs.
+    type: str
+    choices: [auto, systemd, sysvinit, command, none]
+    default: auto
+  service_name:
+    description:
+      - Name of the systemd unit or init script.
+    type: str
+    default: orthanc
+  stop_command:
+    description:
+      - Shell command that stops Orthanc, for O(service_manager=command).
+    type: str
+  start_command:
+    description:
+      - Shell command that starts Orthanc, for O(service_manager=command).
+    type: str
+  start_timeout:
+    description:
+      - Seconds to wait for the REST API to answer after Orthanc is started.
+    type: int
+    default: 60
+  stop_timeout:
+    description:
+      - Seconds to wait, after the stop command, for Orthanc to stop answering and release its index.
+    type: int
+    default: 60
+notes:
+  - Before Orthanc is stopped, a small detached watcher process is started; if the module's process
+    disappears (killed, out of memory, connection lost) before it has started Orthanc again, the
+    watcher starts it and writes a line to C(orthanc-ops-watcher.log) in the temporary folder.
+'''
+
+    # The backup repository on the managed host.
+    REPOSITORY = r'''
+options:
+  repository:
+    description:
+      - Folder of the backup repository on the managed host. Backups are in C(<repository>/<instance>/<backup_id>).
+    type: path
+  instance:
+    description:
+      - Name of this Orthanc in the repository (a folder name). Defaults to the host name.
+    type: str
+'''

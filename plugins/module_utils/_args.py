@@ -1,0 +1,38 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Argument specs shared by the modules; documented in the orthanc_ops.backup.orthanc doc fragment."""
+
+from __future__ import annotations
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import MANAGERS
+
+
+def orthanc_argument_spec():
+    return dict(
+        config=dict(type='path', default='/etc/orthanc'),
+        url=dict(type='str'),
+        url_username=dict(type='str'),
+        url_password=dict(type='str', no_log=True),
+        validate_certs=dict(type='bool', default=True),
+    )
+
+
+def service_argument_spec():
+    return dict(
+        service_manager=dict(type='str', default='auto', choices=list(MANAGERS)),
+        service_name=dict(type='str', default='orthanc'),
+        stop_command=dict(type='str'),
+        start_command=dict(type='str'),
+        start_timeout=dict(type='int', default=60),
+        stop_timeout=dict(type='int', default=60),
+    )
+
+
+def repository_argument_spec(required=False):
+    return dict(
+        repository=dict(type='path', required=required),
+        instance=dict(type='str'),
+    )

@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The backup phase: the one place that sequences snapshot, stop, index copy, start and manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from datetime import datetime, timezone
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
+    StorageSnapshot, copy_file, list_storage, make_dirs, relative_path)
+
+# Room kept free beyond the estimate: the index may grow and new files may arrive meanwhile.
+SPACE_MARGIN_BYTES = 64 * 1024 * 1024
+SPACE_MARGIN_RATIO = 1.1
+
+
+def _utc_iso():
+    return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
+def config_files(config):
+    """{name in the backup's config folder: live path} of the configuration files."""
+    return dict((os.path.basename(path), path) for path in config.files)
+
+
+class Backup:
+    def __init__(self, module):
+        self.module = module
+        params = module.params
+        self.params = params
+        self.config = _config.load(params['config'])
+        self.backend = _backends.for_config(self.config)
+        self.index_backend = self.backend.name
+        self.storage_backend, dummy = _backends.storage_backend(self.config)
+        self.mode = self.backend.modes[0] if params['mode'] == 'auto' else params['mode']
+        if self.mode not in self.backend.modes:
+            raise OrthancOpsError('mode=%s is not possible with the %s index (possible: %s).'
+                                  % (self.mode, self.index_backend, ', '.join(self.backend.modes)))
+        self.rest = _rest.from_params(params, self.config)
+        self.service = Service(module, self.rest, self.backend.held_files())
+        self.repository = Repository(params['repository'], params['instance'] or socket.gethostname())
+        self.storage_dir = self.config.storage_dir
+
+    def _previous(self):
+        if not self.params['link']:
+            return None, {}
+        backup_id, manifest = self.repository.latest()
+        return backup_id, (_manifest.storage_files(manifest) if manifest else {})
+
+    def plan(self, live_files, previous_id, previous):
+        to_link = dict((uuid, size) for uuid, size in live_files.items()
+                       if uuid in previous and previous[uuid]['size'] == size)
+        index_bytes = sum(os.path.getsize(os.path.join(self.backend.index_dir, name))
+                          for name in self.backend.live_index_entries())
+        config_bytes = sum(os.path.getsize(path) for path in self.config.files) if self.params['include_config'] else 0
+        return {
+            'instance': self.repository.instance,
+            'repository': self.repository.path,
+            'index_backend': self.index_backend,
+            'storage_backend': self.storage_backend,
+            'mode': self.mode,
+            'previous_backup': previous_id,
+            'orthanc_running': self.service.is_running(),
+            'service': self.service.describe(),
+            'files_to_link': len(to_link),
+            'bytes_to_link': sum(to_link.values()),
+            'files_to_copy': len(live_files) - len(to_link),
+            'bytes_to_copy': sum(live_files.values()) - sum(to_link.values()) + index_bytes + config_bytes,
+        }
+
+    def run(self):
+        started = time.monotonic()
+        live_files = list_storage(self.storage_dir)
+        previous_id, previous = self._previous()
+        plan = self.plan(live_files, previous_id, previous)
+        if self.module.check_mode:
+            return {'changed': True, 'plan': plan, 'msg': 'check mode: nothing was stopped or written'}
+        self.repository.lock()
+        try:
+            self.repository.clean_partials()
+            self._check_space(plan['bytes_to_copy'])
+            return self._run_locked(started, live_files, previous_id, previous, plan['orthanc_running'])
+        finally:
+            self.repository.unlock()
+
+    def _check_space(self, needed):
+        free = self.repository.free_bytes()
+        wanted = int(needed * SPACE_MARGIN_RATIO) + SPACE_MARGIN_BYTES
+        if free < wanted:
+            raise OrthancOpsError('Not enough free space in %s: the backup needs about %d MiB, %d MiB are free. '
+                                  'Free space there, or point "repository" elsewhere. Nothing was stopped.'
+                                  % (self.repository.path, wanted // 2**20, free // 2**20))
+
+    def _run_locked(self, started, live_files, previous_id, previous, was_running):
+        started_at = _utc_iso()
+        system = self.rest.system() if was_running else {}
+        backup_id, partial = self.repository.new_partial()
+        try:
+            result = self._make(backup_id, partial, live_files, previous_id, previous, was_running)
+        except BaseException as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise OrthancOpsError('Writing the backup failed: %s. The partial backup was removed; fix the '
+                                      'cause (free space, permissions) and run again.' % exc)
+            raise
+        manifest = dict(result['manifest'], started_at=started_at, finished_at=_utc_iso(),
+                        orthanc_version=system.get('Version'))
+        manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
+        path = self.repository.finalize(backup_id, partial, manifest)
+        return {
+            'changed': True,
+            'backup_id': backup_id,
+            'path': path,
+            'previous_backup': previous_id,
+            'index_backend': self.index_backend,
+            'storage_backend': self.storage_backend,
+            'downtime_seconds': manifest['timings']['downtime_seconds'],
+            'duration_seconds': manifest['timings']['duration_seconds'],
+            'files': len(manifest['files']),
+            'bytes_copied': manifest['bytes_copied'],
+            'bytes_linked': manifest['bytes_linked'],
+            'orphans_skipped': manifest['orphans_skipped'],
+            'missing_attachments': manifest['missing_attachments'],
+            'md5_mismatches': manifest['md5_mismatches'],
+            'counts': manifest['counts'],
+        }
+
+    def _make(self, backup_id, partial, live_files, previous_id, previous, was_running):
+        files = {}
+        if self.params['include_config']:
+            make_dirs(os.path.join(partial, 'config'))
+            for name, path in config_files(self.config).items():
+                size, md5 = copy_file(path, os.path.join(partial, 'config', name))
+                files['config/' + name] = {'size': size, 'md5': md5}
+        snapshot = StorageSnapshot(self.storage_dir, os.path.join(partial, 'storage'),
+                                   self.repository.backup_path(previous_id) + '/storage' if previous_id else None,
+                                   previous)
+        make_dirs(snapshot.target_root)
+        snapshot_start = time.monotonic()
+        snapshot.take(live_files)
+        snapshot_seconds = time.monotonic() - snapshot_start
+
+        downtime = 0.0
+        stop_start = time.monotonic()
+        if was_running:
+            with self.service.stopped():
+                stopped_seconds = time.monotonic() - stop_start
+                index_files, attachments, counts, missing, orphans = self._capture_index(partial, snapshot)
+            downtime = time.monotonic() - stop_start
+        else:
+            if self.service.holders():
+                raise OrthancOpsError('Orthanc does not answer at %s but a process holds %s. Check "url".'
+                                      % (self.rest.url, self.backend.index_path))
+            stopped_seconds = 0.0
+            index_files, attachments, counts, missing, orphans = self._capture_index(partial, snapshot)
+        files.update(index_files)
+        for uuid, entry in snapshot.files.items():
+            files['storage/' + relative_path(uuid)] = {'size': entry['size'], 'md5': entry['md5']}
+        mismatches = sorted(uuid for uuid, expected in attachments.items() if uuid in snapshot.files and (
+            expected['size'] != snapshot.files[uuid]['size']
+            or (expected['md5'] and expected['md5'] != snapshot.files[uuid]['md5'])))
+        if missing:
+            self.module.warn('%d attachment(s) referenced by the index are not in the storage: %s'
+                             % (len(missing), ', '.join(missing[:10])))
+        if mismatches:
+            self.module.warn('%d file(s) in the storage differ from the size or MD5 that Orthanc recorded: %s'
+                             % (len(mismatches), ', '.join(mismatches[:10])))
+        return {'manifest': {
+            'format': _manifest.FORMAT_VERSION,
+            'collection_version': _manifest.COLLECTION_VERSION,
+            'status': 'complete',
+            'backup_id': backup_id,
+            'instance': self.repository.instance,
+            'host': socket.gethostname(),
+            'mode': self.mode,
+            'index_backend': self.index_backend,
+            'storage_backend': self.storage_backend,
+            'storage_compression': self.config.storage_compression,
+            'config_path': self.config.path,
+            'config_is_folder': os.path.isdir(self.config.path),
+            'storage_dir': self.storage_dir,
+            'index_dir': self.backend.index_dir,
+            'previous_backup': previous_id,
+            'counts': counts,
+            'orphans_skipped': len(orphans),
+            'missing_attachments': missing,
+            'md5_mismatches': mismatches,
+            'bytes_copied': snapshot.bytes_copied + sum(entry['size'] for name, entry in files.items()
+                                                        if not name.startswith('storage/')),
+            'bytes_linked': snapshot.bytes_linked,
+            'timings': {'snapshot_seconds': round(snapshot_seconds, 3),
+                        'stop_seconds': round(stopped_seconds, 3),
+                        'downtime_seconds': round(downtime, 3)},
+            'files': files,
+        }}
+
+    def _capture_index(self, partial, snapshot):
+        """With Orthanc stopped: copy the index, then make the snapshot match it exactly."""
+        index_files = self.backend.backup_index(partial)
+        attachments, counts = self.backend.read_index(partial)
+        missing, dropped = snapshot.reconcile(attachments)
+        orphans = [uuid for uuid in dropped
+                   if os.path.exists(os.path.join(self.storage_dir, relative_path(uuid)))]
+        return index_files, attachments, counts, missing, orphans
+
+
+def main(module):
+    exit_with(module, lambda: Backup(module).run())

@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Read an Orthanc configuration the way Orthanc does: one JSON file, or every
+``*.json`` of a folder merged, with ``//`` and ``/* */`` comments allowed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+
+DEFAULT_STORAGE_DIRECTORY = 'OrthancStorage'
+DEFAULT_HTTP_PORT = 8042
+
+
+def strip_comments(text):
+    """Remove // and /* */ comments outside JSON strings."""
+    out = []
+    i = 0
+    length = len(text)
+    in_string = False
+    while i < length:
+        char = text[i]
+        if in_string:
+            out.append(char)
+            if char == '\\' and i + 1 < length:
+                out.append(text[i + 1])
+                i += 1
+            elif char == '"':
+                in_string = False
+            i += 1
+        elif char == '"':
+            in_string = True
+            out.append(char)
+            i += 1
+        elif text.startswith('//', i):
+            end = text.find('\n', i)
+            i = length if end < 0 else end
+        elif text.startswith('/*', i):
+            end = text.find('*/', i + 2)
+            if end < 0:
+                raise ValueError('unterminated /* comment')
+            # Keep the line count so that JSON errors point at the right line.
+            out.append('\n' * text.count('\n', i, end))
+            i = end + 2
+        else:
+            out.append(char)
+            i += 1
+    return ''.join(out)
+
+
+def parse_file(path):
+    """Parse one configuration file; return its top-level object."""
+    try:
+        with open(path, encoding='utf-8-sig') as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise OrthancOpsError('Cannot read the Orthanc configuration file %s: %s. '
+                              'Check the path given in "config" and that it is readable.'
+                              % (path, exc.strerror or exc))
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(strip_comments(text))
+    except ValueError as exc:
+        raise OrthancOpsError('The Orthanc configuration file %s is not valid JSON: %s. '
+                              'Fix the file (Orthanc would refuse it too).' % (path, exc))
+    if not isinstance(value, dict):
+        raise OrthancOpsError('The Orthanc configuration file %s does not hold a JSON object.' % path)
+    return value
+
+
+class OrthancConfig:
+    """The merged configuration and the paths it implies."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        if os.path.isdir(self.path):
+            self.base_dir = self.path
+            self.files = sorted(os.path.join(self.path, name) for name in os.listdir(self.path)
+                                if name.endswith('.json') and os.path.isfile(os.path.join(self.path, name)))
+        elif os.path.exists(self.path):
+            self.base_dir = os.path.dirname(self.path)
+            self.files = [self.path]
+        else:
+            raise OrthancOpsError('The Orthanc configuration %s does not exist. Set "config" to the '
+                                  'configuration file or folder that Orthanc is started with.' % self.path)
+        self.values = {}
+        origin = {}
+        for file_path in self.files:
+            for key, value in parse_file(file_path).items():
+                if key in origin:
+                    raise OrthancOpsError('The configuration key "%s" is defined in both %s and %s; '
+                                          'Orthanc refuses this. Keep it in one file.'
+                                          % (key, origin[key], file_path))
+                origin[key] = file_path
+                self.values[key] = value
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def resolve(self, path):
+        """A path of the configuration, relative to the configuration folder."""
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(path)))
+
+    @property
+    def storage_dir(self):
+        return self.resolve(self.get('StorageDirectory', DEFAULT_STORAGE_DIRECTORY))
+
+    @property
+    def index_dir(self):
+        return self.resolve(self.get('IndexDirectory', self.get('StorageDirectory', DEFAULT_STORAGE_DIRECTORY)))
+
+    @property
+    def storage_compression(self):
+        return bool(self.get('StorageCompression', False))
+
+    @property
+    def http_port(self):
+        return int(self.get('HttpPort', DEFAULT_HTTP_PORT))
+
+    def default_url(self):
+        scheme = 'https' if self.get('SslEnabled', False) else 'http'
+        return '%s://127.0.0.1:%d' % (scheme, self.http_port)
+
+    def default_credentials(self):
+        """The first registered user, when authentication is on."""
+        users = self.get('RegisteredUsers') or {}
+        if isinstance(users, dict) and users:
+            name = sorted(users)[0]
+            return name, users[name]
+        return None, None
+
+    def sections_enabling(self, option):
+        """Names of the plugin sections that set ``option`` (EnableIndex, EnableStorage) to true."""
+        return sorted(key for key, value in self.values.items()
+                      if isinstance(value, dict) and value.get(option) is True)
+
+
+def load(path):
+    return OrthancConfig(path)

@@ -1,0 +1,27 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class OrthancOpsError(Exception):
+    """A failure to report with fail_json: the message says what went wrong and what to do.
+
+    ``details`` are extra return values for the failed task (for example the
+    downtime so far, or the path of a backup that was kept).
+    """
+
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.details = details
+
+
+def exit_with(module, action):
+    """Run ``action()`` and exit the module with its result, or fail with the error's message."""
+    try:
+        result = action()
+    except OrthancOpsError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    module.exit_json(**result)

@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Read-only facts about an Orthanc server: its configuration, backends, paths and REST state."""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+
+MASK = '********'
+DATABASE_KEYS = ('Host', 'Port', 'Database', 'Username', 'Password', 'ConnectionUri', 'UnixSocket',
+                 'EnableIndex', 'EnableStorage', 'Lock', 'EnableSsl')
+
+
+def masked_database(section):
+    """The connection settings of a plugin section, passwords masked (also inside a URI)."""
+    settings = dict((key, section[key]) for key in DATABASE_KEYS if key in section)
+    if settings.get('Password'):
+        settings['Password'] = MASK
+    if settings.get('ConnectionUri'):
+        settings['ConnectionUri'] = re.sub(r'(://[^:/@]+:)[^@]*@', r'\1' + MASK + '@', settings['ConnectionUri'])
+        settings['ConnectionUri'] = re.sub(r'(password=)[^&\s]*', r'\1' + MASK, settings['ConnectionUri'])
+    return settings
+
+
+def gather(params):
+    config = _config.load(params['config'])
+    index_backend, index_section = _backends.index_backend(config)
+    storage_backend, storage_section = _backends.storage_backend(config)
+    section = index_section or storage_section
+    rest = _rest.from_params(params, config)
+    facts = {
+        'changed': False,
+        'config_files': config.files,
+        'index_backend': index_backend,
+        'storage_backend': storage_backend,
+        'storage_dir': config.storage_dir,
+        'index_dir': config.index_dir,
+        'storage_compression': config.storage_compression,
+        'http_port': config.http_port,
+        'url': rest.url,
+        'database': masked_database(config.get(section)) if section else None,
+        'running': False,
+        'version': None,
+        'statistics': None,
+    }
+    if rest.answers():
+        facts['running'] = True
+        try:
+            system = rest.system()
+            facts['version'] = system.get('Version')
+            facts['statistics'] = rest.statistics()
+        except OrthancOpsError as exc:
+            facts['rest_error'] = str(exc)
+    return facts
+
+
+def main(module):
+    exit_with(module, lambda: gather(module.params))

@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Stop and start Orthanc through its service manager, and make sure it comes back.
+
+Before Orthanc is stopped, a small detached watcher is started: if this
+module's process disappears (SIGKILL, out of memory, lost connection) before it
+has started Orthanc again, the watcher starts it. ``try/finally`` alone does
+not survive SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+
+POLL_INTERVAL = 0.05
+
+# Runs detached with the interpreter of the module; argv[1] is a JSON spec.
+# Whoever removes the token first (the module on success, or this watcher
+# when the module is gone) owns the restart.
+WATCHER_SOURCE = r'''
+import json, os, subprocess, sys, time
+spec = json.loads(sys.argv[1])
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+while os.path.exists(spec["token"]):
+    if not alive(spec["pid"]):
+        try:
+            os.unlink(spec["token"])
+        except OSError:
+            break
+        with open(spec["log"], "ab") as log:
+            log.write(("module %d vanished while Orthanc was stopped; running %s\n"
+                       % (spec["pid"], spec["start"])).encode())
+            log.flush()
+            rc = subprocess.call(spec["start"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            log.write(("exit code %d\n" % rc).encode())
+        break
+    time.sleep(0.1)
+'''
+
+MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none')
+
+
+def processes_holding(paths):
+    """PIDs of the processes that have one of ``paths`` open (read from /proc)."""
+    wanted = set(os.path.realpath(path) for path in paths)
+    holders = []
+    own = str(os.getpid())
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or pid == own:
+            continue
+        fd_dir = '/proc/%s/fd' % pid
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)) in wanted:
+                    holders.append(int(pid))
+                    break
+            except OSError:
+                continue
+    return holders
+
+
+class Service:
+    """Orthanc as a service: its commands, its state and the restart guarantee."""
+
+    def __init__(self, module, rest, held_files=()):
+        params = module.params
+        self.module = module
+        self.rest = rest
+        self.held_files = list(held_files)
+        self.name = params['service_name']
+        self.start_timeout = params['start_timeout']
+        self.stop_timeout = params['stop_timeout']
+        self.manager = self._resolve_manager(params['service_manager'])
+        self.stop_argv, self.start_argv = self._commands(params)
+        self._token = None
+
+    def _resolve_manager(self, manager):
+        if manager != 'auto':
+            return manager
+        if os.path.isdir('/run/systemd/system') and self.module.get_bin_path('systemctl'):
+            return 'systemd'
+        if os.path.exists('/etc/init.d/%s' % self.name):
+            return 'sysvinit'
+        raise OrthancOpsError('Cannot tell how to stop and start Orthanc: no systemd and no /etc/init.d/%s. '
+                              'Set service_manager (systemd, sysvinit, or command with stop_command and '
+                              'start_command).' % self.name)
+
+    def _commands(self, params):
+        if self.manager == 'systemd':
+            systemctl = self.module.get_bin_path('systemctl', required=True)
+            return [systemctl, 'stop', self.name], [systemctl, 'start', self.name]
+        if self.manager == 'sysvinit':
+            script = '/etc/init.d/%s' % self.name
+            return [script, 'stop'], [script, 'start']
+        if self.manager == 'command':
+            if not params.get('stop_command') or not params.get('start_command'):
+                raise OrthancOpsError('service_manager=command needs both stop_command and start_command.')
+            return ['/bin/sh', '-c', params['stop_command']], ['/bin/sh', '-c', params['start_command']]
+        return None, None
+
+    def describe(self):
+        return {'manager': self.manager,
+                'stop': ' '.join(self.stop_argv) if self.stop_argv else None,
+                'start': ' '.join(self.start_argv) if self.start_argv else None}
+
+    def holders(self):
+        return processes_holding(self.held_files) if self.held_files else []
+
+    def is_running(self):
+        return self.rest.answers() or bool(self.holders())
+
+    def _stopped(self):
+        return not self.rest.answers() and not self.holders()
+
+    def stop(self):
+        """Stop Orthanc and wait until it is really gone; the watcher is armed first."""
+        if self.manager == 'none':
+            raise OrthancOpsError('Orthanc is running and service_manager is none, so it cannot be stopped. '
+                                  'Stop Orthanc first or set service_manager.')
+        self._arm_watcher()
+        rc, out, err = self.module.run_command(self.stop_argv)
+        if rc != 0:
+            raise OrthancOpsError('The stop command "%s" failed (exit code %d): %s. Fix the service setup '
+                                  '(service_manager, service_name, stop_command).'
+                                  % (' '.join(self.stop_argv), rc, (err or out).strip()))
+        deadline = time.monotonic() + self.stop_timeout
+        while not self._stopped():
+            if time.monotonic() >= deadline:
+                raise OrthancOpsError('Orthanc did not stop within %d s after "%s" (still answering at %s or '
+                                      'holding %s: pids %s). Raise stop_timeout or check the stop command.'
+                                      % (self.stop_timeout, ' '.join(self.stop_argv), self.rest.url,
+                                         ', '.join(self.held_files), self.holders()))
+            time.sleep(POLL_INTERVAL)
+
+    @contextmanager
+    def stopped(self):
+        """Orthanc stopped for the body of the ``with``, and started again whatever happens in it."""
+        try:
+            self.stop()
+            yield
+        except BaseException as exc:
+            try:
+                self.start()
+            except OrthancOpsError as down:
+                raise OrthancOpsError('%s It had been stopped for an operation that failed: %s' % (down, exc),
+                                      **down.details)
+            raise
+        self.start()
+
+    def start(self):
+        """Start Orthanc (unless it answers already) and wait until its REST API answers.
+
+        The watcher is dismissed either way: from here on this module reports the outcome.
+        """
+        try:
+            if self.rest.answers():
+                return
+            rc, out, err = self.module.run_command(self.start_argv)
+            if rc == 0 and self.rest.wait_until_answering(self.start_timeout):
+                return
+            detail = ('exit code %d: %s' % (rc, (err or out).strip())) if rc != 0 else (
+                'no answer at %s within %d s' % (self.rest.url, self.start_timeout))
+            raise OrthancOpsError('ORTHANC IS DOWN: it was stopped for the operation and "%s" did not bring '
+                                  'it back (%s). Start it by hand and read its log.'
+                                  % (' '.join(self.start_argv), detail), orthanc_down=True)
+        finally:
+            self._dismiss_watcher()
+
+    def _arm_watcher(self):
+        handle, token = tempfile.mkstemp(prefix='orthanc-ops-watch-')
+        os.close(handle)
+        spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv,
+                'log': os.path.join(tempfile.gettempdir(), 'orthanc-ops-watcher.log')}
+        subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         close_fds=True, start_new_session=True)
+        self._token = token
+
+    def _dismiss_watcher(self):
+        if self._token:
+            try:
+                os.unlink(self._token)
+            except OSError:
+                pass
+            self._token = None

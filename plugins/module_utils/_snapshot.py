@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Storage snapshots: Orthanc's ``xx/yy/uuid`` tree copied or hard-linked file by file.
+
+A file is written once and never modified by Orthanc (same uuid, same bytes), so a
+file that an earlier backup holds can be hard-linked from that backup. A backup never
+shares an inode with the live storage: from there it always copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+CHUNK = 1024 * 1024
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_LEVEL = re.compile(r'^[0-9a-f]{2}$')
+
+
+def is_storage_entry(name):
+    """True for the top-level folders Orthanc writes in its storage directory (``xx``)."""
+    return bool(_LEVEL.match(name))
+
+
+def relative_path(uuid):
+    return os.path.join(uuid[0:2], uuid[2:4], uuid)
+
+
+def list_storage(root):
+    """{uuid: size} of the attachment files under ``root``."""
+    files = {}
+    for first in _scandir(root):
+        if not (first.is_dir(follow_symlinks=False) and is_storage_entry(first.name)):
+            continue
+        for second in _scandir(first.path):
+            if not (second.is_dir(follow_symlinks=False) and _LEVEL.match(second.name)):
+                continue
+            for entry in _scandir(second.path):
+                if entry.is_file(follow_symlinks=False) and entry.name.startswith(first.name + second.name):
+                    files[entry.name] = entry.stat(follow_symlinks=False).st_size
+    return files
+
+
+def _scandir(path):
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
+
+def make_dirs(path, mode=DIR_MODE):
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def copy_file(src, dst, mode=FILE_MODE):
+    """Copy ``src`` to ``dst`` (created with ``mode``) and return (size, md5)."""
+    digest = hashlib.md5()
+    size = 0
+    with open(src, 'rb') as source:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, 'wb') as target:
+            while True:
+                chunk = source.read(CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                target.write(chunk)
+                size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StorageSnapshot:
+    """The storage folder of one backup, built from the live storage and the previous backup.
+
+    ``previous`` maps uuid -> {'size', 'md5'} for the files of the previous complete
+    backup under ``previous_root`` (empty when there is none or linking is off).
+    """
+
+    def __init__(self, live_root, target_root, previous_root=None, previous=None):
+        self.live_root = live_root
+        self.target_root = target_root
+        self.previous_root = previous_root
+        self.previous = previous or {}
+        self.files = {}
+        self.bytes_copied = 0
+        self.bytes_linked = 0
+
+    def _dirs_for(self, uuid):
+        make_dirs(os.path.join(self.target_root, uuid[0:2], uuid[2:4]))
+
+    def can_link(self, uuid, size=None):
+        known = self.previous.get(uuid)
+        return known is not None and (size is None or known['size'] == size)
+
+    def add(self, uuid, size=None):
+        """Take one file: a link to the previous backup when it holds it, else a copy from live.
+
+        Returns False when the file is not in the live storage (deleted meanwhile) nor linkable.
+        """
+        self._dirs_for(uuid)
+        target = os.path.join(self.target_root, relative_path(uuid))
+        if self.can_link(uuid, size):
+            os.link(os.path.join(self.previous_root, relative_path(uuid)), target)
+            self.files[uuid] = dict(self.previous[uuid], linked=True)
+            self.bytes_linked += self.previous[uuid]['size']
+            return True
+        try:
+            copied, md5 = copy_file(os.path.join(self.live_root, relative_path(uuid)), target)
+        except FileNotFoundError:
+            return False
+        self.files[uuid] = {'size': copied, 'md5': md5, 'linked': False}
+        self.bytes_copied += copied
+        return True
+
+    def take(self, live_files):
+        """Phase one, while Orthanc runs: every file of the live listing {uuid: size}."""
+        for uuid, size in live_files.items():
+            self.add(uuid, size)
+
+    def reconcile(self, referenced):
+        """Bring the snapshot to exactly the ``referenced`` uuids.
+
+        Returns (missing, dropped): referenced uuids found nowhere, and the uuids
+        taken earlier that the index does not reference (removed again).
+        """
+        missing = [uuid for uuid in referenced if uuid not in self.files and not self.add(uuid)]
+        dropped = [uuid for uuid in self.files if uuid not in referenced]
+        for uuid in dropped:
+            os.unlink(os.path.join(self.target_root, relative_path(uuid)))
+            entry = self.files.pop(uuid)
+            if entry['linked']:
+                self.bytes_linked -= entry['size']
+            else:
+                self.bytes_copied -= entry['size']
+        return sorted(missing), dropped

@@ -1,0 +1,219 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: orthanc_backup
+short_description: Back up an Orthanc server into a repository on the host
+version_added: 0.1.0
+description:
+  - Backs up the index, the DICOM files and the configuration of an Orthanc server into
+    C(<repository>/<instance>/<backup_id>), where C(backup_id) is the UTC start time (C(YYYYMMDDTHHMMSSZ)).
+  - "SQLite index (cold backup, with Orthanc stopped as briefly as possible): while Orthanc runs,
+    the storage is snapshotted: files the previous complete backup holds are hard-linked from it
+    (same uuid, same bytes), the rest is copied. Then Orthanc is stopped, the index is copied, the
+    snapshot is brought to exactly the attachments that index references, and Orthanc is started
+    again before the manifest is written."
+  - A backup never shares an inode with the live storage. Backup folders are mode 0700, files 0600.
+  - A backup is complete only when its C(manifest.json) (with the size and MD5 of every file) is
+    written and the folder renamed from C(<backup_id>.partial). Leftover partial folders are removed
+    by the next run.
+  - Orthanc is started again whatever fails once it was stopped. If it was not running when the
+    module began, it is left stopped.
+  - Two backups of the same instance cannot run at once; the second fails at once.
+author:
+  - orthanc_ops developers
+extends_documentation_fragment:
+  - orthanc_ops.backup.orthanc
+  - orthanc_ops.backup.orthanc.SERVICE
+  - orthanc_ops.backup.orthanc.REPOSITORY
+options:
+  repository:
+    required: true
+  mode:
+    description:
+      - V(cold) stops Orthanc while the index is copied; V(hot) keeps it serving.
+      - V(auto) takes the index backend's default; SQLite supports only V(cold).
+    type: str
+    choices: [auto, cold, hot]
+    default: auto
+  link:
+    description:
+      - Hard-link files that the previous complete backup of the instance already holds instead of copying them.
+    type: bool
+    default: true
+  include_config:
+    description:
+      - Copy the Orthanc configuration files into the backup (C(config/)).
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: Returns a plan (backend, files and bytes to copy and to link, previous backup) and stops or writes nothing.
+notes:
+  - Files on disk that the index does not reference (orphans) are not backed up; they are counted.
+  - Files whose size or MD5 differ from what Orthanc recorded are backed up as they are, listed and warned about.
+seealso:
+  - module: orthanc_ops.backup.orthanc_restore
+  - module: orthanc_ops.backup.orthanc_info
+'''
+
+EXAMPLES = r'''
+- name: Back up the Debian-packaged Orthanc
+  orthanc_ops.backup.orthanc_backup:
+    repository: /var/backups/orthanc
+  register: backup
+
+- name: Back up an Orthanc started by custom commands
+  orthanc_ops.backup.orthanc_backup:
+    config: /srv/orthanc/config
+    repository: /srv/backups
+    instance: router-site-a
+    service_manager: command
+    stop_command: start-stop-daemon --stop --retry TERM/30/KILL/5 --pidfile /run/orthanc-a.pid --remove-pidfile
+    start_command: >-
+      start-stop-daemon --start --background --make-pidfile --pidfile /run/orthanc-a.pid
+      --exec /usr/sbin/Orthanc -- /srv/orthanc/config
+
+- name: Show what a backup would copy
+  orthanc_ops.backup.orthanc_backup:
+    repository: /var/backups/orthanc
+  check_mode: true
+  register: plan
+'''
+
+RETURN = r'''
+backup_id:
+  description: Id of the new backup (UTC start time).
+  returned: success and not check mode
+  type: str
+  sample: 20261127T231045Z
+path:
+  description: Folder of the new backup.
+  returned: success and not check mode
+  type: str
+  sample: /var/backups/orthanc/pacs1/20261127T231045Z
+previous_backup:
+  description: Id of the backup files were linked from, or null.
+  returned: success and not check mode
+  type: str
+index_backend:
+  description: Index backend of the Orthanc backed up.
+  returned: success and not check mode
+  type: str
+  sample: sqlite
+storage_backend:
+  description: Storage backend of the Orthanc backed up.
+  returned: success and not check mode
+  type: str
+  sample: filesystem
+downtime_seconds:
+  description: Seconds from the stop command until Orthanc's REST API answered again (0 if it was not stopped).
+  returned: success and not check mode
+  type: float
+  sample: 3.1
+duration_seconds:
+  description: Seconds the whole backup took.
+  returned: success and not check mode
+  type: float
+files:
+  description: Number of files in the backup (configuration, index and storage).
+  returned: success and not check mode
+  type: int
+bytes_copied:
+  description: Bytes copied into the backup.
+  returned: success and not check mode
+  type: int
+bytes_linked:
+  description: Bytes hard-linked from the previous backup.
+  returned: success and not check mode
+  type: int
+orphans_skipped:
+  description: Files in the storage that the index does not reference, left out of the backup.
+  returned: success and not check mode
+  type: int
+missing_attachments:
+  description: Uuids the index references that are not in the storage.
+  returned: success and not check mode
+  type: list
+  elements: str
+md5_mismatches:
+  description: Uuids whose file differs in size or MD5 from what Orthanc recorded.
+  returned: success and not check mode
+  type: list
+  elements: str
+counts:
+  description: Resources and attachments in the backed-up index.
+  returned: success and not check mode
+  type: dict
+  sample: {patients: 3, studies: 4, series: 8, instances: 40, attachments: 40}
+plan:
+  description: In check mode, what the backup would do.
+  returned: check mode
+  type: dict
+  contains:
+    index_backend:
+      description: Index backend.
+      type: str
+    storage_backend:
+      description: Storage backend.
+      type: str
+    mode:
+      description: Backup mode that would be used.
+      type: str
+    previous_backup:
+      description: Backup files would be linked from.
+      type: str
+    orthanc_running:
+      description: Whether Orthanc runs (and so would be stopped for a cold backup).
+      type: bool
+    service:
+      description: Service manager and the stop and start commands.
+      type: dict
+    files_to_copy:
+      description: Storage files to copy.
+      type: int
+    bytes_to_copy:
+      description: Bytes to copy, index and configuration included.
+      type: int
+    files_to_link:
+      description: Storage files to hard-link from the previous backup.
+      type: int
+    bytes_to_link:
+      description: Bytes of those files.
+      type: int
+    instance:
+      description: Instance name in the repository.
+      type: str
+    repository:
+      description: Folder of the instance in the repository.
+      type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backup
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
+    orthanc_argument_spec, repository_argument_spec, service_argument_spec)
+
+
+def main():
+    argument_spec = orthanc_argument_spec()
+    argument_spec.update(service_argument_spec())
+    argument_spec.update(repository_argument_spec(required=True))
+    argument_spec.update(
+        mode=dict(type='str', default='auto', choices=['auto', 'cold', 'hot']),
+        link=dict(type='bool', default=True),
+        include_config=dict(type='bool', default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    _backup.main(module)
+
+
+if __name__ == '__main__':
+    main()
