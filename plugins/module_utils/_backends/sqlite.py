@@ -14,7 +14,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import copy_file
 
 # Orthanc's resource types in the Resources table.
-RESOURCE_COUNTS = {0: 'patients', 1: 'studies', 2: 'series', 3: 'instances'}
+RESOURCE_COUNTS = {1: 'patients', 2: 'studies', 3: 'series', 4: 'instances'}
 COMPRESSION_ZLIB = 2
 
 

@@ -1,0 +1,56 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import Ansible, Orthanc  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def collections_root():
+    root = os.environ.get('ORTHANC_OPS_COLLECTIONS')
+    if not root or not os.path.isdir(os.path.join(root, 'ansible_collections', 'orthanc_ops', 'backup')):
+        pytest.fail('Set ORTHANC_OPS_COLLECTIONS to the folder holding ansible_collections/orthanc_ops/backup '
+                    '(make integration does).')
+    return root
+
+
+@pytest.fixture
+def ansible(collections_root, tmp_path):
+    work = tmp_path / 'ansible'
+    work.mkdir()
+    return Ansible(collections_root, str(work))
+
+
+@pytest.fixture
+def make_orthanc(tmp_path):
+    """Factory of running Orthanc servers, each in its own folder; all stopped at teardown."""
+    servers = []
+
+    def factory(name='orthanc', start=True, **options):
+        server = Orthanc(str(tmp_path / name), **options)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def repository(tmp_path):
+    path = tmp_path / 'repository'
+    yield str(path)
+    shutil.rmtree(path, ignore_errors=True)

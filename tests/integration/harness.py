@@ -1,0 +1,249 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Real Orthanc servers, synthetic DICOM and real ansible-playbook runs, for the tests and bench/."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+ORTHANC = '/usr/sbin/Orthanc'
+USER, PASSWORD = 'admin', 'orthanc-test-secret'
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def make_instance(patient, study, series, number, pixels=64):
+    """One small Secondary Capture instance as DICOM bytes."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientID = 'P%04d' % patient
+    ds.PatientName = 'Test^Patient%d' % patient
+    ds.StudyInstanceUID = '1.2.826.0.1.3680043.10.1234.%d.%d' % (patient, study)
+    ds.SeriesInstanceUID = '1.2.826.0.1.3680043.10.1234.%d.%d.%d' % (patient, study, series)
+    ds.StudyDate = '20260101'
+    ds.Modality = 'OT'
+    ds.InstanceNumber = number
+    ds.Rows = ds.Columns = pixels
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = 'MONOCHROME2'
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = os.urandom(pixels * pixels)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def make_instances(patients=3, studies=2, series=2, instances=2, pixels=64):
+    return [make_instance(p, st, se, n, pixels) for p in range(patients) for st in range(studies)
+            for se in range(series) for n in range(instances)]
+
+
+class Orthanc:
+    """A real Orthanc with its own folders and ports, started by start-stop-daemon."""
+
+    def __init__(self, root, layout='file', compression=False, relative=False, auth=True, separate_index=False):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.port, self.dicom_port = free_port(), free_port()
+        self.pidfile = os.path.join(root, 'orthanc.pid')
+        self.logdir = os.path.join(root, 'logs')
+        os.makedirs(self.logdir, exist_ok=True)
+        self.auth = auth
+        storage = 'OrthancStorage' if relative else os.path.join(root, 'storage')
+        settings = {
+            'Name': 'test-%d' % self.port,
+            'HttpPort': self.port,
+            'DicomPort': self.dicom_port,
+            'StorageDirectory': storage,
+            'StorageCompression': compression,
+            'RemoteAccessAllowed': False,
+            'AuthenticationEnabled': auth,
+            'RegisteredUsers': {USER: PASSWORD} if auth else {},
+            'Plugins': [],
+        }
+        if separate_index:
+            settings['IndexDirectory'] = 'OrthancIndex' if relative else os.path.join(root, 'index')
+        if layout == 'folder':
+            self.config = os.path.join(root, 'config')
+            os.makedirs(self.config, exist_ok=True)
+            network = dict((k, settings.pop(k)) for k in ('HttpPort', 'DicomPort', 'RemoteAccessAllowed'))
+            security = dict((k, settings.pop(k)) for k in ('AuthenticationEnabled', 'RegisteredUsers'))
+            self._write(os.path.join(self.config, 'orthanc.json'), settings, '// main settings\n/* storage */\n')
+            self._write(os.path.join(self.config, 'network.json'), network, '// ports, from a second file\n')
+            self._write(os.path.join(self.config, 'security.json'), security, '/* users */\n')
+            base = self.config
+        else:
+            self.config = os.path.join(root, 'orthanc.json')
+            self._write(self.config, settings, '// one commented file\n')
+            base = root
+        self.storage_dir = os.path.normpath(os.path.join(base, storage))
+        self.index_dir = os.path.normpath(os.path.join(base, settings.get('IndexDirectory', storage)))
+        self.url = 'http://127.0.0.1:%d' % self.port
+
+    @staticmethod
+    def _write(path, values, comment):
+        with open(path, 'w') as handle:
+            handle.write(comment + json.dumps(values, indent=2) + '\n')
+
+    @property
+    def start_command(self):
+        return ('start-stop-daemon --start --quiet --background --make-pidfile --pidfile %s --exec %s -- '
+                '--logdir=%s %s' % (self.pidfile, ORTHANC, self.logdir, self.config))
+
+    @property
+    def stop_command(self):
+        return 'start-stop-daemon --stop --quiet --retry TERM/30/KILL/5 --pidfile %s --remove-pidfile' % self.pidfile
+
+    def module_params(self, **extra):
+        params = {'config': self.config, 'service_manager': 'command',
+                  'stop_command': self.stop_command, 'start_command': self.start_command,
+                  'start_timeout': 30, 'stop_timeout': 30}
+        params.update(extra)
+        return params
+
+    def start(self):
+        subprocess.run(self.start_command, shell=True, check=True)
+        self.wait()
+
+    def wait(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.answers():
+                return
+            time.sleep(0.05)
+        raise AssertionError('Orthanc on %d did not start; log: %s' % (self.port, self.log_tail()))
+
+    def stop(self):
+        subprocess.run(self.stop_command, shell=True, check=False)
+
+    def answers(self):
+        try:
+            self.api('GET', '/system', timeout=2)
+            return True
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def log_tail(self):
+        logs = sorted(os.listdir(self.logdir))
+        if not logs:
+            return ''
+        with open(os.path.join(self.logdir, logs[-1]), errors='replace') as handle:
+            return handle.read()[-2000:]
+
+    def api(self, method, path, data=None, timeout=30, raw=False):
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if self.auth:
+            token = base64.b64encode(('%s:%s' % (USER, PASSWORD)).encode()).decode()
+            request.add_header('Authorization', 'Basic ' + token)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+        return body if raw else json.loads(body or b'null')
+
+    def upload(self, instances):
+        return [self.api('POST', '/instances', data)['ID'] for data in instances]
+
+    def instances(self):
+        return sorted(self.api('GET', '/instances'))
+
+    def md5s(self):
+        """{instance id: MD5 of its DICOM attachment} as Orthanc reports them."""
+        return dict((iid, self.api('GET', '/instances/%s/attachments/dicom/md5' % iid, raw=True).decode())
+                    for iid in self.instances())
+
+    def statistics(self):
+        return self.api('GET', '/statistics')
+
+    def wipe(self):
+        """Stop Orthanc and remove its storage and index: the disaster a restore repairs."""
+        self.stop()
+        shutil.rmtree(self.storage_dir, ignore_errors=True)
+        shutil.rmtree(self.index_dir, ignore_errors=True)
+
+
+class Ansible:
+    """Runs one module of the collection through a real ansible-playbook run on localhost."""
+
+    def __init__(self, collections_root, workdir):
+        self.collections_root = collections_root
+        self.workdir = workdir
+
+    def env(self):
+        env = dict(os.environ)
+        env.update(ANSIBLE_COLLECTIONS_PATH=self.collections_root, ANSIBLE_NOCOLOR='1',
+                   ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_RETRY_FILES_ENABLED='False',
+                   ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, '.ansible-tmp'))
+        return env
+
+    def write_playbook(self, module, params, check=False):
+        out = os.path.join(self.workdir, 'result-%d.json' % time.monotonic_ns())
+        playbook = [{
+            'name': 'Run %s' % module,
+            'hosts': 'localhost',
+            'gather_facts': False,
+            'tasks': [{'block': [{'name': 'Module under test', 'orthanc_ops.backup.%s' % module: params,
+                                  'register': 'result', 'check_mode': check}],
+                       'always': [{'name': 'Save the result', 'ansible.builtin.copy': {
+                           'content': '{{ result | to_json }}', 'dest': out, 'mode': '0600'},
+                           'check_mode': False}]}],
+        }]
+        path = os.path.join(self.workdir, 'playbook-%d.yml' % time.monotonic_ns())
+        with open(path, 'w') as handle:
+            json.dump(playbook, handle)
+        return path, out
+
+    def command(self, playbook, verbosity=0):
+        ansible_playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+        command = [ansible_playbook, '-i', 'localhost,', '-c', 'local',
+                   '-e', 'ansible_python_interpreter=/usr/bin/python3', playbook]
+        if verbosity:
+            command.append('-' + 'v' * verbosity)
+        return command
+
+    def start(self, module, params, check=False, verbosity=0):
+        """Start the run in the background: (Popen, path of the result file)."""
+        playbook, out = self.write_playbook(module, params, check)
+        process = subprocess.Popen(self.command(playbook, verbosity), env=self.env(), cwd=self.workdir,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return process, out
+
+    def run(self, module, params, check=False, verbosity=0, timeout=600):
+        """Run and return (module result, exit code, everything printed)."""
+        process, out = self.start(module, params, check, verbosity)
+        output, dummy = process.communicate(timeout=timeout)
+        result = self.result(out)
+        return result, process.returncode, output
+
+    @staticmethod
+    def result(out):
+        with open(out) as handle:
+            return json.loads(handle.read())

@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Back up a real SQLite Orthanc, wipe it, restore it: every instance and MD5 comes back."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from harness import make_instances
+
+LAYOUTS = {
+    'plain': {},
+    'compressed': {'compression': True},
+    'config-folder': {'layout': 'folder'},
+    'relative-paths': {'layout': 'folder', 'relative': True, 'separate_index': True},
+}
+
+
+@pytest.mark.parametrize('layout', sorted(LAYOUTS))
+def test_backup_wipe_restore(layout, make_orthanc, ansible, repository):
+    orthanc = make_orthanc(**LAYOUTS[layout])
+    orthanc.upload(make_instances())
+    before = orthanc.md5s()
+    assert len(before) == 24
+
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    assert backup['changed'] and backup['index_backend'] == 'sqlite' and backup['storage_backend'] == 'filesystem'
+    assert backup['counts']['instances'] == 24 and backup['bytes_linked'] == 0
+    assert backup['downtime_seconds'] > 0 and orthanc.answers()
+    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', backup['backup_id']]
+    assert os.stat(backup['path']).st_mode & 0o777 == 0o700
+
+    # Files that change after the backup must not change the backup (no shared inodes with live data).
+    orthanc.upload(make_instances(patients=1, studies=1, series=1, instances=1))
+    orthanc.wipe()
+    orthanc.start()
+    assert orthanc.instances() == []
+
+    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    assert restore['backup_id'] == backup['backup_id']
+    assert restore['statistics']['CountInstances'] == 24
+    assert orthanc.md5s() == before

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what the tests and the demo need on a Debian 12 machine: Debian packages
+# (Orthanc and its database plugins, the database servers and clients, rsync, sshd) and a
+# Python virtual environment with the pinned requirements. Safe to run again.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+venv=${ORTHANC_OPS_VENV:-$HOME/.cache/orthanc-ops/venv}
+
+packages=(orthanc orthanc-postgresql orthanc-mysql postgresql mariadb-server postgresql-client
+          mariadb-client rsync sqlite3 openssh-server openssh-client python3 make)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  # Package scripts must not start services on their own: the tests start what they need.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# The newest Python available: pyenv's 3.13 or 3.12 (their shims do not work outside pyenv).
+python=""
+for candidate in "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versions/3.12*/bin/python3 \
+                 "$(command -v python3.13 || true)" "$(command -v python3.12 || true)"; do
+  if [ -x "$candidate" ]; then python=$candidate; break; fi
+done
+[ -n "$python" ] || { echo "setup: needs Python 3.12 or 3.13 (pyenv)"; exit 1; }
+
+stamp="$venv/.requirements"
+if ! cmp -s "$here/tests/requirements.txt" "$stamp" 2>/dev/null; then
+  echo "setup: creating $venv with $python" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/tests/requirements.txt"
+  cp "$here/tests/requirements.txt" "$stamp"
+fi
+echo "$venv"
