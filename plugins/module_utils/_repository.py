@@ -33,6 +33,11 @@ def new_backup_id(now=None):
     return (now or datetime.now(timezone.utc)).strftime(ID_FORMAT)
 
 
+def unusable(path, exc):
+    return OrthancOpsError('Cannot use the repository %s: %s. Choose a writable folder for "repository".'
+                           % (path, exc.strerror or exc))
+
+
 class Repository:
     def __init__(self, root, instance):
         if not instance or '/' in instance or instance.startswith('.'):
@@ -51,6 +56,8 @@ class Repository:
             names = os.listdir(self.path)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise unusable(self.path, exc)
         return sorted(name for name in names if ID_PATTERN.match(name)
                       and os.path.isfile(os.path.join(self.path, name, _manifest.NAME)))
 
@@ -82,8 +89,7 @@ class Repository:
             make_dirs(self.path)
             fd = os.open(os.path.join(self.path, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise OrthancOpsError('Cannot write to the repository %s: %s. Choose a writable "repository".'
-                                  % (self.path, exc.strerror))
+            raise unusable(self.path, exc)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -53,6 +53,8 @@ class Swap:
     def undo(self):
         for name in self.moved_in:
             path = os.path.join(self.target, name)
+            if not os.path.lexists(path):    # Orthanc removes index-wal/-shm when it stops
+                continue
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
             else:
@@ -115,8 +117,8 @@ class Restore:
     def _targets(self, manifest):
         """(target folder, backup sub-folders staged into it, owned(name)) for each live folder."""
         storage_dir, index_dir = self.config.storage_dir, self.backend.index_dir
-        index_names = set(self.backend.live_index_entries()) | set(os.listdir(os.path.join(self.folder,
-                                                                                          self.backend.folder)))
+        backup_index = os.listdir(os.path.join(self.folder, self.backend.folder))
+        index_names = set(self.backend.live_index_entries()) | set(backup_index)
         if storage_dir == index_dir:
             return [(storage_dir, ['storage', self.backend.folder],
                      lambda name: is_storage_entry(name) or name in index_names)]
@@ -200,10 +202,11 @@ class Restore:
         shutil.copytree(os.path.join(self.folder, 'config'), staging)
         for name in os.listdir(staging):
             _own(os.path.join(staging, name), (info.st_uid, info.st_gid), info.st_mode & 0o777)
-        if os.path.isdir(self.config.path):
-            owned = lambda name: name.endswith('.json')  # noqa: E731 -- Orthanc reads every *.json there
-        else:
-            owned = lambda name: name in names  # noqa: E731
+        folder = os.path.isdir(self.config.path)
+
+        def owned(name):
+            # Orthanc reads every *.json of a configuration folder: none may stay beside the restored ones.
+            return name.endswith('.json') if folder else name in names
         return Swap(target, staging, os.path.join(target, ASIDE_PREFIX + 'config-' + self.stamp), owned)
 
     def _compare_statistics(self, manifest):

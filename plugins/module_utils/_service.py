@@ -13,6 +13,7 @@ not survive SIGKILL.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -25,37 +26,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 
 POLL_INTERVAL = 0.05
 
-# Runs detached with the interpreter of the module; argv[1] is a JSON spec.
-# Whoever removes the token first (the module on success, or this watcher
-# when the module is gone) owns the restart.
-WATCHER_SOURCE = r'''
-import json, os, subprocess, sys, time
-spec = json.loads(sys.argv[1])
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-while os.path.exists(spec["token"]):
-    if not alive(spec["pid"]):
-        try:
-            os.unlink(spec["token"])
-        except OSError:
-            break
-        with open(spec["log"], "ab") as log:
-            log.write(("module %d vanished while Orthanc was stopped; running %s\n"
-                       % (spec["pid"], spec["start"])).encode())
-            log.flush()
-            rc = subprocess.call(spec["start"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-            log.write(("exit code %d\n" % rc).encode())
-        break
-    time.sleep(0.1)
-'''
-
 MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none')
+
 
 
 def processes_holding(paths):
@@ -79,6 +51,47 @@ def processes_holding(paths):
             except OSError:
                 continue
     return holders
+
+
+# Runs detached with the interpreter of the module; argv[1] is a JSON spec. Whoever
+# removes the token first (the module when it is done, or this watcher when the
+# module is gone) owns the restart. A stop still under way is waited for, so that
+# the start command does not meet an Orthanc that is about to exit.
+WATCHER_SOURCE = inspect.getsource(processes_holding) + r'''
+import json, os, subprocess, sys, time
+spec = json.loads(sys.argv[1])
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+while os.path.exists(spec["token"]):
+    if alive(spec["pid"]):
+        time.sleep(0.1)
+        continue
+    try:
+        os.unlink(spec["token"])
+    except OSError:
+        break
+    with open(spec["log"], "ab") as log:
+        deadline = time.monotonic() + spec["stop_timeout"]
+        while processes_holding(spec["held"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if processes_holding(spec["held"]):
+            log.write(("module %d vanished; Orthanc still holds %s, so it was not stopped: nothing to do\n"
+                       % (spec["pid"], spec["held"])).encode())
+            break
+        log.write(("module %d vanished while Orthanc was stopped; running %s\n" % (spec["pid"], spec["start"])).encode())
+        log.flush()
+        rc = subprocess.call(spec["start"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.write(("exit code %d\n" % rc).encode())
+    break
+'''
 
 
 class Service:
@@ -191,9 +204,11 @@ class Service:
     def _arm_watcher(self):
         handle, token = tempfile.mkstemp(prefix='orthanc-ops-watch-')
         os.close(handle)
-        spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv,
+        spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv, 'held': self.held_files,
+                'stop_timeout': self.stop_timeout,
                 'log': os.path.join(tempfile.gettempdir(), 'orthanc-ops-watcher.log')}
-        subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],
+        # The one process not run through run_command: it must outlive this module.
+        subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],  # pylint: disable=ansible-bad-function
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          close_fds=True, start_new_session=True)
         self._token = token

@@ -26,7 +26,7 @@ description:
     module began, it is left stopped.
   - Two backups of the same instance cannot run at once; the second fails at once.
 author:
-  - orthanc_ops developers
+  - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.SERVICE
@@ -53,6 +53,7 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Returns a plan (backend, files and bytes to copy and to link, previous backup) and stops or writes nothing.
 notes:

@@ -15,11 +15,12 @@ description:
     where its storage and index are, and, when the REST API answers, its version and statistics.
   - Changes nothing.
 author:
-  - orthanc_ops developers
+  - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: The module only reads.
 '''

@@ -19,7 +19,7 @@ description:
     Orthanc is started; its C(/statistics) must match the counts of the manifest.
   - Any failure once the swap began puts the previous data back and starts Orthanc again.
 author:
-  - orthanc_ops developers
+  - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.SERVICE
@@ -52,6 +52,7 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Checks the backup and returns a plan; changes nothing.
 notes:

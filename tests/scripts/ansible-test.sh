@@ -13,9 +13,9 @@ mkdir -p "$cache"
 for version in 25.2 24.2; do
   cat > "$cache/get_pip_${version//./_}.py" <<'PY'
 import subprocess, sys
-subprocess.check_call([sys.executable, '-m', 'ensurepip', '-q'])
+subprocess.check_call([sys.executable, '-m', 'ensurepip'], stdout=subprocess.DEVNULL)
 args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]
-subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', '--upgrade', 'pip'] + args)
+subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', '--upgrade'] + args)
 PY
 done
 cd "$tree"

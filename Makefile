@@ -1,0 +1,36 @@
+# Every target installs what it needs first (tests/scripts/setup.sh is idempotent).
+VENV ?= $(HOME)/.cache/orthanc-ops/venv
+TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree
+TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
+PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
+
+.PHONY: test setup tree sanity lint units integration changelog-lint demo bench
+
+test: setup sanity lint changelog-lint units integration
+
+setup:
+	@bash tests/scripts/setup.sh >/dev/null
+
+tree: setup
+	@bash tests/scripts/collection-tree.sh $(TREE_ROOT) >/dev/null
+
+sanity: tree
+	bash tests/scripts/ansible-test.sh $(VENV) $(TREE) sanity --venv --python 3.13 --color no
+
+lint: setup
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --offline -q
+
+changelog-lint: setup
+	$(VENV)/bin/antsibull-changelog lint
+
+units: tree
+	cd $(TREE) && $(PYTEST) -q tests/unit
+
+integration: tree
+	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/integration
+
+demo: tree
+	PATH=$(VENV)/bin:$$PATH bash tests/scripts/demo.sh $(TREE_ROOT)
+
+bench: tree
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/sqlite_outage.py --collections $(TREE_ROOT) $(BENCH_ARGS)
