@@ -29,7 +29,6 @@ POLL_INTERVAL = 0.05
 MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none')
 
 
-
 def processes_holding(paths):
     """PIDs of the processes that have one of ``paths`` open (read from /proc)."""
     wanted = set(os.path.realpath(path) for path in paths)
