@@ -2,7 +2,7 @@
 VENV ?= $(HOME)/.cache/orthanc-ops/venv
 TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
-PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
+PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
 .PHONY: test setup tree sanity lint units integration changelog-lint demo bench
 
@@ -17,14 +17,14 @@ tree: setup
 sanity: tree
 	bash tests/scripts/ansible-test.sh $(VENV) $(TREE) sanity --venv --python 3.13 --color no
 
-lint: setup
-	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --offline -q
+lint: tree
+	cd $(TREE) && NO_COLOR=1 ANSIBLE_COLLECTIONS_PATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --offline -q
 
 changelog-lint: setup
 	$(VENV)/bin/antsibull-changelog lint
 
 units: tree
-	cd $(TREE) && $(PYTEST) -q tests/unit
+	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/unit
 
 integration: tree
 	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/integration

@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load, strip_comments
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+
+
+def test_comments_are_removed_but_not_inside_strings():
+    text = '{ // note\n "Url": "http://a//b", /* block\n */ "Glob": "/* not a comment */" }'
+    assert json.loads(strip_comments(text)) == {'Url': 'http://a//b', 'Glob': '/* not a comment */'}
+
+
+def test_escaped_quote_does_not_end_a_string():
+    assert json.loads(strip_comments('{"A": "say \\"//hi\\"" // c\n}')) == {'A': 'say "//hi"'}
+
+
+def test_unterminated_block_comment_is_an_error(tmp_path):
+    (tmp_path / 'o.json').write_text('{"A": 1} /* open')
+    with pytest.raises(OrthancOpsError, match='not valid JSON'):
+        load(str(tmp_path / 'o.json'))
+
+
+def test_folder_is_merged_and_duplicates_refused(tmp_path):
+    (tmp_path / 'a.json').write_text('{"HttpPort": 9000}')
+    (tmp_path / 'b.json').write_text('// second\n{"StorageDirectory": "data"}')
+    (tmp_path / 'ignored.txt').write_text('not json')
+    config = load(str(tmp_path))
+    assert config.http_port == 9000
+    assert config.storage_dir == str(tmp_path / 'data') and config.index_dir == str(tmp_path / 'data')
+    (tmp_path / 'c.json').write_text('{"HttpPort": 9001}')
+    with pytest.raises(OrthancOpsError, match='"HttpPort" is defined in both .*a.json and .*c.json'):
+        load(str(tmp_path))
+
+
+def test_relative_paths_resolve_against_the_file_folder(tmp_path):
+    (tmp_path / 'orthanc.json').write_text('{"StorageDirectory": "../s", "IndexDirectory": "i"}')
+    config = load(str(tmp_path / 'orthanc.json'))
+    assert config.storage_dir == str(tmp_path.parent / 's') and config.index_dir == str(tmp_path / 'i')
+
+
+def test_defaults(tmp_path):
+    (tmp_path / 'orthanc.json').write_text('{}')
+    config = load(str(tmp_path / 'orthanc.json'))
+    assert config.storage_dir == str(tmp_path / 'OrthancStorage') == config.index_dir
+    assert config.default_url() == 'http://127.0.0.1:8042' and config.default_credentials() == (None, None)
+    assert config.storage_compression is False
+
+
+def test_url_and_credentials_from_the_configuration(tmp_path):
+    (tmp_path / 'orthanc.json').write_text('{"SslEnabled": true, "HttpPort": 443, "RegisteredUsers": {"b": "2", "a": "1"}}')
+    config = load(str(tmp_path / 'orthanc.json'))
+    assert config.default_url() == 'https://127.0.0.1:443' and config.default_credentials() == ('a', '1')
+
+
+def test_missing_configuration(tmp_path):
+    with pytest.raises(OrthancOpsError, match='does not exist'):
+        load(str(tmp_path / 'nope'))

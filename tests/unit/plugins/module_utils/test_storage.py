@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._info import masked_database
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import problems
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
+    StorageSnapshot, list_storage, relative_path)
+
+UUIDS = ['0a1b2c3d-0000', '0a1bffff-1111', 'ee00aaaa-2222']
+
+
+def write_storage(root, contents):
+    for uuid, data in contents.items():
+        path = os.path.join(root, relative_path(uuid))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as handle:
+            handle.write(data)
+
+
+def test_listing_takes_only_orthanc_files(tmp_path):
+    write_storage(str(tmp_path), {UUIDS[0]: b'abc', UUIDS[1]: b'defg'})
+    (tmp_path / 'index').write_bytes(b'sqlite')
+    (tmp_path / 'zz').mkdir()
+    assert list_storage(str(tmp_path)) == {UUIDS[0]: 3, UUIDS[1]: 4}
+
+
+def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
+    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
+    write_storage(live, {UUIDS[0]: b'abc', UUIDS[1]: b'defg', UUIDS[2]: b'orphan'})
+    write_storage(previous, {UUIDS[0]: b'abc'})
+    snapshot = StorageSnapshot(live, target, previous, {UUIDS[0]: {'size': 3, 'md5': 'm0'}})
+    snapshot.take(list_storage(live))
+    write_storage(live, {'ff000000-3333': b'late'})    # arrives after the first pass
+    referenced = {UUIDS[0]: {}, UUIDS[1]: {}, 'ff000000-3333': {}, 'ab000000-4444': {}}
+    missing, dropped = snapshot.reconcile(referenced)
+    assert missing == ['ab000000-4444'] and dropped == [UUIDS[2]]
+    assert sorted(list_storage(target)) == sorted([UUIDS[0], UUIDS[1], 'ff000000-3333'])
+    linked = os.stat(os.path.join(target, relative_path(UUIDS[0])))
+    assert linked.st_ino == os.stat(os.path.join(previous, relative_path(UUIDS[0]))).st_ino
+    copied = os.stat(os.path.join(target, relative_path(UUIDS[1])))
+    assert copied.st_ino != os.stat(os.path.join(live, relative_path(UUIDS[1]))).st_ino
+    assert copied.st_mode & 0o777 == 0o600
+    assert snapshot.bytes_linked == 3 and snapshot.bytes_copied == 4 + 4
+
+
+def test_manifest_problems(tmp_path):
+    (tmp_path / 'a').write_bytes(b'hello')
+    (tmp_path / 'b').write_bytes(b'hellO')
+    manifest = {'files': {'a': {'size': 5, 'md5': '5d41402abc4b2a76b9719d911017c592'},
+                          'b': {'size': 5, 'md5': '5d41402abc4b2a76b9719d911017c592'},
+                          'c': {'size': 1, 'md5': 'x'}}}
+    found = problems(str(tmp_path), manifest)
+    assert len(found) == 2 and 'b has MD5' in found[0] and 'c is missing' in found[1]
+    assert problems(str(tmp_path), manifest, check_md5=False) == ['c is missing']
+
+
+def test_repository_lists_complete_backups_and_locks(tmp_path):
+    repository = Repository(str(tmp_path), 'pacs')
+    repository.lock()
+    for name in ('20260101T000000Z', '20260102T000000Z.partial', '20260103T000000Z', 'notes'):
+        os.mkdir(os.path.join(repository.path, name))
+    (tmp_path / 'pacs' / '20260101T000000Z' / 'manifest.json').write_text('{}')
+    assert repository.backup_ids() == ['20260101T000000Z']
+    other = Repository(str(tmp_path), 'pacs')
+    with pytest.raises(OrthancOpsError, match='Another backup of instance "pacs" is running .* pid %d' % os.getpid()):
+        other.lock()
+    assert repository.clean_partials() == ['20260102T000000Z.partial']
+    repository.unlock()
+    other.lock()
+    other.unlock()
+
+
+@pytest.mark.parametrize('bad', ['', '../x', '.hidden', 'a/b'])
+def test_instance_must_be_a_folder_name(tmp_path, bad):
+    with pytest.raises(OrthancOpsError, match='cannot name a folder'):
+        Repository(str(tmp_path), bad)
+
+
+@pytest.mark.parametrize('settings, index, storage', [
+    ({}, 'sqlite', 'filesystem'),
+    ({'PostgreSQL': {'EnableIndex': True}}, 'postgresql', 'filesystem'),
+    ({'PostgreSQL': {'EnableIndex': False, 'EnableStorage': False}}, 'sqlite', 'filesystem'),
+    ({'MySQL': {'EnableIndex': True, 'EnableStorage': True}}, 'mysql', 'mysql'),
+    ({'Odbc': {'EnableIndex': True}}, 'plugin', 'filesystem'),
+])
+def test_backend_detection(tmp_path, settings, index, storage):
+    (tmp_path / 'o.json').write_text(json.dumps(settings))
+    config = load(str(tmp_path / 'o.json'))
+    assert _backends.index_backend(config)[0] == index and _backends.storage_backend(config)[0] == storage
+
+
+def test_unsupported_backend_and_two_index_plugins(tmp_path):
+    (tmp_path / 'o.json').write_text('{"MySQL": {"EnableIndex": true}}')
+    with pytest.raises(OrthancOpsError, match='keeps the Orthanc index in mysql'):
+        _backends.for_config(load(str(tmp_path / 'o.json')))
+    (tmp_path / 'o.json').write_text('{"MySQL": {"EnableIndex": true}, "PostgreSQL": {"EnableIndex": true}}')
+    with pytest.raises(OrthancOpsError, match='several plugin sections'):
+        _backends.index_backend(load(str(tmp_path / 'o.json')))
+
+
+def test_database_passwords_are_masked():
+    masked = masked_database({'Host': 'db', 'Password': 's3cret', 'Other': 1,
+                              'ConnectionUri': 'postgresql://orthanc:s3cret@db:5432/orthanc?password=s3cret'})
+    assert 's3cret' not in repr(masked) and masked['Host'] == 'db' and 'Other' not in masked
