@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The main job on one Debian 12 machine: install the collection, make sure the packaged
+# Orthanc (SQLite) runs and holds a few studies, back it up with playbooks/backup.yml on
+# localhost, and show where the backup is and what it holds.
+set -euo pipefail
+tree_root=$1
+tree="$tree_root/ansible_collections/orthanc_ops/backup"
+collections=${ORTHANC_OPS_COLLECTIONS_PATH:-$HOME/.cache/orthanc-ops/collections}
+repository=${ORTHANC_OPS_REPOSITORY:-/var/backups/orthanc}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "== Installing the collection with ansible-galaxy"
+(cd "$tree" && ansible-galaxy collection build --force --output-path "$work" >/dev/null)
+ANSIBLE_COLLECTIONS_PATH=$collections ansible-galaxy collection install --force -p "$collections" "$work"/orthanc_ops-backup-*.tar.gz >/dev/null
+export ANSIBLE_COLLECTIONS_PATH=$collections
+
+answers() { python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:8042/system", timeout=2)' 2>/dev/null; }
+if ! answers; then
+  echo "== Starting the packaged Orthanc"
+  if [ -d /run/systemd/system ]; then systemctl start orthanc; else /etc/init.d/orthanc start >/dev/null; fi
+  for _ in $(seq 300); do answers && break; sleep 0.1; done
+  answers || { echo "Orthanc did not start; see /var/log/orthanc"; exit 1; }
+fi
+
+count=$(python3 -c 'import json, urllib.request; print(len(json.load(urllib.request.urlopen("http://127.0.0.1:8042/instances"))))')
+if [ "$count" = 0 ]; then
+  echo "== Seeding sample studies (synthetic DICOM)"
+  PYTHONPATH="$tree/tests/integration" python - <<'PY'
+import urllib.request
+from harness import make_instances
+for data in make_instances(patients=3, studies=2, series=2, instances=3):
+    urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8042/instances', data=data, method='POST')).close()
+PY
+fi
+
+echo "== Backing up with orthanc_ops.backup.backup"
+ansible-playbook orthanc_ops.backup.backup -i localhost, -c local \
+  -e ansible_python_interpreter=/usr/bin/python3 -e orthanc_backup_repository="$repository" \
+  -e orthanc_backup_instance=localhost
+
+latest=$(ls -d "$repository"/localhost/2*Z | tail -n 1)
+echo "== The backup is in $latest"
+python3 - "$latest" <<'PY'
+import json, sys
+manifest = json.load(open(sys.argv[1] + '/manifest.json'))
+counts = manifest['counts']
+print('status %s, Orthanc %s, %s index, %s storage' % (manifest['status'], manifest['orthanc_version'],
+      manifest['index_backend'], manifest['storage_backend']))
+print('%(patients)d patients, %(studies)d studies, %(series)d series, %(instances)d instances' % counts)
+print('%d files (%d bytes copied, %d linked), Orthanc down %.2f s' % (len(manifest['files']),
+      manifest['bytes_copied'], manifest['bytes_linked'], manifest['timings']['downtime_seconds']))
+PY
+ls -l "$latest"
