@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,16 +54,21 @@ class Prober(threading.Thread):
         return max((b - a for a, b in zip(self.answers, self.answers[1:])), default=0.0)
 
 
-def measured(orthanc, action):
-    """(client-seen outage, wall time) of action()."""
-    prober = Prober(orthanc)
-    prober.start()
-    time.sleep(0.2)
-    start = time.monotonic()
-    action()
-    wall = time.monotonic() - start
-    time.sleep(0.2)
-    return prober.outage(), wall
+def measured(orthanc, action, repeat, before=None):
+    """Medians over ``repeat`` runs of (client-seen outage, wall time) of action()."""
+    outages, walls = [], []
+    for dummy in range(repeat):
+        if before:
+            before()
+        prober = Prober(orthanc)
+        prober.start()
+        time.sleep(0.3)
+        start = time.monotonic()
+        action()
+        walls.append(time.monotonic() - start)
+        time.sleep(0.3)
+        outages.append(prober.outage())
+    return statistics.median(outages), statistics.median(walls)
 
 
 def seed(orthanc, count, pixels):
@@ -76,72 +82,77 @@ def sh(command):
     subprocess.run(command, shell=True, check=True)
 
 
-def bench(collections, count, pixels, work):
+def bench(collections, count, pixels, repeat, work):
     orthanc = Orthanc(os.path.join(work, 'orthanc'))
     orthanc.start()
     seeded = time.monotonic()
     seed(orthanc, count, pixels)
-    print('N=%d: seeded in %.0f s, %d MiB of storage' % (
-        count, time.monotonic() - seeded,
-        sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(orthanc.storage_dir) for f in fs) >> 20))
+    storage_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(orthanc.storage_dir) for f in fs
+                        if not f.startswith('index'))
+    print('N=%d: seeded in %.0f s, %d MiB of storage, medians of %d runs' % (
+        count, time.monotonic() - seeded, storage_bytes >> 20, repeat))
     ansible = Ansible(collections, work)
     repository = os.path.join(work, 'repository')
     params = orthanc.module_params(repository=repository, instance='bench')
-    results = {}
+    book_copy = os.path.join(work, 'book')
+    results, modules = {}, {'b': [], 'c': []}
 
     def restart():
         orthanc.stop()
         orthanc.start()
-    results['0 stop+start'] = measured(orthanc, restart)
 
     def book():
-        target = os.path.join(work, 'book')
         orthanc.stop()
-        sh('mkdir -p %s && cp -a %s %s/storage && cp -a %s %s/config.json' % (
-            target, orthanc.storage_dir, target, orthanc.config, target))
+        sh('mkdir -p %s && cp -a %s %s/storage && cp -a %s %s/' % (
+            book_copy, orthanc.storage_dir, book_copy, orthanc.config, book_copy))
         orthanc.start()
-    results['a book: stop+cp -a+start'] = measured(orthanc, book)
-
-    outputs = {}
 
     def module(label):
         def run():
             result, rc, output = ansible.run('orthanc_backup', params)
             assert rc == 0, output
-            outputs[label] = result
+            modules[label].append(result)
         return run
-    results['b orthanc_backup'] = measured(orthanc, module('b'))
-    results['c orthanc_backup, unchanged'] = measured(orthanc, module('c'))
 
-    sh('rsync -a %s/ %s/rsync1/' % (orthanc.storage_dir, work))
-    start = time.monotonic()
-    sh('rsync -a --link-dest=%s/rsync1/ %s/ %s/rsync2/' % (work, orthanc.storage_dir, work))
-    rsync_wall = time.monotonic() - start
+    results['0 stop+start (floor)'] = measured(orthanc, restart, repeat)
+    results['a book: stop, cp -a, start'] = measured(orthanc, book, repeat,
+                                                     before=lambda: shutil.rmtree(book_copy, ignore_errors=True))
+    results['b orthanc_backup, first'] = measured(orthanc, module('b'), repeat,
+                                                  before=lambda: shutil.rmtree(repository, ignore_errors=True))
+    results['c orthanc_backup, unchanged'] = measured(orthanc, module('c'), repeat)
+
+    rsync_walls = []
+    for number in range(repeat):
+        sh('rsync -a %s/ %s/rsync-base/' % (orthanc.storage_dir, work))
+        start = time.monotonic()
+        sh('rsync -a --link-dest=%s/rsync-base/ %s/ %s/rsync-%d/' % (work, orthanc.storage_dir, work, number))
+        rsync_walls.append(time.monotonic() - start)
+    rsync_wall = statistics.median(rsync_walls)
     orthanc.stop()
 
-    floor = results['0 stop+start'][0]
-    print('  %-30s %10s %10s' % ('', 'outage s', 'wall s'))
+    def median(label, key):
+        return statistics.median(result[key] if key in result else result['timings'][key] for result in modules[label])
+
+    print('  %-32s %10s %10s' % ('', 'outage s', 'wall s'))
     for label, (outage, wall) in results.items():
-        print('  %-30s %10.2f %10.2f' % (label, outage, wall))
-    print('  %-30s %10s %10.2f' % ('rsync -a --link-dest', '-', rsync_wall))
-    book_extra = results['a book: stop+cp -a+start'][0] - floor
-    module_extra = results['b orthanc_backup'][0] - floor
-    print('  outage beyond the floor: book %.2f s, orthanc_backup %.2f s (target <= %.2f s)' % (
-        book_extra, module_extra, max(0.5, 0.1 * book_extra)))
-    print('  (b) outage / (a) outage: %.2f; (c) bytes copied: %d storage bytes (%d with index and config), '
-          'linked %d' % (
-              results['b orthanc_backup'][0] / results['a book: stop+cp -a+start'][0],
-              outputs['c']['bytes_copied'] - sum(os.path.getsize(os.path.join(orthanc.index_dir, n))
-                                                 for n in os.listdir(orthanc.index_dir) if n.startswith('index'))
-              - os.path.getsize(orthanc.config),
-              outputs['c']['bytes_copied'], outputs['c']['bytes_linked']))
+        print('  %-32s %10.2f %10.2f' % (label, outage, wall))
+    print('  %-32s %10s %10.2f' % ('rsync -a --link-dest', '-', rsync_wall))
+    floor = results['0 stop+start (floor)'][0]
+    book_extra = results['a book: stop, cp -a, start'][0] - floor
+    module_extra = results['b orthanc_backup, first'][0] - floor
+    print('  outage beyond the floor: book %.2f s, orthanc_backup %.2f s (target <= max(0.5, 10%% of book) = %.2f s)'
+          % (book_extra, module_extra, max(0.5, 0.1 * book_extra)))
     for label in ('b', 'c'):
-        result = outputs[label]
-        print('  (%s) module: duration %.2f s, downtime %.2f s, work outside the outage %.2f s' % (
-            label, result['duration_seconds'], result['downtime_seconds'],
-            result['duration_seconds'] - result['downtime_seconds']))
-    print('  (c) work outside the outage / rsync --link-dest: %.2fx' % (
-        (outputs['c']['duration_seconds'] - outputs['c']['downtime_seconds']) / rsync_wall))
+        print('  (%s) module: duration %.2f s, downtime %.2f s (stopping %.2f s, index capture %.2f s), '
+              'bytes copied %d, linked %d' % (
+                  label, median(label, 'duration_seconds'), median(label, 'downtime_seconds'),
+                  median(label, 'stop_seconds'), median(label, 'capture_seconds'),
+                  median(label, 'bytes_copied'), median(label, 'bytes_linked')))
+    print('  (c) linked %d of the %d storage bytes; what it copied is the index and the configuration' % (
+        median('c', 'bytes_linked'), storage_bytes))
+    work_outside = median('c', 'duration_seconds') - median('c', 'downtime_seconds')
+    print('  (c) work outside the outage %.2f s / rsync --link-dest %.2f s = %.2fx' % (
+        work_outside, rsync_wall, work_outside / rsync_wall))
 
 
 def main():
@@ -149,11 +160,12 @@ def main():
     parser.add_argument('--collections', required=True, help='folder holding ansible_collections/orthanc_ops/backup')
     parser.add_argument('--instances', type=int, nargs='+', default=[20000])
     parser.add_argument('--pixels', type=int, default=96, help='image side in pixels (file size ~ pixels^2 bytes)')
+    parser.add_argument('--repeat', type=int, default=3, help='runs of each case; medians are printed')
     args = parser.parse_args()
     for count in args.instances:
         work = tempfile.mkdtemp(prefix='orthanc-bench-')
         try:
-            bench(args.collections, count, args.pixels, work)
+            bench(args.collections, count, args.pixels, args.repeat, work)
         finally:
             subprocess.run('start-stop-daemon --stop --quiet --retry TERM/30/KILL/5 --pidfile %s/orthanc/orthanc.pid'
                            % work, shell=True, check=False)

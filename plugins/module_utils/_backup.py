@@ -134,6 +134,7 @@ class Backup:
             'missing_attachments': manifest['missing_attachments'],
             'md5_mismatches': manifest['md5_mismatches'],
             'counts': manifest['counts'],
+            'timings': manifest['timings'],
         }
 
     def _make(self, backup_id, partial, live_files, previous_id, previous, was_running):
@@ -149,20 +150,24 @@ class Backup:
         make_dirs(snapshot.target_root)
         snapshot_start = time.monotonic()
         snapshot.take(live_files)
+
+        # Written data reaches the disk while Orthanc still serves: its own fsyncs at shutdown
+        # would otherwise wait behind the snapshot's dirty pages.
+        os.sync()
         snapshot_seconds = time.monotonic() - snapshot_start
 
-        downtime = 0.0
+        timings = {'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0}
         stop_start = time.monotonic()
         if was_running:
             with self.service.stopped():
-                stopped_seconds = time.monotonic() - stop_start
+                timings['stop_seconds'] = time.monotonic() - stop_start
                 index_files, attachments, counts, missing, orphans = self._capture_index(partial, snapshot)
-            downtime = time.monotonic() - stop_start
+                timings['capture_seconds'] = time.monotonic() - stop_start - timings['stop_seconds']
+            timings['downtime_seconds'] = time.monotonic() - stop_start
         else:
             if self.service.holders():
                 raise OrthancOpsError('Orthanc does not answer at %s but a process holds %s. Check "url".'
                                       % (self.rest.url, self.backend.index_path))
-            stopped_seconds = 0.0
             index_files, attachments, counts, missing, orphans = self._capture_index(partial, snapshot)
         files.update(index_files)
         for uuid, entry in snapshot.files.items():
@@ -199,9 +204,8 @@ class Backup:
             'bytes_copied': snapshot.bytes_copied + sum(entry['size'] for name, entry in files.items()
                                                         if not name.startswith('storage/')),
             'bytes_linked': snapshot.bytes_linked,
-            'timings': {'snapshot_seconds': round(snapshot_seconds, 3),
-                        'stop_seconds': round(stopped_seconds, 3),
-                        'downtime_seconds': round(downtime, 3)},
+            'timings': dict(((name, round(value, 3)) for name, value in timings.items()),
+                            snapshot_seconds=round(snapshot_seconds, 3)),
             'files': files,
         }}
 

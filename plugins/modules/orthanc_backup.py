@@ -153,6 +153,26 @@ counts:
   returned: success and not check mode
   type: dict
   sample: {patients: 3, studies: 4, series: 8, instances: 40, attachments: 40}
+timings:
+  description: Seconds spent in each step.
+  returned: success and not check mode
+  type: dict
+  contains:
+    snapshot_seconds:
+      description: Snapshot of the storage while Orthanc runs, flushed to disk.
+      type: float
+    stop_seconds:
+      description: From the stop command until Orthanc is gone (REST silent, index released).
+      type: float
+    capture_seconds:
+      description: Index copy and snapshot reconciliation, with Orthanc stopped.
+      type: float
+    downtime_seconds:
+      description: From the stop command until the REST API answers again.
+      type: float
+    duration_seconds:
+      description: The whole backup.
+      type: float
 plan:
   description: In check mode, what the backup would do.
   returned: check mode

@@ -156,3 +156,34 @@ def test_packaged_orthanc_through_sysvinit(packaged_orthanc, ansible, repository
     assert packaged_md5s() == before and restore['previous_kept_at'] == []
     owners = set(os.stat(os.path.join(d, f)).st_uid for d, dummy, files in os.walk(packaged_orthanc) for f in files)
     assert owners == {os.stat(packaged_orthanc).st_uid}
+
+
+def test_stopped_orthanc_is_backed_up_and_left_stopped(make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    orthanc.stop()
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository))
+    assert rc == 0, output
+    assert result['downtime_seconds'] == 0 and result['counts']['instances'] == 8
+    assert not orthanc.answers()
+
+
+def test_orthanc_that_does_not_stop(make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    pid = open(orthanc.pidfile).read()
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
+        repository=repository, instance='pacs', stop_command='true', stop_timeout=2))
+    assert rc != 0 and 'did not stop within 2 s' in result['msg']
+    assert orthanc.answers() and open(orthanc.pidfile).read() == pid
+    assert os.listdir(os.path.join(repository, 'pacs')) == ['.lock']
+
+
+def test_rest_password_never_printed(make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    params = orthanc.module_params(repository=repository, url=orthanc.url, url_username='admin', url_password=PASSWORD)
+    result, rc, output = ansible.run('orthanc_backup', params, verbosity=3)
+    assert rc == 0, output
+    with open(os.path.join(result['path'], 'manifest.json')) as handle:
+        manifest = handle.read()
+    assert PASSWORD not in output and PASSWORD not in json.dumps(result) and PASSWORD not in manifest

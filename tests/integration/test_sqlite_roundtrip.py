@@ -42,7 +42,13 @@ def test_backup_wipe_restore(layout, make_orthanc, ansible, repository):
     orthanc.start()
     assert orthanc.instances() == []
 
-    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
+    source = {'src': backup['path']} if layout == 'relative-paths' else {'repository': repository, 'instance': 'pacs'}
+    plan, rc, output = ansible.run('orthanc_restore', orthanc.module_params(**source), check=True)
+    assert rc == 0, output
+    assert plan['plan']['backup_id'] == backup['backup_id'] and plan['plan']['orthanc_running'] is True
+    assert orthanc.instances() == []
+
+    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(**source))
     assert rc == 0, output
     assert restore['backup_id'] == backup['backup_id']
     assert restore['statistics']['CountInstances'] == 24
