@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) orthanc_ops developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Outage and wall time of a cold SQLite backup: orthanc_backup against the naive ways.
@@ -87,7 +86,7 @@ def bench(collections, count, pixels, repeat, work):
     orthanc.start()
     seeded = time.monotonic()
     seed(orthanc, count, pixels)
-    storage_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(orthanc.storage_dir) for f in fs
+    storage_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, dummy, fs in os.walk(orthanc.storage_dir) for f in fs
                         if not f.startswith('index'))
     print('N=%d: seeded in %.0f s, %d MiB of storage, medians of %d runs' % (
         count, time.monotonic() - seeded, storage_bytes >> 20, repeat))
