@@ -39,7 +39,7 @@ ansible-playbook orthanc_ops.backup.backup -i localhost, -c local \
   -e ansible_python_interpreter=/usr/bin/python3 -e orthanc_backup_repository="$repository" \
   -e orthanc_backup_instance=localhost
 
-latest=$(ls -d "$repository"/localhost/2*Z | tail -n 1)
+latest=$(find "$repository/localhost" -mindepth 1 -maxdepth 1 -type d -name "2*Z" | sort | tail -n 1)
 echo "== The backup is in $latest"
 python3 - "$latest" <<'PY'
 import json, sys
