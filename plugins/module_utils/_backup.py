@@ -13,10 +13,9 @@ import socket
 import time
 from datetime import datetime, timezone
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
     StorageSnapshot, copy_file, list_storage, make_dirs, relative_path)
 
@@ -34,22 +33,17 @@ def config_files(config):
     return dict((os.path.basename(path), path) for path in config.files)
 
 
-class Backup:
+class Backup(Phase):
     def __init__(self, module):
-        self.module = module
-        params = module.params
-        self.params = params
-        self.config = _config.load(params['config'])
-        self.backend = _backends.for_config(self.config)
+        super().__init__(module)
+        params = self.params
         self.index_backend = self.backend.name
         self.storage_backend, dummy = _backends.storage_backend(self.config)
         self.mode = self.backend.modes[0] if params['mode'] == 'auto' else params['mode']
         if self.mode not in self.backend.modes:
             raise OrthancOpsError('mode=%s is not possible with the %s index (possible: %s).'
                                   % (self.mode, self.index_backend, ', '.join(self.backend.modes)))
-        self.rest = _rest.from_params(params, self.config)
-        self.service = Service(module, self.rest, self.backend.held_files())
-        self.repository = Repository(params['repository'], params['instance'] or socket.gethostname())
+        self.repository = self.open_repository()
         self.storage_dir = self.config.storage_dir
 
     def _previous(self):
@@ -107,17 +101,16 @@ class Backup:
         system = self.rest.system() if was_running else {}
         backup_id, partial = self.repository.new_partial()
         try:
-            result = self._make(backup_id, partial, live_files, previous_id, previous, was_running)
+            manifest = self._make(backup_id, partial, live_files, previous_id, previous, was_running)
+            manifest.update(started_at=started_at, finished_at=_utc_iso(), orthanc_version=system.get('Version'))
+            manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
+            path = self.repository.finalize(backup_id, partial, manifest)
         except BaseException as exc:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(exc, OSError):
                 raise OrthancOpsError('Writing the backup failed: %s. The partial backup was removed; fix the '
                                       'cause (free space, permissions) and run again.' % exc)
             raise
-        manifest = dict(result['manifest'], started_at=started_at, finished_at=_utc_iso(),
-                        orthanc_version=system.get('Version'))
-        manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
-        path = self.repository.finalize(backup_id, partial, manifest)
         return {
             'changed': True,
             'backup_id': backup_id,
@@ -181,7 +174,7 @@ class Backup:
         if mismatches:
             self.module.warn('%d file(s) in the storage differ from the size or MD5 that Orthanc recorded: %s'
                              % (len(mismatches), ', '.join(mismatches[:10])))
-        return {'manifest': {
+        return {
             'format': _manifest.FORMAT_VERSION,
             'collection_version': _manifest.COLLECTION_VERSION,
             'status': 'complete',
@@ -207,7 +200,7 @@ class Backup:
             'timings': dict(((name, round(value, 3)) for name, value in timings.items()),
                             snapshot_seconds=round(snapshot_seconds, 3)),
             'files': files,
-        }}
+        }
 
     def _capture_index(self, partial, snapshot):
         """With Orthanc stopped: copy the index, then make the snapshot match it exactly."""

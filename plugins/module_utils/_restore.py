@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backup import config_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry, make_dirs
 
 STAGING_PREFIX = '.orthanc-restore-'
@@ -83,22 +81,13 @@ def _own(path, owner, mode):
         os.chown(path, owner[0], owner[1])
 
 
-class Restore:
+class Restore(Phase):
     def __init__(self, module):
-        self.module = module
-        params = module.params
-        self.params = params
-        self.config = _config.load(params['config'])
-        self.backend = _backends.for_config(self.config)
-        self.rest = _rest.from_params(params, self.config)
-        self.service = Service(module, self.rest, self.backend.held_files())
-        if params['src']:
-            self.folder = os.path.abspath(params['src'])
+        super().__init__(module)
+        if self.params['src']:
+            self.folder = os.path.abspath(self.params['src'])
         else:
-            if not params['repository']:
-                raise OrthancOpsError('Give either src (a backup folder) or repository (with instance and backup).')
-            self.folder = Repository(params['repository'], params['instance'] or socket.gethostname()).resolve(
-                params['backup'])
+            self.folder = self.open_repository().resolve(self.params['backup'])
         self.stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
 
     def _check_backup(self):

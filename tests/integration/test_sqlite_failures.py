@@ -151,12 +151,18 @@ def test_second_concurrent_backup_fails_at_once(loaded, ansible, repository):
     assert orthanc.md5s() == before
 
 
-def test_restore_refuses_an_altered_backup(loaded, ansible, repository):
+@pytest.fixture
+def backed_up(loaded, ansible, repository):
+    """A backup, then one more instance: the live data differs from the backup."""
     orthanc, before = loaded
     backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
     assert rc == 0, output
     orthanc.upload(make_instances(patients=1, studies=1, series=1, instances=1))
-    live = orthanc.md5s()
+    return orthanc, backup, orthanc.md5s()
+
+
+def test_restore_refuses_an_altered_backup(backed_up, ansible, repository):
+    orthanc, backup, live = backed_up
     with open(os.path.join(backup['path'], 'manifest.json')) as handle:
         victim = sorted(name for name in json.load(handle)['files'] if name.startswith('storage/'))[0]
     with open(os.path.join(backup['path'], victim), 'r+b') as handle:
@@ -172,12 +178,8 @@ def test_restore_refuses_an_altered_backup(loaded, ansible, repository):
     assert not [name for name in os.listdir(orthanc.storage_dir) if name.startswith('.orthanc-')]
 
 
-def test_restore_rolls_back_when_orthanc_disagrees(loaded, ansible, repository):
-    orthanc, before = loaded
-    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
-    assert rc == 0, output
-    orthanc.upload(make_instances(patients=1, studies=1, series=1, instances=1))
-    live = orthanc.md5s()
+def test_restore_rolls_back_when_orthanc_disagrees(backed_up, ansible, repository):
+    orthanc, backup, live = backed_up
     manifest_path = os.path.join(backup['path'], 'manifest.json')
     with open(manifest_path) as handle:
         manifest = json.load(handle)

@@ -53,3 +53,25 @@ def test_backup_wipe_restore(layout, make_orthanc, ansible, repository):
     assert restore['backup_id'] == backup['backup_id']
     assert restore['statistics']['CountInstances'] == 24
     assert orthanc.md5s() == before
+
+
+def test_restore_config_puts_the_backed_up_configuration_back(make_orthanc, ansible, repository):
+    orthanc = make_orthanc(layout='folder')
+    orthanc.upload(make_instances(patients=1))
+    before = orthanc.md5s()
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    with open(os.path.join(orthanc.config, 'extra.json'), 'w') as handle:
+        handle.write('{"DicomAet": "CHANGED"}')
+    orthanc.stop()
+    orthanc.start()
+    assert orthanc.api('GET', '/system')['DicomAet'] == 'CHANGED'
+
+    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(
+        repository=repository, instance='pacs', restore_config=True))
+    assert rc == 0, output
+    assert orthanc.api('GET', '/system')['DicomAet'] == 'ORTHANC' and orthanc.md5s() == before
+    assert sorted(os.listdir(orthanc.config)) == sorted(['network.json', 'orthanc.json', 'security.json'] + [
+        os.path.basename(path) for path in restore['previous_kept_at'] if path.startswith(orthanc.config)])
+    kept = [path for path in restore['previous_kept_at'] if path.startswith(orthanc.config)]
+    assert len(kept) == 1 and 'extra.json' in os.listdir(kept[0])

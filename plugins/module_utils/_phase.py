@@ -1,0 +1,27 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""What every phase that stops Orthanc starts from: its configuration, backend, REST API and service."""
+
+from __future__ import annotations
+
+import socket
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service
+
+
+class Phase:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.config = _config.load(self.params['config'])
+        self.backend = _backends.for_config(self.config)
+        self.rest = _rest.from_params(self.params, self.config)
+        self.service = Service(module, self.rest, self.backend.held_files())
+
+    def open_repository(self):
+        return Repository(self.params['repository'], self.params['instance'] or socket.gethostname())
