@@ -103,7 +103,7 @@ class Restore(Phase):
                                   problems=problems)
         return manifest
 
-    def _targets(self, manifest):
+    def _targets(self):
         """(target folder, backup sub-folders staged into it, owned(name)) for each live folder."""
         storage_dir, index_dir = self.config.storage_dir, self.backend.index_dir
         backup_index = os.listdir(os.path.join(self.folder, self.backend.folder))
@@ -117,7 +117,7 @@ class Restore(Phase):
     def run(self):
         started = time.monotonic()
         manifest = self._check_backup()
-        targets = self._targets(manifest)
+        targets = self._targets()
         restore_config = self.params['restore_config'] and os.path.isdir(os.path.join(self.folder, 'config'))
         was_running = self.service.is_running()
         plan = {'backup_id': manifest['backup_id'], 'restored_from': self.folder,
@@ -137,7 +137,12 @@ class Restore(Phase):
             downtime = time.monotonic() - stop_start
             statistics = self._compare_statistics(manifest) if was_running else None
         except BaseException as exc:
-            self._roll_back(swaps, was_running)
+            try:
+                self._roll_back(swaps, was_running)
+            except BaseException as undo_exc:
+                raise OrthancOpsError('The restore of %s failed (%s) and putting the previous data back failed too '
+                                      '(%s). The previous data is in %s; move it back by hand.'
+                                      % (self.folder, exc, undo_exc, ', '.join(swap.aside for swap in swaps)))
             raise OrthancOpsError('The restore of %s failed and the previous data was put back%s: %s'
                                   % (self.folder, ' and Orthanc started again' if was_running else '', exc))
         finally:
@@ -166,6 +171,9 @@ class Restore(Phase):
         try:
             for target, parts, owned in targets:
                 make_dirs(target)
+                for name in os.listdir(target):
+                    if name.startswith(STAGING_PREFIX):    # left by a restore that was killed
+                        shutil.rmtree(os.path.join(target, name), ignore_errors=True)
                 info = os.stat(target)
                 owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
                 staging = os.path.join(target, STAGING_PREFIX + self.stamp)

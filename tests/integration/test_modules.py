@@ -189,3 +189,31 @@ def test_rest_password_never_printed(make_orthanc, ansible, repository):
     with open(os.path.join(result['path'], 'manifest.json')) as handle:
         manifest = handle.read()
     assert PASSWORD not in output and PASSWORD not in json.dumps(result) and PASSWORD not in manifest
+
+
+def test_orphans_missing_and_altered_files_are_reported(make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    live = sorted(os.path.join(d, f) for d, dummy, files in os.walk(orthanc.storage_dir) for f in files
+                  if not f.startswith('index'))
+    missing, altered = live[0], live[1]
+    os.unlink(missing)
+    with open(altered, 'r+b') as handle:
+        handle.seek(300)
+        byte = handle.read(1)
+        handle.seek(300)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    orphan = os.path.join(orthanc.storage_dir, 'ab', 'cd', 'abcd0000-1111-2222-3333-444444444444')
+    os.makedirs(os.path.dirname(orphan), exist_ok=True)
+    with open(orphan, 'wb') as handle:
+        handle.write(b'not referenced by the index')
+
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository))
+    assert rc == 0, output
+    assert result['orphans_skipped'] == 1
+    assert result['missing_attachments'] == [os.path.basename(missing)]
+    assert result['md5_mismatches'] == [os.path.basename(altered)]
+    assert 'referenced by the index are not in the storage' in output and 'differ from the size or MD5' in output
+    backed_up = set(f for d, dummy, files in os.walk(os.path.join(result['path'], 'storage')) for f in files)
+    assert os.path.basename(orphan) not in backed_up and os.path.basename(missing) not in backed_up
+    assert os.path.basename(altered) in backed_up and len(backed_up) == 7
