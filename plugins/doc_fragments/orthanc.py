@@ -91,3 +91,41 @@ options:
       - Name of this Orthanc in the repository (a folder name). Defaults to the host name.
     type: str
 '''
+
+    # Database login for the PostgreSQL and MySQL/MariaDB backends.
+    DATABASE = r'''
+options:
+  login_host:
+    description:
+      - Database server host. Defaults to C(Host) of the plugin section (C(PostgreSQL) or C(MySQL)) of the configuration.
+    type: str
+  login_port:
+    description:
+      - Database server port. Defaults to C(Port) of the plugin section.
+    type: int
+  login_user:
+    description:
+      - Database user. Defaults to C(Username) of the plugin section (or the user of C(ConnectionUri)).
+      - Backups need read access to the Orthanc database; restores need to own it and, on PostgreSQL,
+        the C(CREATEDB) privilege (on MySQL, all rights on the databases whose names start with it).
+    type: str
+  login_password:
+    description:
+      - Password of O(login_user). Defaults to C(Password) of the plugin section.
+      - Never put on a command line, returned, or written in the manifest.
+    type: str
+  login_db:
+    description:
+      - Name of the Orthanc database. Defaults to C(Database) of the plugin section.
+      - A restore puts the backup into this database (disaster recovery onto another server or name).
+    type: str
+  login_unix_socket:
+    description:
+      - Unix socket (MySQL) or socket folder (PostgreSQL) to connect through instead of host and port.
+    type: str
+  dump_jobs:
+    description:
+      - Parallel jobs for the dump and the restore (PostgreSQL; more than 1 makes a directory-format dump).
+    type: int
+    default: 1
+'''

@@ -36,3 +36,15 @@ def repository_argument_spec(required=False):
         repository=dict(type='path', required=required),
         instance=dict(type='str'),
     )
+
+
+def database_argument_spec():
+    return dict(
+        login_host=dict(type='str'),
+        login_port=dict(type='int'),
+        login_user=dict(type='str'),
+        login_password=dict(type='str', no_log=True),
+        login_db=dict(type='str'),
+        login_unix_socket=dict(type='str'),
+        dump_jobs=dict(type='int', default=1),
+    )

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
@@ -45,6 +46,7 @@ class Backup(Phase):
                                   % (self.mode, self.index_backend, ', '.join(self.backend.modes)))
         self.repository = self.open_repository()
         self.storage_dir = self.config.storage_dir
+        self.files_on_disk = _backends.files_on_disk(self.config)
 
     def _previous(self):
         if not self.params['link']:
@@ -55,8 +57,7 @@ class Backup(Phase):
     def plan(self, live_files, previous_id, previous):
         to_link = dict((uuid, size) for uuid, size in live_files.items()
                        if uuid in previous and previous[uuid]['size'] == size)
-        index_bytes = sum(os.path.getsize(os.path.join(self.backend.index_dir, name))
-                          for name in self.backend.live_index_entries())
+        index_bytes = self.backend.estimate_bytes()
         config_bytes = sum(os.path.getsize(path) for path in self.config.files) if self.params['include_config'] else 0
         return {
             'instance': self.repository.instance,
@@ -75,7 +76,7 @@ class Backup(Phase):
 
     def run(self):
         started = time.monotonic()
-        live_files = list_storage(self.storage_dir)
+        live_files = list_storage(self.storage_dir) if self.files_on_disk else {}
         previous_id, previous = self._previous()
         plan = self.plan(live_files, previous_id, previous)
         if self.module.check_mode:
@@ -140,28 +141,29 @@ class Backup(Phase):
         snapshot = StorageSnapshot(self.storage_dir, os.path.join(partial, 'storage'),
                                    self.repository.backup_path(previous_id) + '/storage' if previous_id else None,
                                    previous)
-        make_dirs(snapshot.target_root)
-        snapshot_start = time.monotonic()
-        snapshot.take(live_files)
-
-        # Written data reaches the disk while Orthanc still serves: its own fsyncs at shutdown
-        # would otherwise wait behind the snapshot's dirty pages.
-        os.sync()
-        snapshot_seconds = time.monotonic() - snapshot_start
-
-        timings = {'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0}
-        stop_start = time.monotonic()
-        if was_running:
-            with self.service.stopped():
-                timings['stop_seconds'] = time.monotonic() - stop_start
-                index_files, attachments, counts, missing, orphans = self._capture_index(partial, snapshot)
-                timings['capture_seconds'] = time.monotonic() - stop_start - timings['stop_seconds']
-            timings['downtime_seconds'] = time.monotonic() - stop_start
+        timings = {'snapshot_seconds': 0.0, 'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0}
+        step = time.monotonic()
+        if self.files_on_disk:
+            make_dirs(snapshot.target_root)
+            # Files present now are taken while Orthanc serves; the index decides later which stay.
+            snapshot.take(live_files)
+            # Written data reaches the disk while Orthanc still serves: its own fsyncs at
+            # shutdown would otherwise wait behind the snapshot's dirty pages.
+            os.sync()
+        timings['snapshot_seconds'] = time.monotonic() - step
+        step = time.monotonic()
+        if self.mode == 'cold':
+            with self.service.stopped() if was_running else nullcontext():
+                timings['stop_seconds'] = time.monotonic() - step
+                index_files, attachments, counts, missing = self._capture(partial, snapshot)
+                timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
+            if was_running:
+                timings['downtime_seconds'] = time.monotonic() - step
         else:
-            if self.service.holders():
-                raise OrthancOpsError('Orthanc does not answer at %s but a process holds %s. Check "url".'
-                                      % (self.rest.url, self.backend.index_path))
-            index_files, attachments, counts, missing, orphans = self._capture_index(partial, snapshot)
+            index_files, attachments, counts, missing = self._capture(partial, snapshot)
+            timings['capture_seconds'] = time.monotonic() - step
+        orphans = [uuid for uuid in live_files if uuid not in attachments
+                   and os.path.exists(os.path.join(self.storage_dir, relative_path(uuid)))]
         files.update(index_files)
         for uuid, entry in snapshot.files.items():
             files['storage/' + relative_path(uuid)] = {'size': entry['size'], 'md5': entry['md5']}
@@ -188,7 +190,7 @@ class Backup(Phase):
             'config_path': self.config.path,
             'config_is_folder': os.path.isdir(self.config.path),
             'storage_dir': self.storage_dir,
-            'index_dir': self.backend.index_dir,
+            'index_dir': self.config.index_dir,
             'previous_backup': previous_id,
             'counts': counts,
             'orphans_skipped': len(orphans),
@@ -197,19 +199,15 @@ class Backup(Phase):
             'bytes_copied': snapshot.bytes_copied + sum(entry['size'] for name, entry in files.items()
                                                         if not name.startswith('storage/')),
             'bytes_linked': snapshot.bytes_linked,
-            'timings': dict(((name, round(value, 3)) for name, value in timings.items()),
-                            snapshot_seconds=round(snapshot_seconds, 3)),
+            'timings': dict((name, round(value, 3)) for name, value in timings.items()),
             'files': files,
         }
 
-    def _capture_index(self, partial, snapshot):
-        """With Orthanc stopped: copy the index, then make the snapshot match it exactly."""
-        index_files = self.backend.backup_index(partial)
-        attachments, counts = self.backend.read_index(partial)
-        missing, dropped = snapshot.reconcile(attachments)
-        orphans = [uuid for uuid in dropped
-                   if os.path.exists(os.path.join(self.storage_dir, relative_path(uuid)))]
-        return index_files, attachments, counts, missing, orphans
+    def _capture(self, partial, snapshot):
+        """The index (copy or dump), with the snapshot brought to exactly the files it references."""
+        def hold(attachments):
+            return snapshot.reconcile(attachments)[0] if self.files_on_disk else []
+        return self.backend.capture(partial, hold)
 
 
 def main(module):

@@ -19,9 +19,9 @@ class Phase:
         self.module = module
         self.params = module.params
         self.config = _config.load(self.params['config'])
-        self.backend = _backends.for_config(self.config)
+        self.backend = _backends.for_config(module, self.config)
         self.rest = _rest.from_params(self.params, self.config)
-        self.service = Service(module, self.rest, self.backend.held_files())
+        self.service = Service(module, self.rest, self.config.http_port)
 
     def open_repository(self):
         return Repository(self.params['repository'], self.params['instance'] or socket.gethostname())

@@ -29,46 +29,48 @@ POLL_INTERVAL = 0.05
 MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none')
 
 
-def processes_holding(paths):
-    """PIDs of the processes that have one of ``paths`` open (read from /proc)."""
-    wanted = set(os.path.realpath(path) for path in paths)
-    holders = []
-    own = str(os.getpid())
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit() or pid == own:
+def listening_pids(port):
+    """PIDs of the processes listening on TCP ``port``: Orthanc itself, whatever its backend."""
+    sockets = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
+                sockets.add('socket:[%s]' % fields[9])
+    pids = []
+    for pid in os.listdir('/proc') if sockets else ():
+        if not pid.isdigit():
             continue
         fd_dir = '/proc/%s/fd' % pid
         try:
-            fds = os.listdir(fd_dir)
+            if any(os.readlink(os.path.join(fd_dir, fd)) in sockets for fd in os.listdir(fd_dir)):
+                pids.append(int(pid))
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(os.path.join(fd_dir, fd)) in wanted:
-                    holders.append(int(pid))
-                    break
-            except OSError:
-                continue
-    return holders
-
-
-# Runs detached with the interpreter of the module; argv[1] is a JSON spec. Whoever
-# removes the token first (the module when it is done, or this watcher when the
-# module is gone) owns the restart. A stop still under way is waited for, so that
-# the start command does not meet an Orthanc that is about to exit.
-WATCHER_SOURCE = inspect.getsource(processes_holding) + r'''
-import json, os, subprocess, sys, time
-spec = json.loads(sys.argv[1])
+    return pids
 
 
 def alive(pid):
+    """True while ``pid`` runs (a zombie has finished)."""
     try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
     except (OSError, IndexError):
         return False
 
 
+# Runs detached with the interpreter of the module; argv[1] is a JSON spec. Whoever
+# removes the token first (the module when it is done, or this watcher when the
+# module is gone) owns the restart. Orthanc's processes are waited for first, so
+# that the start command does not meet an Orthanc that is still shutting down.
+WATCHER_SOURCE = inspect.getsource(alive) + r'''
+import json, os, subprocess, sys, time
+spec = json.loads(sys.argv[1])
 while os.path.exists(spec["token"]):
     if alive(spec["pid"]):
         time.sleep(0.1)
@@ -79,11 +81,11 @@ while os.path.exists(spec["token"]):
         break
     with open(spec["log"], "ab") as log:
         deadline = time.monotonic() + spec["stop_timeout"]
-        while processes_holding(spec["held"]) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in spec["orthanc"]) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if processes_holding(spec["held"]):
-            log.write(("module %d vanished; Orthanc still holds %s, so it was not stopped: nothing to do\n"
-                       % (spec["pid"], spec["held"])).encode())
+        if any(alive(pid) for pid in spec["orthanc"]):
+            log.write(("module %d vanished; Orthanc (pids %s) still runs: nothing to do\n"
+                       % (spec["pid"], spec["orthanc"])).encode())
             break
         log.write(("module %d vanished while Orthanc was stopped; running %s\n" % (spec["pid"], spec["start"])).encode())
         log.flush()
@@ -96,11 +98,12 @@ while os.path.exists(spec["token"]):
 class Service:
     """Orthanc as a service: its commands, its state and the restart guarantee."""
 
-    def __init__(self, module, rest, held_files=()):
+    def __init__(self, module, rest, port):
         params = module.params
         self.module = module
         self.rest = rest
-        self.held_files = list(held_files)
+        self.port = port
+        self.pids = []
         self.name = params['service_name']
         self.start_timeout = params['start_timeout']
         self.stop_timeout = params['stop_timeout']
@@ -137,20 +140,18 @@ class Service:
                 'stop': ' '.join(self.stop_argv) if self.stop_argv else None,
                 'start': ' '.join(self.start_argv) if self.start_argv else None}
 
-    def holders(self):
-        return processes_holding(self.held_files) if self.held_files else []
-
     def is_running(self):
-        return self.rest.answers() or bool(self.holders())
+        return self.rest.answers() or bool(listening_pids(self.port))
 
     def _stopped(self):
-        return not self.rest.answers() and not self.holders()
+        return not self.rest.answers() and not any(alive(pid) for pid in self.pids) and not listening_pids(self.port)
 
     def stop(self):
         """Stop Orthanc and wait until it is really gone; the watcher is armed first."""
         if self.manager == 'none':
             raise OrthancOpsError('Orthanc is running and service_manager is none, so it cannot be stopped. '
                                   'Stop Orthanc first or set service_manager.')
+        self.pids = listening_pids(self.port)
         self._arm_watcher()
         rc, out, err = self.module.run_command(self.stop_argv)
         if rc != 0:
@@ -161,9 +162,9 @@ class Service:
         while not self._stopped():
             if time.monotonic() >= deadline:
                 raise OrthancOpsError('Orthanc did not stop within %d s after "%s" (still answering at %s or '
-                                      'holding %s: pids %s). Raise stop_timeout or check the stop command.'
+                                      'running as pids %s). Raise stop_timeout or check the stop command.'
                                       % (self.stop_timeout, ' '.join(self.stop_argv), self.rest.url,
-                                         ', '.join(self.held_files), self.holders()))
+                                         [pid for pid in self.pids if alive(pid)] or listening_pids(self.port)))
             time.sleep(POLL_INTERVAL)
 
     @contextmanager
@@ -203,7 +204,7 @@ class Service:
     def _arm_watcher(self):
         handle, token = tempfile.mkstemp(prefix='orthanc-ops-watch-')
         os.close(handle)
-        spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv, 'held': self.held_files,
+        spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv, 'orthanc': self.pids,
                 'stop_timeout': self.stop_timeout,
                 'log': os.path.join(tempfile.gettempdir(), 'orthanc-ops-watcher.log')}
         # The one process not run through run_command: it must outlive this module.

@@ -18,6 +18,11 @@ description:
     (same uuid, same bytes), the rest is copied. Then Orthanc is stopped, the index is copied, the
     snapshot is brought to exactly the attachments that index references, and Orthanc is started
     again before the manifest is written."
+  - "PostgreSQL index (hot backup, Orthanc keeps serving): C(pg_dump) runs inside a REPEATABLE READ snapshot
+    exported by the module, which reads the attachments in that same snapshot; the storage snapshot then
+    holds exactly the files that dump references (from the previous backup when Orthanc deleted one meanwhile).
+    With C(EnableStorage) the files are in the dump (large objects included). O(mode=cold) stops Orthanc
+    for the dump instead."
   - A backup never shares an inode with the live storage. Backup folders are mode 0700, files 0600.
   - A backup is complete only when its C(manifest.json) (with the size and MD5 of every file) is
     written and the folder renamed from C(<backup_id>.partial). Leftover partial folders are removed
@@ -31,13 +36,14 @@ extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.SERVICE
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.orthanc.DATABASE
 options:
   repository:
     required: true
   mode:
     description:
       - V(cold) stops Orthanc while the index is copied; V(hot) keeps it serving.
-      - V(auto) takes the index backend's default; SQLite supports only V(cold).
+      - V(auto) takes the index backend's default; SQLite supports only V(cold), PostgreSQL defaults to V(hot).
     type: str
     choices: [auto, cold, hot]
     default: auto
@@ -220,12 +226,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backup
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
-    orthanc_argument_spec, repository_argument_spec, service_argument_spec)
+    database_argument_spec, orthanc_argument_spec, repository_argument_spec, service_argument_spec)
 
 
 def main():
     argument_spec = orthanc_argument_spec()
     argument_spec.update(service_argument_spec())
+    argument_spec.update(database_argument_spec())
     argument_spec.update(repository_argument_spec(required=True))
     argument_spec.update(
         mode=dict(type='str', default='auto', choices=['auto', 'cold', 'hot']),

@@ -14,8 +14,10 @@ description:
   - Restores a backup made by M(orthanc_ops.backup.orthanc_backup) into the paths the Orthanc configuration names.
   - The backup is checked first, before anything live is touched; the manifest must be complete and every file
     present with its size (and MD5 with O(verify)).
-  - The backup is copied beside the live folders while Orthanc still runs. Then Orthanc is stopped, the live
-    index and storage are moved aside (renames inside the same folders), the staged copy is moved in, and
+  - The backup is staged while Orthanc still runs; the storage files and a SQLite index are copied into
+    C(.orthanc-restore-*) folders beside the live ones, a PostgreSQL dump is restored into a fresh database
+    C(<db>_restore_<time>). Then Orthanc is stopped, the live data is moved aside by renames (folders
+    C(.orthanc-pre-restore-*), database C(<db>_pre_<time>)), the staged data is renamed into place, and
     Orthanc is started; its C(/statistics) must match the counts of the manifest.
   - Any failure once the swap began puts the previous data back and starts Orthanc again.
 author:
@@ -24,6 +26,7 @@ extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.SERVICE
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.orthanc.DATABASE
 options:
   backup:
     description:
@@ -36,7 +39,8 @@ options:
     type: path
   keep_previous:
     description:
-      - Keep the replaced index and storage in C(.orthanc-pre-restore-<time>) folders inside the live folders.
+      - Keep the replaced index and storage (C(.orthanc-pre-restore-*) folders inside the live folders,
+        database C(<db>_pre_<time>)).
       - When false they are removed once the restore is confirmed.
     type: bool
     default: true
@@ -89,7 +93,7 @@ restored_from:
   returned: success and not check mode
   type: str
 previous_kept_at:
-  description: Folders holding the replaced data (empty with O(keep_previous=false)).
+  description: Folders and databases holding the replaced data (empty with O(keep_previous=false)).
   returned: success and not check mode
   type: list
   elements: str
@@ -121,10 +125,12 @@ plan:
     restored_from:
       description: Its folder.
       type: str
-    targets:
-      description: Live folders that would be replaced.
-      type: list
-      elements: str
+    index_backend:
+      description: Index backend whose index would be replaced.
+      type: str
+    storage_dir:
+      description: Storage folder whose files would be replaced; null when the files are in the database.
+      type: str
     restore_config:
       description: Whether the configuration would be replaced.
       type: bool
@@ -143,12 +149,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _restore
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
-    orthanc_argument_spec, repository_argument_spec, service_argument_spec)
+    database_argument_spec, orthanc_argument_spec, repository_argument_spec, service_argument_spec)
 
 
 def main():
     argument_spec = orthanc_argument_spec()
     argument_spec.update(service_argument_spec())
+    argument_spec.update(database_argument_spec())
     argument_spec.update(repository_argument_spec())
     argument_spec.update(
         backup=dict(type='str', default='latest'),

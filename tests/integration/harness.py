@@ -70,7 +70,8 @@ def make_instances(patients=3, studies=2, series=2, instances=2, pixels=64):
 class Orthanc:
     """A real Orthanc with its own folders and ports, started by start-stop-daemon."""
 
-    def __init__(self, root, layout='file', compression=False, relative=False, auth=True, separate_index=False):
+    def __init__(self, root, layout='file', compression=False, relative=False, auth=True, separate_index=False,
+                 database=None):
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.port, self.dicom_port = free_port(), free_port()
@@ -90,6 +91,8 @@ class Orthanc:
             'RegisteredUsers': {USER: PASSWORD} if auth else {},
             'Plugins': [],
         }
+        if database:
+            settings.update(database.orthanc_settings())
         if separate_index:
             settings['IndexDirectory'] = 'OrthancIndex' if relative else os.path.join(root, 'index')
         if layout == 'folder':
@@ -187,6 +190,48 @@ class Orthanc:
         self.stop()
         shutil.rmtree(self.storage_dir, ignore_errors=True)
         shutil.rmtree(self.index_dir, ignore_errors=True)
+
+
+PLUGINS = '/usr/share/orthanc/plugins/'
+
+
+class PostgresDatabase:
+    """A database and its owner (LOGIN CREATEDB, not a superuser) on the local PostgreSQL server."""
+
+    plugin = 'PostgreSQL'
+
+    def __init__(self, name, enable_storage=False):
+        self.name = self.user = name
+        self.password = 'pg-' + base64.b32encode(os.urandom(10)).decode().lower()
+        self.enable_storage = enable_storage
+        self.admin('CREATE ROLE %s LOGIN CREATEDB PASSWORD \'%s\'' % (self.user, self.password))
+        self.admin('CREATE DATABASE %s OWNER %s' % (self.name, self.user))
+
+    @staticmethod
+    def admin(statement, database='postgres'):
+        return subprocess.run(['psql', '-h', '127.0.0.1', '-U', 'postgres', '-d', database, '-v', 'ON_ERROR_STOP=1',
+                               '-qtAc', statement], check=True, capture_output=True, text=True).stdout.strip()
+
+    def databases(self):
+        return self.admin("SELECT datname FROM pg_database WHERE datname LIKE '%s%%' ORDER BY 1" % self.name).split()
+
+    def recreate(self):
+        """An empty Orthanc database again: the disaster a restore repairs."""
+        self.admin('DROP DATABASE %s' % self.name)
+        self.admin('CREATE DATABASE %s OWNER %s' % (self.name, self.user))
+
+    def drop(self):
+        for name in self.databases():
+            self.admin('DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
+        self.admin('DROP ROLE IF EXISTS %s' % self.user)
+
+    def orthanc_settings(self):
+        plugins = [PLUGINS + 'libOrthancPostgreSQLIndex.so']
+        if self.enable_storage:
+            plugins.append(PLUGINS + 'libOrthancPostgreSQLStorage.so')
+        return {'Plugins': plugins, 'PostgreSQL': {
+            'EnableIndex': True, 'EnableStorage': self.enable_storage, 'Host': '127.0.0.1', 'Port': 5432,
+            'Database': self.name, 'Username': self.user, 'Password': self.password, 'Lock': True}}
 
 
 class Ansible:

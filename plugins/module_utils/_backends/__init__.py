@@ -5,16 +5,29 @@
 
 """Database backends of Orthanc: which one a configuration uses, and the class that handles it.
 
-Every backend class offers the same interface (see ``sqlite.SQLiteBackend``); the phases
-get theirs from ``for_config`` and never look at backend names themselves.
+Every backend class offers the same interface; the phases get theirs from ``for_config``
+and never look at backend names themselves:
+
+- ``name``; ``modes``, the backup modes it supports, its default first; ``folder``, the
+  sub-folder of a backup that holds its index or dump;
+- ``estimate_bytes()``: about how much the index or dump adds to a backup;
+- ``capture(backup_folder, hold)`` -> (files, attachments, counts, missing): copy or dump the
+  index into ``<backup_folder>/<folder>``, read from that very copy or snapshot the attachments
+  ({uuid: {'size', 'md5'}} of each file) and the resource counts, and call ``hold(attachments)``
+  (which takes their files and returns those it could not find) at a moment when Orthanc can
+  neither delete nor add one;
+- ``stage(backup_folder, stamp)`` -> a swap (``apply``, ``undo``, ``discard``, ``cleanup``,
+  ``kept_at``): prepare the restore of the index while Orthanc runs; ``apply`` puts it in
+  place while Orthanc is stopped, ``undo`` puts the previous index back.
 """
 
 from __future__ import annotations
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.postgresql import PostgreSQLBackend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import SQLiteBackend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 
-BACKENDS = (SQLiteBackend,)
+BACKENDS = (SQLiteBackend, PostgreSQLBackend)
 
 # Plugin configuration sections Orthanc's official database plugins read.
 PLUGIN_SECTIONS = {'PostgreSQL': 'postgresql', 'MySQL': 'mysql'}
@@ -40,12 +53,17 @@ def storage_backend(config):
     return _plugin_name(config, 'EnableStorage', 'filesystem')
 
 
-def for_config(config):
+def files_on_disk(config):
+    """True when the DICOM files are in the storage folder rather than in a database."""
+    return not config.sections_enabling('EnableStorage')
+
+
+def for_config(module, config):
     """An instance of the backend class for the configuration's index, or a clear error."""
     name, dummy = index_backend(config)
     for backend in BACKENDS:
         if backend.name == name:
-            return backend(config)
+            return backend(module, config)
     raise OrthancOpsError('This configuration keeps the Orthanc index in %s, which this version of the '
                           'collection cannot back up or restore (it handles: %s).'
                           % (name, ', '.join(backend.name for backend in BACKENDS)))

@@ -12,54 +12,54 @@ import sqlite3
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import copy_file
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_folder
 
-# Orthanc's resource types in the Resources table.
+# Orthanc core's numbering of resource types in the Resources table.
 RESOURCE_COUNTS = {1: 'patients', 2: 'studies', 3: 'series', 4: 'instances'}
 COMPRESSION_ZLIB = 2
 
 
-class SQLiteBackend:
-    """Interface shared by all backends:
+def expected_file(size, compression, uncompressed_md5, compressed_md5):
+    """Size and MD5 the file on disk must have: with zlib compression, the compressed ones."""
+    return {'size': size, 'md5': (compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5) or None}
 
-    - ``name``, ``modes`` (the backup modes it supports, the first being the default);
-    - ``held_files()``: files Orthanc keeps open while it runs (gone = Orthanc stopped);
-    - ``backup_index(folder)`` -> {relative path: {'size', 'md5'}}: copy or dump the index;
-    - ``read_index(folder)`` -> (attachments, counts) from that copy: attachments maps the
-      uuid of each file in the storage to {'size', 'md5'} as the index records it;
-    - ``live_index_entries()`` / ``stage_index(backup_folder, staging)``: what a restore replaces.
-    """
+
+class SQLiteBackend:
+    """The SQLite index; the interface every backend offers (see _backends/__init__.py)."""
 
     name = 'sqlite'
     modes = ('cold',)
     folder = 'index'
     FILES = ('index', 'index-wal', 'index-shm')
 
-    def __init__(self, config):
+    def __init__(self, module, config):
         self.index_dir = config.index_dir
         self.index_path = os.path.join(self.index_dir, 'index')
 
-    def held_files(self):
-        return [self.index_path]
-
-    def live_index_entries(self):
+    def _live_entries(self):
         return [name for name in self.FILES if os.path.exists(os.path.join(self.index_dir, name))]
 
-    def backup_index(self, backup_folder):
-        """Copy the index (and the WAL files a crash may have left) into ``<backup>/index``."""
+    def estimate_bytes(self):
+        return sum(os.path.getsize(os.path.join(self.index_dir, name)) for name in self._live_entries())
+
+    def capture(self, backup_folder, hold):
+        """Copy the index (and the WAL files a crash may have left), read that copy, hold its files.
+
+        Orthanc is stopped: nothing changes between the copy and ``hold``.
+        """
         if not os.path.isfile(self.index_path):
             raise OrthancOpsError('There is no SQLite index at %s. Check IndexDirectory in the configuration.'
                                   % self.index_path)
         target = os.path.join(backup_folder, self.folder)
         os.mkdir(target, 0o700)
         files = {}
-        for name in self.live_index_entries():
+        for name in self._live_entries():
             size, md5 = copy_file(os.path.join(self.index_dir, name), os.path.join(target, name))
             files['%s/%s' % (self.folder, name)] = {'size': size, 'md5': md5}
-        return files
+        attachments, counts = self._read(os.path.join(target, 'index'))
+        return files, attachments, counts, hold(attachments)
 
-    def read_index(self, backup_folder):
-        """Attachments and resource counts from the index copy in ``backup_folder``."""
-        path = os.path.join(backup_folder, self.folder, 'index')
+    def _read(self, path):
         try:
             connection = sqlite3.connect('file:%s?mode=ro' % path, uri=True)
             try:
@@ -71,19 +71,19 @@ class SQLiteBackend:
                 connection.close()
         except sqlite3.Error as exc:
             raise OrthancOpsError('Cannot read the Orthanc index copied from %s: %s.' % (self.index_path, exc))
-        attachments = {}
-        for uuid, size, compression, uncompressed_md5, compressed_md5 in rows:
-            md5 = compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5
-            attachments[uuid] = {'size': size, 'md5': md5 or None}
-        for label in RESOURCE_COUNTS.values():
-            counts.setdefault(label, 0)
-        counts['attachments'] = len(attachments)
-        return attachments, counts
+        return attachments_and_counts(rows, counts)
 
-    def stage_index(self, backup_folder, staging):
-        """Copy the index files of a backup into ``staging``; return their names."""
-        source = os.path.join(backup_folder, self.folder)
-        names = sorted(os.listdir(source))
-        for name in names:
-            copy_file(os.path.join(source, name), os.path.join(staging, name))
-        return names
+    def stage(self, backup_folder, stamp):
+        """While Orthanc runs: copy the backed-up index beside the live one; return its Swap."""
+        return stage_folder(os.path.join(backup_folder, self.folder), self.index_dir, 'index', stamp,
+                            lambda name: name in self.FILES)
+
+
+def attachments_and_counts(rows, counts):
+    """({uuid: expected file}, counts) from AttachedFiles rows and per-type resource counts."""
+    attachments = dict((row[0], expected_file(*row[1:])) for row in rows)
+    counts = dict(counts)
+    for label in RESOURCE_COUNTS.values():
+        counts.setdefault(label, 0)
+    counts['attachments'] = len(attachments)
+    return attachments, counts

@@ -105,7 +105,7 @@ def test_backend_detection(tmp_path, settings, index, storage):
 def test_unsupported_backend_and_two_index_plugins(tmp_path):
     (tmp_path / 'o.json').write_text('{"MySQL": {"EnableIndex": true}}')
     with pytest.raises(OrthancOpsError, match='keeps the Orthanc index in mysql'):
-        _backends.for_config(load(str(tmp_path / 'o.json')))
+        _backends.for_config(None, load(str(tmp_path / "o.json")))
     (tmp_path / 'o.json').write_text('{"MySQL": {"EnableIndex": true}, "PostgreSQL": {"EnableIndex": true}}')
     with pytest.raises(OrthancOpsError, match='several plugin sections'):
         _backends.index_backend(load(str(tmp_path / 'o.json')))

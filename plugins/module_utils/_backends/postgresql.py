@@ -1,0 +1,206 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The orthanc-postgresql plugin: hot dumps with pg_dump inside an exported snapshot, restores
+into a fresh database swapped in by renames."""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import attachments_and_counts
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import file_md5
+
+PSYCOPG2_ERROR = None
+try:
+    import psycopg2
+    import psycopg2.extensions
+    from psycopg2 import sql
+except ImportError:
+    psycopg2 = None
+    PSYCOPG2_ERROR = traceback.format_exc()
+
+# The plugins' numbering of resource types (OrthancPluginResourceType).
+RESOURCE_COUNTS = {0: 'patients', 1: 'studies', 2: 'series', 3: 'instances'}
+MAINTENANCE_DB = 'postgres'
+DUMP = 'orthanc.dump'
+
+
+def connection_settings(section, params):
+    """libpq keywords from the plugin section, overridden by the module's login_* options."""
+    settings = {'host': 'localhost', 'port': 5432, 'dbname': 'orthanc', 'user': 'orthanc'}
+    if section.get('ConnectionUri'):
+        settings.update(psycopg2.extensions.parse_dsn(section['ConnectionUri']))
+    else:
+        for key, option in (('host', 'Host'), ('port', 'Port'), ('dbname', 'Database'), ('user', 'Username'),
+                            ('password', 'Password')):
+            if section.get(option) not in (None, ''):
+                settings[key] = section[option]
+    for key, option in (('host', 'login_host'), ('port', 'login_port'), ('user', 'login_user'),
+                        ('password', 'login_password'), ('dbname', 'login_db')):
+        if params.get(option) not in (None, ''):
+            settings[key] = params[option]
+    if params.get('login_unix_socket'):
+        settings['host'] = params['login_unix_socket']
+    settings['port'] = int(settings['port'])
+    return settings
+
+
+class PostgreSQLBackend:
+    name = 'postgresql'
+    modes = ('hot', 'cold')
+    folder = 'db'
+
+    def __init__(self, module, config):
+        if psycopg2 is None:
+            raise OrthancOpsError(missing_required_lib('psycopg2 (Debian: python3-psycopg2)'), exception=PSYCOPG2_ERROR)
+        self.module = module
+        self.settings = connection_settings(config.get('PostgreSQL') or {}, module.params)
+        self.database = self.settings['dbname']
+        self.jobs = module.params.get('dump_jobs') or 1
+
+    def _where(self):
+        return 'PostgreSQL database "%s" at %s:%s as "%s"' % (
+            self.database, self.settings['host'], self.settings['port'], self.settings['user'])
+
+    def connect(self, dbname=None, autocommit=False):
+        try:
+            connection = psycopg2.connect(**dict(self.settings, dbname=dbname or self.database))
+        except psycopg2.Error as exc:
+            raise OrthancOpsError('Cannot connect to the %s: %s. Check the PostgreSQL section of the configuration '
+                                  'or the login_* options.' % (self._where(), str(exc).strip()))
+        connection.autocommit = autocommit
+        return connection
+
+    def _tool(self, name, args):
+        """Run a PostgreSQL client tool with the connection in the environment, the password never on argv."""
+        binary = self.module.get_bin_path(name)
+        if not binary:
+            raise OrthancOpsError('%s is not installed on this host; install postgresql-client.' % name)
+        environ = {'PGHOST': str(self.settings['host']), 'PGPORT': str(self.settings['port']),
+                   'PGUSER': self.settings['user']}
+        if self.settings.get('password'):
+            environ['PGPASSWORD'] = self.settings['password']
+        rc, out, err = self.module.run_command([binary] + args, environ_update=environ)
+        if rc != 0:
+            raise OrthancOpsError('%s failed for the %s (exit code %d): %s' % (name, self._where(), rc, err.strip()))
+
+    def estimate_bytes(self):
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute('SELECT pg_database_size(current_database())')
+                return cursor.fetchone()[0]
+        finally:
+            connection.close()
+
+    def capture(self, backup_folder, hold):
+        """pg_dump in a snapshot whose attachments were held while nobody could delete or add one.
+
+        Transaction A locks attachedfiles (writers wait), exports its snapshot, reads the
+        attachments and lets ``hold`` take their files; transaction B imports that snapshot
+        and exports it again, so A can end (writers resume) while pg_dump runs in B's snapshot.
+        """
+        target = os.path.join(backup_folder, self.folder)
+        os.mkdir(target, 0o700)
+        dump = os.path.join(target, DUMP)
+        holder, dumper = self.connect(), self.connect()
+        try:
+            holder.set_session(isolation_level='REPEATABLE READ')
+            dumper.set_session(isolation_level='REPEATABLE READ', readonly=True)
+            with holder.cursor() as cursor, dumper.cursor() as dump_cursor:
+                cursor.execute("SET LOCAL lock_timeout = '60s'")
+                cursor.execute('LOCK TABLE attachedfiles IN SHARE MODE')
+                cursor.execute('SELECT pg_export_snapshot()')
+                dump_cursor.execute('SET TRANSACTION SNAPSHOT %s', (cursor.fetchone()[0],))
+                dump_cursor.execute('SELECT pg_export_snapshot()')
+                snapshot = dump_cursor.fetchone()[0]
+                cursor.execute('SELECT uuid, compressedsize, compressiontype, uncompressedhash, compressedhash '
+                               'FROM attachedfiles')
+                rows = cursor.fetchall()
+                cursor.execute('SELECT resourcetype, COUNT(*) FROM resources GROUP BY resourcetype')
+                attachments, counts = attachments_and_counts(rows, dict(
+                    (RESOURCE_COUNTS[kind], count) for kind, count in cursor.fetchall() if kind in RESOURCE_COUNTS))
+                missing = hold(attachments)
+                holder.commit()
+                layout = ['-Fd', '-j', str(self.jobs)] if self.jobs > 1 else ['-Fc']
+                self._tool('pg_dump', layout + ['--snapshot=' + snapshot, '-f', dump, '-d', self.database])
+        except psycopg2.Error as exc:
+            raise OrthancOpsError('Reading the %s failed: %s' % (self._where(), str(exc).strip()))
+        finally:
+            for connection in (holder, dumper):
+                connection.rollback()
+                connection.close()
+        files = {}
+        for folder, dummy, names in os.walk(target):
+            for name in names:
+                path = os.path.join(folder, name)
+                os.chmod(path, 0o600)
+                files[os.path.relpath(path, backup_folder)] = {'size': os.path.getsize(path), 'md5': file_md5(path)}
+        return files, attachments, counts, missing
+
+    def stage(self, backup_folder, stamp):
+        """While Orthanc runs: pg_restore the dump into a fresh database; return its swap."""
+        staging = '%s_restore_%s' % (self.database, stamp.lower())
+        swap = DatabaseSwap(self, staging, '%s_pre_%s' % (self.database, stamp.lower()))
+        swap.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(staging)),
+                      sql.SQL('CREATE DATABASE {}').format(sql.Identifier(staging))])
+        try:
+            self._tool('pg_restore', ['--no-owner', '--no-privileges', '--exit-on-error', '-j', str(self.jobs),
+                                      '-d', staging, os.path.join(backup_folder, self.folder, DUMP)])
+        except OrthancOpsError:
+            swap.cleanup()
+            raise
+        return swap
+
+
+class DatabaseSwap:
+    """Put a staged database in place of Orthanc's by renames; the previous one is kept."""
+
+    def __init__(self, backend, staging, previous):
+        self.backend, self.staging, self.previous = backend, staging, previous
+        self.kept_at = 'database %s' % previous
+        self.renamed = 0    # 1: the live database is renamed aside, 2: the staged one is in place
+
+    def execute(self, statements):
+        connection = self.backend.connect(MAINTENANCE_DB, autocommit=True)
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        except psycopg2.Error as exc:
+            raise OrthancOpsError('PostgreSQL refused %s: %s' % (statement.as_string(connection), str(exc).strip()))
+        finally:
+            connection.close()
+
+    def _rename(self, old, new):
+        return sql.SQL('ALTER DATABASE {} RENAME TO {}').format(sql.Identifier(old), sql.Identifier(new))
+
+    def apply(self):
+        live = self.backend.database
+        self.execute([self._rename(live, self.previous)])
+        self.renamed = 1
+        self.execute([self._rename(self.staging, live)])
+        self.renamed = 2
+
+    def undo(self):
+        live = self.backend.database
+        if self.renamed == 2:
+            self.execute([self._rename(live, self.staging)])
+        if self.renamed >= 1:
+            self.execute([self._rename(self.previous, live)])
+        self.renamed = 0
+        self.cleanup()
+
+    def discard(self):
+        self.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.previous))])
+
+    def cleanup(self):
+        if self.renamed == 0:
+            self.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.staging))])

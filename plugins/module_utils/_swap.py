@@ -1,0 +1,87 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Replace live entries by staged ones with renames, keeping the replaced ones for a way back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import make_dirs
+
+STAGING_PREFIX = '.orthanc-restore-'
+ASIDE_PREFIX = '.orthanc-pre-restore-'
+
+
+class Swap:
+    """Replace the entries of ``target`` that ``owned(name)`` selects by those of ``staging``.
+
+    Everything is a rename inside ``target`` (one filesystem, even when ``target`` is a mount
+    point); the replaced entries wait in ``kept_at`` until the restore is confirmed.
+    """
+
+    def __init__(self, target, staging, aside, owned):
+        self.target, self.staging, self.kept_at, self.owned = target, staging, aside, owned
+        self.moved_aside, self.moved_in = [], []
+
+    def apply(self):
+        make_dirs(self.kept_at)
+        for name in sorted(os.listdir(self.target)):
+            if self.owned(name):
+                os.rename(os.path.join(self.target, name), os.path.join(self.kept_at, name))
+                self.moved_aside.append(name)
+        for name in sorted(os.listdir(self.staging)):
+            os.rename(os.path.join(self.staging, name), os.path.join(self.target, name))
+            self.moved_in.append(name)
+        os.rmdir(self.staging)
+
+    def undo(self):
+        for name in self.moved_in:
+            path = os.path.join(self.target, name)
+            if not os.path.lexists(path):    # Orthanc removes index-wal/-shm when it stops
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        for name in self.moved_aside:
+            os.rename(os.path.join(self.kept_at, name), os.path.join(self.target, name))
+        self.moved_in, self.moved_aside = [], []
+        shutil.rmtree(self.kept_at, ignore_errors=True)
+
+    def discard(self):
+        shutil.rmtree(self.kept_at, ignore_errors=True)
+
+    def cleanup(self):
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _own(path, owner, mode):
+    os.chmod(path, mode)
+    if os.geteuid() == 0:
+        os.chown(path, owner[0], owner[1])
+
+
+def stage_folder(source, target, label, stamp, owned):
+    """Copy ``source`` into a staging folder inside ``target`` (real copies, owned like ``target``)
+    and return the Swap that puts it in place of the entries ``owned`` selects."""
+    make_dirs(target)
+    for name in os.listdir(target):
+        if name.startswith(STAGING_PREFIX + label):    # left by a restore that was killed
+            shutil.rmtree(os.path.join(target, name), ignore_errors=True)
+    info = os.stat(target)
+    owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
+    staging = os.path.join(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp))
+    swap = Swap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
+    for current, dummy, files in os.walk(source):
+        folder = os.path.join(staging, os.path.relpath(current, source))
+        make_dirs(folder, dir_mode)
+        _own(folder, owner, dir_mode)
+        for name in files:
+            path = os.path.join(folder, name)
+            shutil.copyfile(os.path.join(current, name), path)
+            _own(path, owner, dir_mode & 0o666)
+    return swap

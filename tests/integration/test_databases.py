@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""PostgreSQL (and MySQL/MariaDB) backends against real servers: hot backups, restores, rollback, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+
+import pytest
+
+from harness import PostgresDatabase, make_instance, make_instances
+
+LAYOUTS = {
+    'postgresql-index': (PostgresDatabase, False),
+    'postgresql-index-and-storage': (PostgresDatabase, True),
+}
+
+
+def server_answers(kind):
+    command = {PostgresDatabase: ['pg_isready', '-h', '127.0.0.1', '-p', '5432']}[kind]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture
+def make_database(request):
+    created = []
+
+    def factory(kind, enable_storage):
+        if not server_answers(kind):
+            subprocess.run(['service', 'postgresql', 'start'], check=True, capture_output=True)
+        database = kind('orthanc_t%d_%d' % (os.getpid(), len(created) + int(time.time() * 1000) % 100000),
+                        enable_storage)
+        created.append(database)
+        return database
+    yield factory
+    for database in created:
+        database.drop()
+
+
+@pytest.fixture
+def database_orthanc(request, make_database, make_orthanc):
+    kind, enable_storage = LAYOUTS[request.param]
+    database = make_database(kind, enable_storage)
+    orthanc = make_orthanc(database=database)
+    return orthanc, database
+
+
+def all_files_served(orthanc):
+    """Every instance of the index has its DICOM file (downloads each one)."""
+    for iid in orthanc.instances():
+        orthanc.api('GET', '/instances/%s/file' % iid, raw=True)
+    return True
+
+
+def printed_everywhere(secret, output, result, backup_path):
+    with open(os.path.join(backup_path, 'manifest.json')) as handle:
+        manifest = handle.read()
+    return secret in output or secret in json.dumps(result) or secret in manifest
+
+
+@pytest.mark.parametrize('database_orthanc', sorted(LAYOUTS), indirect=True)
+def test_hot_backup_wipe_restore(database_orthanc, ansible, repository):
+    orthanc, database = database_orthanc
+    orthanc.upload(make_instances())
+    before = orthanc.md5s()
+    pid = open(orthanc.pidfile).read()
+    commands = []
+    sampling = threading.Event()
+
+    def sample_processes():
+        while not sampling.is_set():
+            for entry in os.listdir('/proc'):
+                try:
+                    with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                        commands.append(handle.read().replace(b'\0', b' ').decode(errors='replace'))
+                except OSError:
+                    continue
+            time.sleep(0.01)
+    sampler = threading.Thread(target=sample_processes)
+    sampler.start()
+    try:
+        backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'),
+                                         verbosity=3)
+    finally:
+        sampling.set()
+        sampler.join()
+    assert rc == 0, output
+    assert backup['index_backend'] == 'postgresql' and backup['downtime_seconds'] == 0
+    assert open(orthanc.pidfile).read() == pid and backup['counts']['instances'] == 24
+    assert backup['missing_attachments'] == [] and backup['md5_mismatches'] == []
+    assert any('pg_dump' in command for command in commands)
+    assert not [command for command in commands if database.password in command]
+    assert not printed_everywhere(database.password, output, backup, backup['path'])
+    has_storage = os.path.isdir(os.path.join(backup['path'], 'storage'))
+    assert has_storage != database.enable_storage
+
+    orthanc.stop()
+    database.recreate()
+    shutil.rmtree(orthanc.storage_dir, ignore_errors=True)
+    orthanc.start()
+    assert orthanc.instances() == []
+
+    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'),
+                                      verbosity=3)
+    assert rc == 0, output
+    assert restore['statistics']['CountInstances'] == 24
+    assert orthanc.md5s() == before and all_files_served(orthanc)
+    assert not printed_everywhere(database.password, output, restore, backup['path'])
+    assert any(kept.startswith('database %s_pre_' % database.name) for kept in restore['previous_kept_at'])
+
+
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+def test_hot_backup_under_load(database_orthanc, ansible, repository):
+    orthanc, database = database_orthanc
+    orthanc.upload(make_instances(patients=4))
+    stop = threading.Event()
+    failures, requests = [], [0]
+
+    def uploader():
+        number = 0
+        while not stop.is_set():
+            try:
+                orthanc.upload([make_instance(100 + number % 5, 0, 0, number)])
+                requests[0] += 1
+            except (OSError, urllib.error.URLError) as exc:
+                failures.append(exc)
+            number += 1
+
+    def deleter():
+        while not stop.is_set():
+            try:
+                instances = orthanc.instances()
+                if len(instances) > 10:
+                    orthanc.api('DELETE', '/instances/%s' % instances[0])
+                requests[0] += 2
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:    # deleted by the other side meanwhile
+                    failures.append(exc)
+            except (OSError, urllib.error.URLError) as exc:
+                failures.append(exc)
+    clients = [threading.Thread(target=uploader), threading.Thread(target=deleter)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1)
+        backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert rc == 0, output
+    assert failures == [] and requests[0] > 20
+    assert backup['missing_attachments'] == []
+
+    orthanc.stop()
+    database.recreate()
+    shutil.rmtree(orthanc.storage_dir, ignore_errors=True)
+    orthanc.start()
+    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    assert len(orthanc.instances()) == backup['counts']['instances'] and all_files_served(orthanc)
+
+
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+def test_restore_rolls_back_database_and_storage(database_orthanc, ansible, repository):
+    orthanc, database = database_orthanc
+    orthanc.upload(make_instances(patients=1))
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    orthanc.upload(make_instances(patients=1))
+    live = orthanc.md5s()
+    manifest_path = os.path.join(backup['path'], 'manifest.json')
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest['counts']['instances'] += 1    # Orthanc will not match this after the swap
+    with open(manifest_path, 'w') as handle:
+        json.dump(manifest, handle)
+
+    result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc != 0 and 'previous data was put back' in result['msg']
+    assert orthanc.md5s() == live and all_files_served(orthanc)
+    assert database.databases() == [database.name]
+
+
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+def test_corrupted_dump_is_refused_before_anything_live_changes(database_orthanc, ansible, repository):
+    orthanc, database = database_orthanc
+    orthanc.upload(make_instances(patients=1))
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    live = orthanc.md5s()
+    pid = open(orthanc.pidfile).read()
+    dump = os.path.join(backup['path'], 'db', 'orthanc.dump')
+    with open(dump, 'r+b') as handle:
+        handle.truncate(os.path.getsize(dump) // 2)
+    manifest_path = os.path.join(backup['path'], 'manifest.json')
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest['files']['db/orthanc.dump'] = {'size': os.path.getsize(dump), 'md5': __import__('hashlib').md5(
+        open(dump, 'rb').read()).hexdigest()}    # the checksum fixed up: verification passes
+    with open(manifest_path, 'w') as handle:
+        json.dump(manifest, handle)
+
+    result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc != 0 and 'pg_restore failed' in result['msg']
+    assert open(orthanc.pidfile).read() == pid and orthanc.md5s() == live
+    assert database.databases() == [database.name]
+
+
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+@pytest.mark.parametrize('override, message', [
+    ({'login_user': 'no_such_user'}, 'role "no_such_user" does not exist'),
+    ({'login_db': 'no_such_database'}, 'does not exist'),
+    ({'login_port': 1}, 'Cannot connect'),
+])
+def test_database_errors_leave_orthanc_running(database_orthanc, ansible, repository, override, message):
+    orthanc, database = database_orthanc
+    pid = open(orthanc.pidfile).read()
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
+        repository=repository, instance='pacs', **override))
+    assert rc != 0 and message in result['msg'] and 'Cannot connect' in result['msg']
+    assert open(orthanc.pidfile).read() == pid and orthanc.answers()
+    assert not os.path.exists(os.path.join(repository, 'pacs')) or os.listdir(os.path.join(repository, 'pacs')) == ['.lock']
