@@ -61,7 +61,7 @@ class Restore(Phase):
         if self.module.check_mode:
             return {'changed': True, 'plan': plan, 'msg': 'check mode: the backup was checked, nothing changed'}
         self._check_space(plan['bytes'])
-        swaps = self._stage(restore_storage, restore_config)
+        swaps = self._stage(manifest, restore_storage, restore_config)
         stop_start = time.monotonic()
         attempted = []
         try:
@@ -100,21 +100,22 @@ class Restore(Phase):
             raise OrthancOpsError('Not enough free space beside %s to stage the restore (%d MiB needed). Nothing '
                                   'was changed.' % (self.config.storage_dir, needed // 2**20))
 
-    def _stage(self, restore_storage, restore_config):
+    def _stage(self, manifest, restore_storage, restore_config):
         """Prepare every part of the restore while Orthanc still runs."""
         swaps = []
         try:
             if restore_storage:
                 swaps.append(stage_folder(os.path.join(self.folder, 'storage'), self.config.storage_dir, 'storage',
                                           self.stamp, is_storage_entry))
-            swaps.append(self.backend.stage(self.folder, self.stamp))
+            swaps.append(self.backend.stage(self.folder, self.stamp, manifest['counts']))
             if restore_config:
                 swaps.append(self._stage_config())
         except BaseException as exc:
             for swap in swaps:
                 swap.cleanup()
-            if isinstance(exc, OSError):
-                raise OrthancOpsError('Staging the restore failed: %s. Nothing live was changed.' % exc)
+            if isinstance(exc, (OSError, OrthancOpsError)):
+                raise OrthancOpsError('Preparing the restore failed: %s Nothing live was changed.'
+                                      % str(exc).rstrip('.') + '.', **getattr(exc, 'details', {}))
             raise
         return swaps
 

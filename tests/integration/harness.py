@@ -234,6 +234,46 @@ class PostgresDatabase:
             'Database': self.name, 'Username': self.user, 'Password': self.password, 'Lock': True}}
 
 
+class MysqlDatabase:
+    """A database and its user (all rights on databases named with it as prefix, nothing more) on MariaDB."""
+
+    plugin = 'MySQL'
+
+    def __init__(self, name, enable_storage=False):
+        self.name = self.user = name
+        self.password = 'my-' + base64.b32encode(os.urandom(10)).decode().lower()
+        self.enable_storage = enable_storage
+        self.admin("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'" % (self.user, self.password))
+        self.admin("GRANT ALL ON `%s%%`.* TO '%s'@'%%'" % (self.name.replace('_', '\\_'), self.user))
+        self.admin('CREATE DATABASE %s' % self.name)
+
+    @staticmethod
+    def admin(statement):
+        return subprocess.run(['mariadb', '-h', '127.0.0.1', '-u', 'root', '-N', '-B', '-e', statement],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def databases(self):
+        return sorted(self.admin("SHOW DATABASES LIKE '%s%%'" % self.name.replace('_', '\\_')).split())
+
+    def recreate(self):
+        self.admin('DROP DATABASE %s' % self.name)
+        self.admin('CREATE DATABASE %s' % self.name)
+
+    def drop(self):
+        for name in self.databases():
+            self.admin('DROP DATABASE IF EXISTS `%s`' % name)
+        self.admin("DROP USER IF EXISTS '%s'@'%%'" % self.user)
+
+    def orthanc_settings(self):
+        plugins = [PLUGINS + 'libOrthancMySQLIndex.so']
+        if self.enable_storage:
+            plugins.append(PLUGINS + 'libOrthancMySQLStorage.so')
+        return {'Plugins': plugins, 'MySQL': {
+            'EnableIndex': True, 'EnableStorage': self.enable_storage, 'Host': '127.0.0.1', 'Port': 3306,
+            'UnixSocket': '', 'Database': self.name, 'Username': self.user, 'Password': self.password,
+            'Lock': True}}
+
+
 class Ansible:
     """Runs one module of the collection through a real ansible-playbook run on localhost."""
 

@@ -17,16 +17,20 @@ import urllib.error
 
 import pytest
 
-from harness import PostgresDatabase, make_instance, make_instances
+from harness import MysqlDatabase, PostgresDatabase, make_instance, make_instances
 
 LAYOUTS = {
     'postgresql-index': (PostgresDatabase, False),
     'postgresql-index-and-storage': (PostgresDatabase, True),
+    'mysql-index': (MysqlDatabase, False),
+    'mysql-index-and-storage': (MysqlDatabase, True),
 }
+SERVICES = {PostgresDatabase: 'postgresql', MysqlDatabase: 'mariadb'}
 
 
 def server_answers(kind):
-    command = {PostgresDatabase: ['pg_isready', '-h', '127.0.0.1', '-p', '5432']}[kind]
+    command = {PostgresDatabase: ['pg_isready', '-h', '127.0.0.1', '-p', '5432'],
+               MysqlDatabase: ['mariadb-admin', '-h', '127.0.0.1', '-u', 'root', 'ping']}[kind]
     return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
 
@@ -36,7 +40,7 @@ def make_database(request):
 
     def factory(kind, enable_storage):
         if not server_answers(kind):
-            subprocess.run(['service', 'postgresql', 'start'], check=True, capture_output=True)
+            subprocess.run(['service', SERVICES[kind], 'start'], check=True, capture_output=True)
         database = kind('orthanc_t%d_%d' % (os.getpid(), len(created) + int(time.time() * 1000) % 100000),
                         enable_storage)
         created.append(database)
@@ -59,6 +63,11 @@ def all_files_served(orthanc):
     for iid in orthanc.instances():
         orthanc.api('GET', '/instances/%s/file' % iid, raw=True)
     return True
+
+
+def backup_files(backup):
+    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
+        return json.load(handle)['files']
 
 
 def printed_everywhere(secret, output, result, backup_path):
@@ -94,10 +103,10 @@ def test_hot_backup_wipe_restore(database_orthanc, ansible, repository):
         sampling.set()
         sampler.join()
     assert rc == 0, output
-    assert backup['index_backend'] == 'postgresql' and backup['downtime_seconds'] == 0
+    assert backup['index_backend'] == database.plugin.lower() and backup['downtime_seconds'] == 0
     assert open(orthanc.pidfile).read() == pid and backup['counts']['instances'] == 24
     assert backup['missing_attachments'] == [] and backup['md5_mismatches'] == []
-    assert any('pg_dump' in command for command in commands)
+    assert any(tool in command for command in commands for tool in ('pg_dump', 'mariadb-dump'))
     assert not [command for command in commands if database.password in command]
     assert not printed_everywhere(database.password, output, backup, backup['path'])
     has_storage = os.path.isdir(os.path.join(backup['path'], 'storage'))
@@ -118,7 +127,7 @@ def test_hot_backup_wipe_restore(database_orthanc, ansible, repository):
     assert any(kept.startswith('database %s_pre_' % database.name) for kept in restore['previous_kept_at'])
 
 
-@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index'], indirect=True)
 def test_hot_backup_under_load(database_orthanc, ansible, repository):
     orthanc, database = database_orthanc
     orthanc.upload(make_instances(patients=4))
@@ -170,7 +179,7 @@ def test_hot_backup_under_load(database_orthanc, ansible, repository):
     assert len(orthanc.instances()) == backup['counts']['instances'] and all_files_served(orthanc)
 
 
-@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index'], indirect=True)
 def test_restore_rolls_back_database_and_storage(database_orthanc, ansible, repository):
     orthanc, database = database_orthanc
     orthanc.upload(make_instances(patients=1))
@@ -178,20 +187,19 @@ def test_restore_rolls_back_database_and_storage(database_orthanc, ansible, repo
     assert rc == 0, output
     orthanc.upload(make_instances(patients=1))
     live = orthanc.md5s()
-    manifest_path = os.path.join(backup['path'], 'manifest.json')
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    manifest['counts']['instances'] += 1    # Orthanc will not match this after the swap
-    with open(manifest_path, 'w') as handle:
-        json.dump(manifest, handle)
+    # Orthanc does not come back after the swap the first time: the restore must undo the swap.
+    flag = os.path.join(orthanc.root, 'fail-once')
+    open(flag, 'w').close()
+    start = 'if [ -e %s ]; then rm %s; false; else %s; fi' % (flag, flag, orthanc.start_command)
 
-    result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
-    assert rc != 0 and 'previous data was put back' in result['msg']
+    result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(
+        repository=repository, instance='pacs', start_command=start))
+    assert rc != 0 and 'previous data was put back' in result['msg'] and not os.path.exists(flag)
     assert orthanc.md5s() == live and all_files_served(orthanc)
     assert database.databases() == [database.name]
 
 
-@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index'], indirect=True)
 def test_corrupted_dump_is_refused_before_anything_live_changes(database_orthanc, ansible, repository):
     orthanc, database = database_orthanc
     orthanc.upload(make_instances(patients=1))
@@ -199,28 +207,29 @@ def test_corrupted_dump_is_refused_before_anything_live_changes(database_orthanc
     assert rc == 0, output
     live = orthanc.md5s()
     pid = open(orthanc.pidfile).read()
-    dump = os.path.join(backup['path'], 'db', 'orthanc.dump')
+    name = [name for name in backup_files(backup) if name.startswith('db/')][0]
+    dump = os.path.join(backup['path'], name)
     with open(dump, 'r+b') as handle:
         handle.truncate(os.path.getsize(dump) // 2)
     manifest_path = os.path.join(backup['path'], 'manifest.json')
     with open(manifest_path) as handle:
         manifest = json.load(handle)
-    manifest['files']['db/orthanc.dump'] = {'size': os.path.getsize(dump), 'md5': __import__('hashlib').md5(
+    manifest['files'][name] = {'size': os.path.getsize(dump), 'md5': __import__('hashlib').md5(
         open(dump, 'rb').read()).hexdigest()}    # the checksum fixed up: verification passes
     with open(manifest_path, 'w') as handle:
         json.dump(manifest, handle)
 
     result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
-    assert rc != 0 and 'pg_restore failed' in result['msg']
+    assert rc != 0 and 'Preparing the restore failed' in result['msg'] and 'Nothing live was changed' in result['msg']
     assert open(orthanc.pidfile).read() == pid and orthanc.md5s() == live
     assert database.databases() == [database.name]
 
 
-@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index'], indirect=True)
 @pytest.mark.parametrize('override, message', [
-    ({'login_user': 'no_such_user'}, 'role "no_such_user" does not exist'),
-    ({'login_db': 'no_such_database'}, 'does not exist'),
-    ({'login_port': 1}, 'Cannot connect'),
+    ({'login_user': 'no_such_user'}, '"no_such_user"'),
+    ({'login_db': 'no_such_database'}, '"no_such_database"'),
+    ({'login_port': 1}, '127.0.0.1:1 '),
 ])
 def test_database_errors_leave_orthanc_running(database_orthanc, ansible, repository, override, message):
     orthanc, database = database_orthanc

@@ -16,18 +16,20 @@ and never look at backend names themselves:
   ({uuid: {'size', 'md5'}} of each file) and the resource counts, and call ``hold(attachments)``
   (which takes their files and returns those it could not find) at a moment when Orthanc can
   neither delete nor add one;
-- ``stage(backup_folder, stamp)`` -> a swap (``apply``, ``undo``, ``discard``, ``cleanup``,
-  ``kept_at``): prepare the restore of the index while Orthanc runs; ``apply`` puts it in
-  place while Orthanc is stopped, ``undo`` puts the previous index back.
+- ``stage(backup_folder, stamp, counts)`` -> a swap (``apply``, ``undo``, ``discard``,
+  ``cleanup``, ``kept_at``): prepare the restore of the index while Orthanc runs (a restored
+  dump must hold ``counts``); ``apply`` puts it in place while Orthanc is stopped, ``undo``
+  puts the previous index back.
 """
 
 from __future__ import annotations
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.mysql import MySQLBackend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.postgresql import PostgreSQLBackend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import SQLiteBackend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 
-BACKENDS = (SQLiteBackend, PostgreSQLBackend)
+BACKENDS = (SQLiteBackend, PostgreSQLBackend, MySQLBackend)
 
 # Plugin configuration sections Orthanc's official database plugins read.
 PLUGIN_SECTIONS = {'PostgreSQL': 'postgresql', 'MySQL': 'mysql'}

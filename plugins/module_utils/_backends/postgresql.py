@@ -13,7 +13,7 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import attachments_and_counts
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import attachments_and_counts, check_staged
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import file_md5
 
@@ -50,6 +50,11 @@ def connection_settings(section, params):
         settings['host'] = params['login_unix_socket']
     settings['port'] = int(settings['port'])
     return settings
+
+
+def read_counts(cursor):
+    cursor.execute('SELECT resourcetype, COUNT(*) FROM resources GROUP BY resourcetype')
+    return dict((RESOURCE_COUNTS[kind], count) for kind, count in cursor.fetchall() if kind in RESOURCE_COUNTS)
 
 
 class PostgreSQLBackend:
@@ -124,9 +129,7 @@ class PostgreSQLBackend:
                 cursor.execute('SELECT uuid, compressedsize, compressiontype, uncompressedhash, compressedhash '
                                'FROM attachedfiles')
                 rows = cursor.fetchall()
-                cursor.execute('SELECT resourcetype, COUNT(*) FROM resources GROUP BY resourcetype')
-                attachments, counts = attachments_and_counts(rows, dict(
-                    (RESOURCE_COUNTS[kind], count) for kind, count in cursor.fetchall() if kind in RESOURCE_COUNTS))
+                attachments, counts = attachments_and_counts(rows, read_counts(cursor))
                 missing = hold(attachments)
                 holder.commit()
                 layout = ['-Fd', '-j', str(self.jobs)] if self.jobs > 1 else ['-Fc']
@@ -145,8 +148,8 @@ class PostgreSQLBackend:
                 files[os.path.relpath(path, backup_folder)] = {'size': os.path.getsize(path), 'md5': file_md5(path)}
         return files, attachments, counts, missing
 
-    def stage(self, backup_folder, stamp):
-        """While Orthanc runs: pg_restore the dump into a fresh database; return its swap."""
+    def stage(self, backup_folder, stamp, counts):
+        """While Orthanc runs: pg_restore the dump into a fresh database, check it holds ``counts``; return its swap."""
         staging = '%s_restore_%s' % (self.database, stamp.lower())
         swap = DatabaseSwap(self, staging, '%s_pre_%s' % (self.database, stamp.lower()))
         swap.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(staging)),
@@ -154,7 +157,13 @@ class PostgreSQLBackend:
         try:
             self._tool('pg_restore', ['--no-owner', '--no-privileges', '--exit-on-error', '-j', str(self.jobs),
                                       '-d', staging, os.path.join(backup_folder, self.folder, DUMP)])
-        except OrthancOpsError:
+            connection = self.connect(staging)
+            try:
+                with connection.cursor() as cursor:
+                    check_staged(counts, read_counts(cursor), staging)
+            finally:
+                connection.close()
+        except (OrthancOpsError, psycopg2.Error):
             swap.cleanup()
             raise
         return swap

@@ -73,8 +73,11 @@ class SQLiteBackend:
             raise OrthancOpsError('Cannot read the Orthanc index copied from %s: %s.' % (self.index_path, exc))
         return attachments_and_counts(rows, counts)
 
-    def stage(self, backup_folder, stamp):
-        """While Orthanc runs: copy the backed-up index beside the live one; return its Swap."""
+    def stage(self, backup_folder, stamp, counts):
+        """While Orthanc runs: copy the backed-up index beside the live one; return its Swap.
+
+        The copy is checked by the manifest's MD5s; Orthanc's statistics check the counts.
+        """
         return stage_folder(os.path.join(backup_folder, self.folder), self.index_dir, 'index', stamp,
                             lambda name: name in self.FILES)
 
@@ -87,3 +90,12 @@ def attachments_and_counts(rows, counts):
         counts.setdefault(label, 0)
     counts['attachments'] = len(attachments)
     return attachments, counts
+
+
+def check_staged(expected, staged, where):
+    """A staged index must hold the resources the manifest counted."""
+    differences = ['%s: %s, the manifest %s' % (label, staged.get(label, 0), expected.get(label))
+                   for label in RESOURCE_COUNTS.values() if staged.get(label, 0) != expected.get(label)]
+    if differences:
+        raise OrthancOpsError('The dump restored into %s does not hold what the backup counted (%s): the dump is '
+                              'damaged; use another backup.' % (where, '; '.join(differences)))

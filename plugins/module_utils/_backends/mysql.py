@@ -1,0 +1,261 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The orthanc-mysql plugin (MySQL or MariaDB): dumps with mariadb-dump/mysqldump --single-transaction
+while the attachment tables are read-locked, restores into a staging database swapped in by
+RENAME TABLE."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import attachments_and_counts, check_staged
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import file_md5
+
+PYMYSQL_ERROR = None
+try:
+    import pymysql
+except ImportError:
+    pymysql = None
+    PYMYSQL_ERROR = traceback.format_exc()
+
+# The plugins' numbering of resource types (OrthancPluginResourceType).
+RESOURCE_COUNTS = {0: 'patients', 1: 'studies', 2: 'series', 3: 'instances'}
+DUMP = 'orthanc.sql'
+
+
+def connection_settings(section, params):
+    """PyMySQL keywords from the plugin section, overridden by the module's login_* options."""
+    settings = {'host': 'localhost', 'port': 3306, 'database': 'orthanc', 'user': 'orthanc', 'password': '',
+                'unix_socket': None}
+    for key, option in (('host', 'Host'), ('port', 'Port'), ('database', 'Database'), ('user', 'Username'),
+                        ('password', 'Password'), ('unix_socket', 'UnixSocket')):
+        if section.get(option) not in (None, ''):
+            settings[key] = section[option]
+    for key, option in (('host', 'login_host'), ('port', 'login_port'), ('user', 'login_user'),
+                        ('password', 'login_password'), ('database', 'login_db'),
+                        ('unix_socket', 'login_unix_socket')):
+        if params.get(option) not in (None, ''):
+            settings[key] = params[option]
+    if params.get('login_host') and not params.get('login_unix_socket'):
+        settings['unix_socket'] = None    # an explicit host means TCP
+    settings['port'] = int(settings['port'])
+    return settings
+
+
+def check_complete(dump):
+    """mariadb-dump and mysqldump end a complete dump with a "Dump completed" comment."""
+    with open(dump, 'rb') as handle:
+        handle.seek(max(0, os.path.getsize(dump) - 200))
+        if b'Dump completed' not in handle.read():
+            raise OrthancOpsError('The dump %s is incomplete (it does not end with "Dump completed"); use another '
+                                  'backup.' % dump)
+
+
+def read_counts(cursor):
+    cursor.execute('SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType')
+    return dict((RESOURCE_COUNTS[kind], count) for kind, count in cursor.fetchall() if kind in RESOURCE_COUNTS)
+
+
+def quoted(name):
+    return '`%s`' % name.replace('`', '``')
+
+
+class MySQLBackend:
+    name = 'mysql'
+    modes = ('hot', 'cold')
+    folder = 'db'
+
+    def __init__(self, module, config):
+        if pymysql is None:
+            raise OrthancOpsError(missing_required_lib('PyMySQL (Debian: python3-pymysql)'), exception=PYMYSQL_ERROR)
+        self.module = module
+        self.settings = connection_settings(config.get('MySQL') or {}, module.params)
+        self.database = self.settings['database']
+
+    def _where(self):
+        place = self.settings['unix_socket'] or '%s:%s' % (self.settings['host'], self.settings['port'])
+        return 'MySQL database "%s" at %s as "%s"' % (self.database, place, self.settings['user'])
+
+    def connect(self, database=None):
+        try:
+            return pymysql.connect(host=self.settings['host'], port=self.settings['port'],
+                                   unix_socket=self.settings['unix_socket'], user=self.settings['user'],
+                                   password=self.settings['password'], database=database or self.database,
+                                   autocommit=True)
+        except pymysql.MySQLError as exc:
+            raise OrthancOpsError('Cannot connect to the %s: %s. Check the MySQL section of the configuration or '
+                                  'the login_* options.' % (self._where(), exc))
+
+    def _client(self, names, args):
+        """Run a client tool with a 0600 option file, so that the password is never on argv."""
+        binary = next((path for path in (self.module.get_bin_path(name) for name in names) if path), None)
+        if not binary:
+            raise OrthancOpsError('%s is not installed on this host; install mariadb-client.' % ' or '.join(names))
+        folder = tempfile.mkdtemp(prefix='orthanc-ops-')
+        try:
+            options = os.path.join(folder, 'client.cnf')
+            fd = os.open(options, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, 'w') as handle:
+                handle.write('[client]\nuser=%s\npassword="%s"\n' % (
+                    self.settings['user'], self.settings['password'].replace('\\', '\\\\').replace('"', '\\"')))
+                if self.settings['unix_socket']:
+                    handle.write('socket=%s\n' % self.settings['unix_socket'])
+                else:
+                    handle.write('host=%s\nport=%d\nprotocol=tcp\n' % (self.settings['host'], self.settings['port']))
+            rc, out, err = self.module.run_command([binary, '--defaults-extra-file=' + options] + args)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if rc != 0:
+            raise OrthancOpsError('%s failed for the %s (exit code %d): %s'
+                                  % (os.path.basename(binary), self._where(), rc, err.strip()))
+        return out
+
+    def estimate_bytes(self):
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute('SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables '
+                               'WHERE table_schema = %s', (self.database,))
+                return int(cursor.fetchone()[0])
+        finally:
+            connection.close()
+
+    def capture(self, backup_folder, hold):
+        """Read the attachments and take their files with the attachment tables read-locked, and dump
+        while the lock still stands: the dump's snapshot then holds exactly those attachments.
+        Orthanc keeps answering; its writes wait until the dump has started."""
+        target = os.path.join(backup_folder, self.folder)
+        os.mkdir(target, 0o700)
+        dump = os.path.join(target, DUMP)
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute('LOCK TABLES AttachedFiles READ, Resources READ')
+                cursor.execute('SELECT uuid, compressedSize, compressionType, uncompressedHash, compressedHash '
+                               'FROM AttachedFiles')
+                rows = cursor.fetchall()
+                attachments, counts = attachments_and_counts(rows, read_counts(cursor))
+                missing = hold(attachments)
+                self._client(['mariadb-dump', 'mysqldump'], [
+                    '--single-transaction', '--hex-blob', '--no-tablespaces', '--routines', '--triggers',
+                    '--result-file=' + dump, self.database])
+                cursor.execute('UNLOCK TABLES')
+        except pymysql.MySQLError as exc:
+            raise OrthancOpsError('Reading the %s failed: %s' % (self._where(), exc))
+        finally:
+            connection.close()
+        os.chmod(dump, 0o600)
+        check_complete(dump)
+        files = {'%s/%s' % (self.folder, DUMP): {'size': os.path.getsize(dump), 'md5': file_md5(dump)}}
+        return files, attachments, counts, missing
+
+    def stage(self, backup_folder, stamp, counts):
+        """While Orthanc runs: load the dump into a staging database, check it holds ``counts``; return its swap."""
+        dump = os.path.join(backup_folder, self.folder, DUMP)
+        check_complete(dump)
+        swap = TableSwap(self, '%s_restore_%s' % (self.database, stamp.lower()),
+                         '%s_pre_%s' % (self.database, stamp.lower()))
+        swap.execute(['DROP DATABASE IF EXISTS %s' % quoted(swap.staging), 'CREATE DATABASE %s' % quoted(swap.staging)])
+        try:
+            self._client(['mariadb', 'mysql'], ['--database=' + swap.staging, '--execute=source ' + dump])
+            connection = self.connect(swap.staging)
+            try:
+                with connection.cursor() as cursor:
+                    check_staged(counts, read_counts(cursor), swap.staging)
+            finally:
+                connection.close()
+        except (OrthancOpsError, pymysql.MySQLError):
+            swap.cleanup()
+            raise
+        return swap
+
+
+class TableSwap:
+    """MySQL cannot rename a database: move every table between databases with one RENAME TABLE.
+
+    Tables with triggers cannot change database, so triggers are read, dropped, and created
+    again where their tables went. Routines the staged database has and the live one lacks
+    are created in the live one.
+    """
+
+    def __init__(self, backend, staging, previous):
+        self.backend, self.staging, self.previous = backend, staging, previous
+        self.kept_at = 'database %s' % previous
+        self.live_triggers = None
+        self.swapped = False
+
+    def execute(self, statements, database=None):
+        connection = self.backend.connect(database or 'information_schema')
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                return cursor.fetchall()
+        except pymysql.MySQLError as exc:
+            raise OrthancOpsError('MySQL refused "%s": %s' % (statement.split('\n')[0][:200], exc))
+        finally:
+            connection.close()
+
+    def _tables(self, database):
+        return [row[0] for row in self.execute(
+            ["SELECT table_name FROM information_schema.tables WHERE table_schema = '%s' AND table_type = 'BASE TABLE'"
+             % database.replace("'", "''")])]
+
+    def _take_triggers(self, database):
+        """Drop the triggers of ``database`` and return their definitions."""
+        names = [row[0] for row in self.execute(['SHOW TRIGGERS FROM %s' % quoted(database)])]
+        definitions = [self.execute(['SHOW CREATE TRIGGER %s.%s' % (quoted(database), quoted(name))])[0][2]
+                       for name in names]
+        self.execute(['DROP TRIGGER %s.%s' % (quoted(database), quoted(name)) for name in names])
+        return definitions
+
+    def _move(self, moves):
+        """moves: (from database, to database) pairs; one atomic RENAME TABLE for all their tables."""
+        pairs = ['%s.%s TO %s.%s' % (quoted(source), quoted(table), quoted(target), quoted(table))
+                 for source, target in moves for table in self._tables(source)]
+        if pairs:
+            self.execute(['RENAME TABLE ' + ', '.join(pairs)])
+
+    def apply(self):
+        live = self.backend.database
+        self.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(self.previous)])
+        self.live_triggers = self._take_triggers(live)
+        staged_triggers = self._take_triggers(self.staging)
+        self._move([(live, self.previous), (self.staging, live)])
+        self.swapped = True
+        self.execute(self.live_triggers, database=self.previous)
+        self.execute(staged_triggers, database=live)
+        existing = set(row[1] for row in self.execute(["SHOW PROCEDURE STATUS WHERE Db = '%s'" % live]))
+        for row in self.execute(["SHOW PROCEDURE STATUS WHERE Db = '%s'" % self.staging]):
+            if row[1] not in existing:
+                create = self.execute(['SHOW CREATE PROCEDURE %s.%s' % (quoted(self.staging), quoted(row[1]))])[0][2]
+                self.execute([create], database=live)
+
+    def undo(self):
+        live = self.backend.database
+        if self.swapped:
+            self._take_triggers(live)
+            self._take_triggers(self.previous)
+            self._move([(live, self.staging), (self.previous, live)])
+            self.swapped = False
+        if self.live_triggers:
+            self.execute(self.live_triggers, database=live)
+            self.live_triggers = None
+        self.discard()
+        self.cleanup()
+
+    def discard(self):
+        self.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.previous)])
+
+    def cleanup(self):
+        """Drop the staging database (empty once swapped in: its tables moved, its routines copied)."""
+        self.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.staging)])
