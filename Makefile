@@ -4,7 +4,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint demo bench
+.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases
 
 test: setup sanity lint changelog-lint units integration
 
@@ -34,3 +34,6 @@ demo: tree
 
 bench: tree
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/sqlite_outage.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+
+bench-databases: tree
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/database_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)

@@ -22,11 +22,10 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'integration'))
 
-from harness import Ansible, Orthanc, make_instance  # noqa: E402
+from harness import Ansible, Orthanc, seed  # noqa: E402
 
 
 class Prober(threading.Thread):
@@ -76,13 +75,6 @@ def timed_stop(orthanc):
     start = time.monotonic()
     orthanc.stop()
     return time.monotonic() - start
-
-
-def seed(orthanc, count, pixels):
-    def upload(number):
-        orthanc.api('POST', '/instances', make_instance(number // 200, number // 50 % 4, number // 10 % 5, number, pixels))
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(upload, range(count)))
 
 
 def sh(command):

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -60,6 +61,14 @@ def make_instance(patient, study, series, number, pixels=64):
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def seed(orthanc, count, pixels=96, threads=4):
+    """Upload ``count`` synthetic instances (200 per patient) with a few parallel clients."""
+    def upload(number):
+        orthanc.api('POST', '/instances', make_instance(number // 200, number // 50 % 4, number // 10 % 5, number, pixels))
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(upload, range(count)))
 
 
 def make_instances(patients=3, studies=2, series=2, instances=2, pixels=64):

@@ -239,3 +239,18 @@ def test_database_errors_leave_orthanc_running(database_orthanc, ansible, reposi
     assert rc != 0 and message in result['msg'] and 'Cannot connect' in result['msg']
     assert open(orthanc.pidfile).read() == pid and orthanc.answers()
     assert not os.path.exists(os.path.join(repository, 'pacs')) or os.listdir(os.path.join(repository, 'pacs')) == ['.lock']
+
+
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index-and-storage'], indirect=True)
+def test_cold_mode_stops_orthanc_for_the_dump(database_orthanc, ansible, repository):
+    orthanc, database = database_orthanc
+    orthanc.upload(make_instances(patients=1))
+    before = orthanc.md5s()
+    pid = open(orthanc.pidfile).read()
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
+        repository=repository, instance='pacs', mode='cold'))
+    assert rc == 0, output
+    assert backup['downtime_seconds'] > 0 and backup['counts']['instances'] == 8
+    assert open(orthanc.pidfile).read() != pid and orthanc.md5s() == before
+    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
+        assert json.load(handle)['mode'] == 'cold'
