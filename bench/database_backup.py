@@ -61,8 +61,13 @@ class Latency(threading.Thread):
     def stop(self):
         self.done.set()
         self.join()
-        ordered = sorted(self.samples)
-        return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1], len(ordered)
+        return self.samples
+
+
+def summary(samples):
+    """(median, p99, count) of latencies."""
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1], len(ordered)
 
 
 def bench(backend, collections, count, repeat, work):
@@ -77,39 +82,45 @@ def bench(backend, collections, count, repeat, work):
         params = orthanc.module_params(repository=repository, instance='bench')
 
         naive, module, durations = [], [], []
+        idle = Latency(orthanc)
+        idle.start()
+        time.sleep(3)
+        idle_latency = summary(idle.stop())
+        busy = []
         for dummy in range(repeat):
+            # Interleaved, each from a clean page cache state: the disk is shared and noisy.
             copy = os.path.join(work, 'naive')
             shutil.rmtree(copy, ignore_errors=True)
             os.makedirs(copy)
+            os.sync()
             start = time.monotonic()
             naive_dump(database, os.path.join(copy, 'dump'))
             subprocess.run(['cp', '-a', orthanc.storage_dir, os.path.join(copy, 'storage')], check=True)
             naive.append(time.monotonic() - start)
-
-        idle = Latency(orthanc)
-        idle.start()
-        time.sleep(3)
-        idle_latency = idle.stop()
-        during = Latency(orthanc)
-        during.start()
-        for dummy in range(repeat):
             shutil.rmtree(repository, ignore_errors=True)
+            os.sync()
+            during = Latency(orthanc)
+            during.start()
             start = time.monotonic()
             result, rc, output = ansible.run('orthanc_backup', params)
             module.append(time.monotonic() - start)
+            busy.extend(during.stop())
             assert rc == 0, output
             durations.append(result['duration_seconds'])
-        busy_latency = during.stop()
+            timings = result['timings']
+        busy_latency = summary(busy)
 
         print('%s, N=%d, medians of %d runs:' % (backend, count, repeat))
         print('  naive dump + cp -a          %6.2f s' % statistics.median(naive))
         print('  orthanc_backup (module)     %6.2f s  = %.2fx the naive way' % (
             statistics.median(durations), statistics.median(durations) / statistics.median(naive)))
+        print('  last module run: snapshot of the files %.2f s, dump with the files held %.2f s' % (
+            timings['snapshot_seconds'], timings['capture_seconds']))
         print('  orthanc_backup (playbook)   %6.2f s  = %.2fx (ansible-playbook start-up included)' % (
             statistics.median(module), statistics.median(module) / statistics.median(naive)))
         print('  GET /statistics idle:   median %.1f ms, p99 %.1f ms (%d requests)' % (
             idle_latency[0] * 1000, idle_latency[1] * 1000, idle_latency[2]))
-        print('  GET /statistics backup: median %.1f ms, p99 %.1f ms (%d requests, all answered)' % (
+        print('  GET /statistics during backup: median %.1f ms, p99 %.1f ms (%d requests, all answered)' % (
             busy_latency[0] * 1000, busy_latency[1] * 1000, busy_latency[2]))
     finally:
         if orthanc:

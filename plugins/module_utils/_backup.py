@@ -147,9 +147,10 @@ class Backup(Phase):
             make_dirs(snapshot.target_root)
             # Files present now are taken while Orthanc serves; the index decides later which stay.
             snapshot.take(live_files)
-            # Written data reaches the disk while Orthanc still serves: its own fsyncs at
-            # shutdown would otherwise wait behind the snapshot's dirty pages.
-            os.sync()
+            if self.mode == 'cold' and was_running:
+                # Written data reaches the disk while Orthanc still serves: its own fsyncs at
+                # shutdown would otherwise wait behind the snapshot's dirty pages.
+                os.sync()
         timings['snapshot_seconds'] = time.monotonic() - step
         step = time.monotonic()
         if self.mode == 'cold':
