@@ -48,3 +48,12 @@ def database_argument_spec():
         login_unix_socket=dict(type='str'),
         dump_jobs=dict(type='int', default=1),
     )
+
+
+def operation_argument_spec(repository_required):
+    """Everything a module that may stop Orthanc and reach its database takes."""
+    spec = orthanc_argument_spec()
+    spec.update(service_argument_spec())
+    spec.update(database_argument_spec())
+    spec.update(repository_argument_spec(required=repository_required))
+    return spec

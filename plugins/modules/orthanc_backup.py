@@ -225,15 +225,11 @@ plan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backup
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
-    database_argument_spec, orthanc_argument_spec, repository_argument_spec, service_argument_spec)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import operation_argument_spec
 
 
 def main():
-    argument_spec = orthanc_argument_spec()
-    argument_spec.update(service_argument_spec())
-    argument_spec.update(database_argument_spec())
-    argument_spec.update(repository_argument_spec(required=True))
+    argument_spec = operation_argument_spec(repository_required=True)
     argument_spec.update(
         mode=dict(type='str', default='auto', choices=['auto', 'cold', 'hot']),
         link=dict(type='bool', default=True),

@@ -148,15 +148,11 @@ plan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _restore
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
-    database_argument_spec, orthanc_argument_spec, repository_argument_spec, service_argument_spec)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import operation_argument_spec
 
 
 def main():
-    argument_spec = orthanc_argument_spec()
-    argument_spec.update(service_argument_spec())
-    argument_spec.update(database_argument_spec())
-    argument_spec.update(repository_argument_spec())
+    argument_spec = operation_argument_spec(repository_required=False)
     argument_spec.update(
         backup=dict(type='str', default='latest'),
         src=dict(type='path'),

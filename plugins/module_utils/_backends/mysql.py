@@ -16,7 +16,8 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import attachments_and_counts, check_staged
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
+    attachments_and_counts, check_staged, connection_settings, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import file_md5
 
@@ -27,27 +28,20 @@ except ImportError:
     pymysql = None
     PYMYSQL_ERROR = traceback.format_exc()
 
-# The plugins' numbering of resource types (OrthancPluginResourceType).
-RESOURCE_COUNTS = {0: 'patients', 1: 'studies', 2: 'series', 3: 'instances'}
 DUMP = 'orthanc.sql'
 
 
-def connection_settings(section, params):
-    """PyMySQL keywords from the plugin section, overridden by the module's login_* options."""
-    settings = {'host': 'localhost', 'port': 3306, 'database': 'orthanc', 'user': 'orthanc', 'password': '',
+FIELDS = {'host': 'Host', 'port': 'Port', 'database': 'Database', 'user': 'Username', 'password': 'Password',
+          'unix_socket': 'UnixSocket'}
+
+
+def settings_for(section, params):
+    """PyMySQL keywords: the plugin section, then the login_* options (a login_host means TCP)."""
+    defaults = {'host': 'localhost', 'port': 3306, 'database': 'orthanc', 'user': 'orthanc', 'password': '',
                 'unix_socket': None}
-    for key, option in (('host', 'Host'), ('port', 'Port'), ('database', 'Database'), ('user', 'Username'),
-                        ('password', 'Password'), ('unix_socket', 'UnixSocket')):
-        if section.get(option) not in (None, ''):
-            settings[key] = section[option]
-    for key, option in (('host', 'login_host'), ('port', 'login_port'), ('user', 'login_user'),
-                        ('password', 'login_password'), ('database', 'login_db'),
-                        ('unix_socket', 'login_unix_socket')):
-        if params.get(option) not in (None, ''):
-            settings[key] = params[option]
+    settings = connection_settings(defaults, section, FIELDS, params)
     if params.get('login_host') and not params.get('login_unix_socket'):
-        settings['unix_socket'] = None    # an explicit host means TCP
-    settings['port'] = int(settings['port'])
+        settings['unix_socket'] = None
     return settings
 
 
@@ -61,8 +55,7 @@ def check_complete(dump):
 
 
 def read_counts(cursor):
-    cursor.execute('SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType')
-    return dict((RESOURCE_COUNTS[kind], count) for kind, count in cursor.fetchall() if kind in RESOURCE_COUNTS)
+    return count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType')
 
 
 def quoted(name):
@@ -78,7 +71,7 @@ class MySQLBackend:
         if pymysql is None:
             raise OrthancOpsError(missing_required_lib('PyMySQL (Debian: python3-pymysql)'), exception=PYMYSQL_ERROR)
         self.module = module
-        self.settings = connection_settings(config.get('MySQL') or {}, module.params)
+        self.settings = settings_for(config.get('MySQL') or {}, module.params)
         self.database = self.settings['database']
 
     def _where(self):

@@ -13,7 +13,8 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import attachments_and_counts, check_staged
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
+    attachments_and_counts, check_staged, connection_settings, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import file_md5
 
@@ -26,35 +27,30 @@ except ImportError:
     psycopg2 = None
     PSYCOPG2_ERROR = traceback.format_exc()
 
-# The plugins' numbering of resource types (OrthancPluginResourceType).
-RESOURCE_COUNTS = {0: 'patients', 1: 'studies', 2: 'series', 3: 'instances'}
 MAINTENANCE_DB = 'postgres'
 DUMP = 'orthanc.dump'
 
 
-def connection_settings(section, params):
-    """libpq keywords from the plugin section, overridden by the module's login_* options."""
-    settings = {'host': 'localhost', 'port': 5432, 'dbname': 'orthanc', 'user': 'orthanc'}
+FIELDS = {'host': 'Host', 'port': 'Port', 'database': 'Database', 'user': 'Username', 'password': 'Password'}
+
+
+def settings_for(section, params):
+    """libpq keywords: the plugin section (or its ConnectionUri), then the login_* options."""
+    defaults = {'host': 'localhost', 'port': 5432, 'database': 'orthanc', 'user': 'orthanc'}
     if section.get('ConnectionUri'):
-        settings.update(psycopg2.extensions.parse_dsn(section['ConnectionUri']))
-    else:
-        for key, option in (('host', 'Host'), ('port', 'Port'), ('dbname', 'Database'), ('user', 'Username'),
-                            ('password', 'Password')):
-            if section.get(option) not in (None, ''):
-                settings[key] = section[option]
-    for key, option in (('host', 'login_host'), ('port', 'login_port'), ('user', 'login_user'),
-                        ('password', 'login_password'), ('dbname', 'login_db')):
-        if params.get(option) not in (None, ''):
-            settings[key] = params[option]
+        parsed = psycopg2.extensions.parse_dsn(section['ConnectionUri'])
+        defaults.update(parsed)
+        defaults['database'] = defaults.pop('dbname', defaults['database'])
+        section = {}
+    settings = connection_settings(defaults, section, FIELDS, params)
     if params.get('login_unix_socket'):
-        settings['host'] = params['login_unix_socket']
-    settings['port'] = int(settings['port'])
+        settings['host'] = settings.pop('unix_socket')
+    settings['dbname'] = settings.pop('database')
     return settings
 
 
 def read_counts(cursor):
-    cursor.execute('SELECT resourcetype, COUNT(*) FROM resources GROUP BY resourcetype')
-    return dict((RESOURCE_COUNTS[kind], count) for kind, count in cursor.fetchall() if kind in RESOURCE_COUNTS)
+    return count_resources(cursor, 'SELECT resourcetype, COUNT(*) FROM resources GROUP BY resourcetype')
 
 
 class PostgreSQLBackend:
@@ -66,7 +62,7 @@ class PostgreSQLBackend:
         if psycopg2 is None:
             raise OrthancOpsError(missing_required_lib('psycopg2 (Debian: python3-psycopg2)'), exception=PSYCOPG2_ERROR)
         self.module = module
-        self.settings = connection_settings(config.get('PostgreSQL') or {}, module.params)
+        self.settings = settings_for(config.get('PostgreSQL') or {}, module.params)
         self.database = self.settings['dbname']
         self.jobs = module.params.get('dump_jobs') or 1
 

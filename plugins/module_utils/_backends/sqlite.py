@@ -10,18 +10,13 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import attachments_and_counts, count_resources
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import copy_file
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_folder
 
 # Orthanc core's numbering of resource types in the Resources table.
-RESOURCE_COUNTS = {1: 'patients', 2: 'studies', 3: 'series', 4: 'instances'}
-COMPRESSION_ZLIB = 2
-
-
-def expected_file(size, compression, uncompressed_md5, compressed_md5):
-    """Size and MD5 the file on disk must have: with zlib compression, the compressed ones."""
-    return {'size': size, 'md5': (compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5) or None}
+CORE_RESOURCE_TYPES = {1: 'patients', 2: 'studies', 3: 'series', 4: 'instances'}
 
 
 class SQLiteBackend:
@@ -63,10 +58,11 @@ class SQLiteBackend:
         try:
             connection = sqlite3.connect('file:%s?mode=ro' % path, uri=True)
             try:
-                rows = connection.execute('SELECT uuid, compressedSize, compressionType, uncompressedMD5, '
-                                          'compressedMD5 FROM AttachedFiles').fetchall()
-                counts = dict((RESOURCE_COUNTS[kind], count) for kind, count in connection.execute(
-                    'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType') if kind in RESOURCE_COUNTS)
+                cursor = connection.cursor()
+                rows = cursor.execute('SELECT uuid, compressedSize, compressionType, uncompressedMD5, '
+                                      'compressedMD5 FROM AttachedFiles').fetchall()
+                counts = count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType',
+                                         CORE_RESOURCE_TYPES)
             finally:
                 connection.close()
         except sqlite3.Error as exc:
@@ -80,22 +76,3 @@ class SQLiteBackend:
         """
         return stage_folder(os.path.join(backup_folder, self.folder), self.index_dir, 'index', stamp,
                             lambda name: name in self.FILES)
-
-
-def attachments_and_counts(rows, counts):
-    """({uuid: expected file}, counts) from AttachedFiles rows and per-type resource counts."""
-    attachments = dict((row[0], expected_file(*row[1:])) for row in rows)
-    counts = dict(counts)
-    for label in RESOURCE_COUNTS.values():
-        counts.setdefault(label, 0)
-    counts['attachments'] = len(attachments)
-    return attachments, counts
-
-
-def check_staged(expected, staged, where):
-    """A staged index must hold the resources the manifest counted."""
-    differences = ['%s: %s, the manifest %s' % (label, staged.get(label, 0), expected.get(label))
-                   for label in RESOURCE_COUNTS.values() if staged.get(label, 0) != expected.get(label)]
-    if differences:
-        raise OrthancOpsError('The dump restored into %s does not hold what the backup counted (%s): the dump is '
-                              'damaged; use another backup.' % (where, '; '.join(differences)))

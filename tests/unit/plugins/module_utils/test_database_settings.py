@@ -15,23 +15,23 @@ NO_LOGIN = dict.fromkeys(('login_host', 'login_port', 'login_user', 'login_passw
 def test_postgresql_uri_is_parsed_and_login_options_win():
     pytest.importorskip('psycopg2')
     section = {'ConnectionUri': 'postgresql://orthanc:s3cret@db.example.org:5433/pacs', 'Host': 'ignored'}
-    assert postgresql.connection_settings(section, NO_LOGIN) == {
+    assert postgresql.settings_for(section, NO_LOGIN) == {
         'host': 'db.example.org', 'port': 5433, 'dbname': 'pacs', 'user': 'orthanc', 'password': 's3cret'}
     login = dict(NO_LOGIN, login_user='backup', login_password='other', login_db='pacs_copy')
-    settings = postgresql.connection_settings(section, login)
+    settings = postgresql.settings_for(section, login)
     assert (settings['user'], settings['password'], settings['dbname']) == ('backup', 'other', 'pacs_copy')
 
 
 def test_postgresql_plugin_fields_and_socket():
-    settings = postgresql.connection_settings({'Host': 'h', 'Port': '6543', 'Database': 'd', 'Username': 'u'},
-                                              dict(NO_LOGIN, login_unix_socket='/run/postgresql'))
+    section = {'Host': 'h', 'Port': '6543', 'Database': 'd', 'Username': 'u'}
+    settings = postgresql.settings_for(section, dict(NO_LOGIN, login_unix_socket='/run/postgresql'))
     assert settings == {'host': '/run/postgresql', 'port': 6543, 'dbname': 'd', 'user': 'u'}
 
 
 def test_mysql_socket_from_configuration_unless_a_host_is_given():
     section = {'Host': 'h', 'Port': 3307, 'Database': 'd', 'Username': 'u', 'Password': 'p',
                'UnixSocket': '/var/run/mysqld/mysqld.sock'}
-    assert mysql.connection_settings(section, NO_LOGIN)['unix_socket'] == '/var/run/mysqld/mysqld.sock'
-    over = mysql.connection_settings(section, dict(NO_LOGIN, login_host='10.0.0.5'))
+    assert mysql.settings_for(section, NO_LOGIN)['unix_socket'] == '/var/run/mysqld/mysqld.sock'
+    over = mysql.settings_for(section, dict(NO_LOGIN, login_host='10.0.0.5'))
     assert over['unix_socket'] is None and over['host'] == '10.0.0.5' and over['port'] == 3307
-    assert mysql.connection_settings(dict(section, UnixSocket=''), NO_LOGIN)['unix_socket'] is None
+    assert mysql.settings_for(dict(section, UnixSocket=''), NO_LOGIN)['unix_socket'] is None

@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Pieces the backends share: attachment and count bookkeeping, connection settings."""
+
+from __future__ import annotations
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+
+# The database plugins' numbering of resource types (OrthancPluginResourceType); the SQLite core
+# numbers them from 1.
+PLUGIN_RESOURCE_TYPES = {0: 'patients', 1: 'studies', 2: 'series', 3: 'instances'}
+RESOURCE_LABELS = ('patients', 'studies', 'series', 'instances')
+COMPRESSION_ZLIB = 2
+LOGIN_OPTIONS = ('login_host', 'login_port', 'login_user', 'login_password', 'login_db', 'login_unix_socket')
+LOGIN_KEYS = {'login_db': 'database'}
+
+
+def expected_file(size, compression, uncompressed_md5, compressed_md5):
+    """Size and MD5 the file on disk must have: with zlib compression, the compressed ones."""
+    return {'size': size, 'md5': (compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5) or None}
+
+
+def attachments_and_counts(rows, counts):
+    """({uuid: expected file}, counts) from AttachedFiles rows and per-type resource counts."""
+    attachments = dict((row[0], expected_file(*row[1:])) for row in rows)
+    counts = dict(counts)
+    for label in RESOURCE_LABELS:
+        counts.setdefault(label, 0)
+    counts['attachments'] = len(attachments)
+    return attachments, counts
+
+
+def count_resources(cursor, query, types=None):
+    """{label: count} from a ``SELECT resourceType, COUNT(*) ... GROUP BY resourceType``."""
+    types = types or PLUGIN_RESOURCE_TYPES
+    cursor.execute(query)
+    return dict((types[kind], count) for kind, count in cursor.fetchall() if kind in types)
+
+
+def check_staged(expected, staged, where):
+    """A staged index must hold the resources the manifest counted."""
+    differences = ['%s: %s, the manifest %s' % (label, staged.get(label, 0), expected.get(label))
+                   for label in RESOURCE_LABELS if staged.get(label, 0) != expected.get(label)]
+    if differences:
+        raise OrthancOpsError('The dump restored into %s does not hold what the backup counted (%s): the dump is '
+                              'damaged; use another backup.' % (where, '; '.join(differences)))
+
+
+def connection_settings(defaults, section, fields, params):
+    """Settings from the plugin ``section`` (``fields`` maps a setting to its key there), overridden
+    by the module's login_* options (``login_host`` -> ``host`` ..., ``login_db`` -> the database)."""
+    settings = dict(defaults)
+    for key, option in fields.items():
+        if section.get(option) not in (None, ''):
+            settings[key] = section[option]
+    for option in LOGIN_OPTIONS:
+        if params.get(option) not in (None, ''):
+            settings[LOGIN_KEYS.get(option, option[len('login_'):])] = params[option]
+    settings['port'] = int(settings['port'])
+    return settings
