@@ -1,6 +1,7 @@
 # Every target installs what it needs first (tests/scripts/setup.sh is idempotent).
 VENV ?= $(HOME)/.cache/orthanc-ops/venv
-TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree
+# One tree per checkout, so that two checkouts never test each other's files.
+TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 

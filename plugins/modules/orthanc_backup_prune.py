@@ -1,0 +1,110 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: orthanc_backup_prune
+short_description: Remove old Orthanc backups by a retention policy
+version_added: 0.1.0
+description:
+  - Keeps, among the complete backups of one instance in a repository, those a restic-style policy selects
+    and removes the others. The newest complete backup is always kept.
+  - O(keep_last) keeps the newest n backups; O(keep_daily), O(keep_weekly), O(keep_monthly) keep the newest
+    backup of each of the n newest days, ISO weeks and months that have one. A backup kept by any rule stays.
+  - Takes the instance's lock, so it never runs beside a backup of the same instance; removes the
+    C(.partial) folders that interrupted backups left.
+  - Backups share unchanged files by hard links; removing one frees only the files no kept backup links.
+author:
+  - orthanc_ops developers (@orthanc-ops)
+extends_documentation_fragment:
+  - orthanc_ops.backup.orthanc.REPOSITORY
+options:
+  repository:
+    required: true
+  keep_last:
+    description: Number of newest backups to keep.
+    type: int
+    default: 0
+  keep_daily:
+    description: Number of days (the newest that have a backup) whose newest backup is kept.
+    type: int
+    default: 0
+  keep_weekly:
+    description: Number of ISO weeks whose newest backup is kept.
+    type: int
+    default: 0
+  keep_monthly:
+    description: Number of months whose newest backup is kept.
+    type: int
+    default: 0
+attributes:
+  check_mode:
+    description: Can run in check mode and return what would change without changing anything.
+    support: full
+    details: Lists what would be removed; removes nothing and takes no lock.
+seealso:
+  - module: orthanc_ops.backup.orthanc_backup
+'''
+
+EXAMPLES = r'''
+- name: Keep 7 daily, 4 weekly and 12 monthly backups of this host
+  orthanc_ops.backup.orthanc_backup_prune:
+    repository: /var/backups/orthanc
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 12
+
+- name: Show what keeping the last 3 would remove
+  orthanc_ops.backup.orthanc_backup_prune:
+    repository: /var/backups/orthanc
+    instance: pacs1
+    keep_last: 3
+  check_mode: true
+'''
+
+RETURN = r'''
+kept:
+  description: Ids of the backups kept, oldest first.
+  returned: success
+  type: list
+  elements: str
+reasons:
+  description: For each kept backup, the rules that keep it (last, daily, weekly, monthly, newest).
+  returned: success
+  type: dict
+  sample: {"20261127T231045Z": ["last", "daily", "weekly", "monthly"]}
+removed:
+  description: Ids of the backups removed (in check mode, that would be removed).
+  returned: success
+  type: list
+  elements: str
+bytes_freed:
+  description: Bytes given back by the removal (files no kept backup links).
+  returned: success
+  type: int
+partials_removed:
+  description: Folders of interrupted backups removed.
+  returned: success and not check mode
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _prune
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import repository_argument_spec
+
+
+def main():
+    argument_spec = repository_argument_spec(required=True)
+    argument_spec.update(dict((name, dict(type='int', default=0)) for name in _prune.POLICY))
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    _prune.main(module)
+
+
+if __name__ == '__main__':
+    main()

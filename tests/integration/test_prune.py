@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""orthanc_backup_prune through ansible-playbook on a repository of backups dated over months."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from harness import make_instances
+
+
+def fake_backups(repository, ids, shared):
+    """Complete backups (manifest status complete) that all hard-link one shared file, plus one own file each."""
+    folder = os.path.join(repository, 'pacs')
+    os.makedirs(folder)
+    with open(shared, 'wb') as handle:
+        handle.write(b's' * 1000)
+    for backup_id in ids:
+        os.makedirs(os.path.join(folder, backup_id, 'storage'))
+        with open(os.path.join(folder, backup_id, 'manifest.json'), 'w') as handle:
+            json.dump({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'files': {}}, handle)
+        with open(os.path.join(folder, backup_id, 'storage', 'own'), 'wb') as handle:
+            handle.write(b'o' * 100)
+        os.link(shared, os.path.join(folder, backup_id, 'storage', 'shared'))
+    os.makedirs(os.path.join(folder, '20261128T000000Z.partial'))
+    return folder
+
+
+def test_prune_keeps_exactly_the_policy(ansible, repository, tmp_path):
+    ids = ['2026%02d%02dT010000Z' % (month, day) for month in (9, 10, 11) for day in (1, 10, 20, 28)]
+    folder = fake_backups(repository, ids, str(tmp_path / 'shared'))
+    manifest_sizes = dict((backup_id, os.path.getsize(os.path.join(folder, backup_id, 'manifest.json')))
+                          for backup_id in ids)
+    params = {'repository': repository, 'instance': 'pacs', 'keep_last': 2, 'keep_monthly': 2}
+    expected = ['20261028T010000Z', '20261120T010000Z', '20261128T010000Z']    # last 2, newest of Nov and Oct
+
+    plan, rc, output = ansible.run('orthanc_backup_prune', params, check=True)
+    assert rc == 0, output
+    assert plan['kept'] == expected and len(plan['removed']) == len(ids) - 3
+    assert len(os.listdir(folder)) == len(ids) + 1
+
+    result, rc, output = ansible.run('orthanc_backup_prune', params)
+    assert rc == 0, output
+    assert result['kept'] == plan['kept'] and result['removed'] == plan['removed']
+    assert sorted(name for name in os.listdir(folder) if not name.startswith('.')) == result['kept']
+    assert result['partials_removed'] == ['20261128T000000Z.partial']
+    # Each removed backup frees its own file and manifest; the file they all link stays.
+    assert result['bytes_freed'] == sum(100 + manifest_sizes[backup_id] for backup_id in result['removed'])
+
+    again, rc, output = ansible.run('orthanc_backup_prune', params)
+    assert rc == 0 and again['changed'] is False and again['removed'] == []
+
+
+def test_prune_after_real_backups_keeps_the_newest(make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    params = orthanc.module_params(repository=repository, instance='pacs')
+    first, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0, output
+    second, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0, output
+    result, rc, output = ansible.run('orthanc_backup_prune', {'repository': repository, 'instance': 'pacs'})
+    assert rc == 0, output
+    assert result['kept'] == [second['backup_id']] and result['removed'] == [first['backup_id']]
+    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0 and restore['backup_id'] == second['backup_id'], output
