@@ -336,6 +336,16 @@ class Ansible:
         result = self.result(out)
         return result, process.returncode, output
 
+    def run_playbook(self, name, extra_vars, timeout=600):
+        """Run one of the collection's playbooks by its FQCN on localhost: (exit code, everything printed)."""
+        path = os.path.join(self.workdir, 'vars-%d.json' % time.monotonic_ns())
+        with open(path, 'w') as handle:
+            json.dump(extra_vars, handle)
+        command = self.command('orthanc_ops.backup.' + name) + ['-e', '@' + path]
+        process = subprocess.run(command, env=self.env(), cwd=self.workdir, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+        return process.returncode, process.stdout
+
     @staticmethod
     def result(out):
         with open(out) as handle:
