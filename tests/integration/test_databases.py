@@ -254,3 +254,28 @@ def test_cold_mode_stops_orthanc_for_the_dump(database_orthanc, ansible, reposit
     assert open(orthanc.pidfile).read() != pid and orthanc.md5s() == before
     with open(os.path.join(backup['path'], 'manifest.json')) as handle:
         assert json.load(handle)['mode'] == 'cold'
+
+
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index'], indirect=True)
+def test_disaster_recovery_onto_a_new_orthanc_without_database(database_orthanc, make_orthanc, ansible, repository):
+    orthanc, database = database_orthanc
+    orthanc.upload(make_instances(patients=2))
+    before = orthanc.md5s()
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+
+    # A new Orthanc, never started, whose configuration names a database that does not exist yet.
+    recovered = make_orthanc(name='recovered', start=False, database=database)
+    with open(recovered.config) as handle:
+        comment, settings = handle.readline(), json.load(handle)
+    settings[database.plugin]['Database'] = database.name + '_dr'
+    with open(recovered.config, 'w') as handle:
+        handle.write(comment + json.dumps(settings))
+    assert database.name + '_dr' not in database.databases()
+
+    restore, rc, output = ansible.run('orthanc_restore', recovered.module_params(src=backup['path']))
+    assert rc == 0, output
+    assert restore['statistics'] is None and 'left stopped' in output
+    recovered.start()
+    assert recovered.md5s() == before and all_files_served(recovered)
+    assert orthanc.md5s() == before    # the original was not touched

@@ -187,16 +187,21 @@ class TableSwap:
         self.swapped = False
 
     def execute(self, statements, database=None):
+        """Run ``statements`` in order; the rows of the last one."""
+        rows = ()
+        if not statements:
+            return rows
         connection = self.backend.connect(database or 'information_schema')
         try:
             with connection.cursor() as cursor:
                 for statement in statements:
                     cursor.execute(statement)
-                return cursor.fetchall()
+                    rows = cursor.fetchall()
         except pymysql.MySQLError as exc:
             raise OrthancOpsError('MySQL refused "%s": %s' % (statement.split('\n')[0][:200], exc))
         finally:
             connection.close()
+        return rows
 
     def _tables(self, database):
         return [row[0] for row in self.execute(
@@ -220,7 +225,9 @@ class TableSwap:
 
     def apply(self):
         live = self.backend.database
-        self.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(self.previous)])
+        # A restore onto a new server or name may have no database yet.
+        self.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(live),
+                      'CREATE DATABASE IF NOT EXISTS %s' % quoted(self.previous)])
         self.live_triggers = self._take_triggers(live)
         staged_triggers = self._take_triggers(self.staging)
         self._move([(live, self.previous), (self.staging, live)])

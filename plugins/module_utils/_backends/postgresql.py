@@ -171,7 +171,9 @@ class DatabaseSwap:
     def __init__(self, backend, staging, previous):
         self.backend, self.staging, self.previous = backend, staging, previous
         self.kept_at = 'database %s' % previous
-        self.renamed = 0    # 1: the live database is renamed aside, 2: the staged one is in place
+        # 1: the live database is renamed aside; 2: and the staged one is in place; 3: the staged one is in
+        # place where there was no live database
+        self.renamed = 0
 
     def execute(self, statements):
         connection = self.backend.connect(MAINTENANCE_DB, autocommit=True)
@@ -187,18 +189,28 @@ class DatabaseSwap:
     def _rename(self, old, new):
         return sql.SQL('ALTER DATABASE {} RENAME TO {}').format(sql.Identifier(old), sql.Identifier(new))
 
+    def _exists(self, name):
+        connection = self.backend.connect(MAINTENANCE_DB, autocommit=True)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute('SELECT 1 FROM pg_database WHERE datname = %s', (name,))
+                return cursor.fetchone() is not None
+        finally:
+            connection.close()
+
     def apply(self):
         live = self.backend.database
-        self.execute([self._rename(live, self.previous)])
-        self.renamed = 1
+        if self._exists(live):    # a restore onto a new server or name may have no database yet
+            self.execute([self._rename(live, self.previous)])
+            self.renamed = 1
         self.execute([self._rename(self.staging, live)])
-        self.renamed = 2
+        self.renamed = 2 if self.renamed else 3
 
     def undo(self):
         live = self.backend.database
-        if self.renamed == 2:
+        if self.renamed in (2, 3):
             self.execute([self._rename(live, self.staging)])
-        if self.renamed >= 1:
+        if self.renamed in (1, 2):
             self.execute([self._rename(self.previous, live)])
         self.renamed = 0
         self.cleanup()
