@@ -29,11 +29,6 @@ def _utc_iso():
     return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
 
 
-def config_files(config):
-    """{name in the backup's config folder: live path} of the configuration files."""
-    return dict((os.path.basename(path), path) for path in config.files)
-
-
 class Backup(Phase):
     def __init__(self, module):
         super().__init__(module)
@@ -135,7 +130,7 @@ class Backup(Phase):
         files = {}
         if self.params['include_config']:
             make_dirs(os.path.join(partial, 'config'))
-            for name, path in config_files(self.config).items():
+            for name, path in self.config.named_files().items():
                 size, md5 = copy_file(path, os.path.join(partial, 'config', name))
                 files['config/' + name] = {'size': size, 'md5': md5}
         snapshot = StorageSnapshot(self.storage_dir, os.path.join(partial, 'storage'),

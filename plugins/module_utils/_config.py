@@ -100,6 +100,10 @@ class OrthancConfig:
                 origin[key] = file_path
                 self.values[key] = value
 
+    def named_files(self):
+        """{file name: path} of the configuration files."""
+        return dict((os.path.basename(path), path) for path in self.files)
+
     def get(self, key, default=None):
         return self.values.get(key, default)
 

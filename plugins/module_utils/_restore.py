@@ -14,7 +14,6 @@ from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._backup import config_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry
@@ -120,7 +119,7 @@ class Restore(Phase):
         return swaps
 
     def _stage_config(self):
-        names = set(config_files(self.config))
+        names = set(self.config.named_files())
         folder = os.path.isdir(self.config.path)
 
         def owned(name):
