@@ -107,8 +107,13 @@ class Service:
         self.name = params['service_name']
         self.start_timeout = params['start_timeout']
         self.stop_timeout = params['stop_timeout']
-        self.manager = self._resolve_manager(params['service_manager'])
-        self.stop_argv, self.start_argv = self._commands(params)
+        # Hot backups never stop Orthanc: a manager that cannot be resolved is an error only when needed.
+        try:
+            self.manager = self._resolve_manager(params['service_manager'])
+            self.stop_argv, self.start_argv = self._commands(params)
+            self.unusable = None
+        except OrthancOpsError as exc:
+            self.manager, self.stop_argv, self.start_argv, self.unusable = None, None, None, exc
         self._token = None
 
     def _resolve_manager(self, manager):
@@ -148,6 +153,8 @@ class Service:
 
     def stop(self):
         """Stop Orthanc and wait until it is really gone; the watcher is armed first."""
+        if self.unusable:
+            raise self.unusable
         if self.manager == 'none':
             raise OrthancOpsError('Orthanc is running and service_manager is none, so it cannot be stopped. '
                                   'Stop Orthanc first or set service_manager.')
@@ -190,6 +197,8 @@ class Service:
         try:
             if self.rest.answers():
                 return
+            if self.unusable:
+                raise self.unusable
             rc, out, err = self.module.run_command(self.start_argv)
             if rc == 0 and self.rest.wait_until_answering(self.start_timeout):
                 return
