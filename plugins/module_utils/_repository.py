@@ -130,9 +130,13 @@ class Repository:
         return backup_id, path
 
     def finalize(self, backup_id, partial, manifest):
-        """Make the partial backup complete: data synced, manifest fsynced, folder renamed."""
-        os.sync()
+        """Make the partial backup complete: manifest written, everything synced, folder renamed."""
         _manifest.write(partial, manifest)
+        return self.complete(backup_id, partial)
+
+    def complete(self, backup_id, partial):
+        """Sync a partial backup (data and manifest) to disk, then rename it into place, durably."""
+        os.sync()
         final = self.backup_path(backup_id)
         os.rename(partial, final)
         dir_fd = os.open(self.path, os.O_RDONLY)

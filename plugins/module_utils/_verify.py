@@ -1,0 +1,69 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The verify phase: check a backup in a repository against its manifest, and complete a copy
+that has just arrived (``<backup_id>.partial``) only when every file is there and sound."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, PARTIAL, Repository
+
+
+def _incoming_folder(repository, backup):
+    if not ID_PATTERN.match(backup):
+        raise OrthancOpsError('incoming=true needs the id of the copy that arrived in "backup" (YYYYMMDDTHHMMSSZ), '
+                              'not %r.' % backup)
+    folder = repository.backup_path(backup) + PARTIAL
+    if not os.path.isdir(folder):
+        if backup in repository.backup_ids():
+            raise OrthancOpsError('Backup "%s" of instance "%s" is already complete in %s; verify it with '
+                                  'incoming=false.' % (backup, repository.instance, repository.root))
+        raise OrthancOpsError('No copy of backup "%s" arrived: %s does not exist. Copy the backup there first.'
+                              % (backup, folder))
+    return folder
+
+
+def verify(module):
+    params = module.params
+    started = time.monotonic()
+    repository = Repository(params['repository'], params['instance'] or socket.gethostname())
+    if params['incoming']:
+        folder = _incoming_folder(repository, params['backup'])
+    else:
+        folder = repository.resolve(params['backup'])
+    manifest = _manifest.read(folder)
+    problems = _manifest.problems(folder, manifest, check_md5=params['check_md5'])
+    result = {
+        'changed': False,
+        'backup_id': manifest['backup_id'],
+        'path': folder,
+        'files': len(manifest['files']),
+        'bytes': sum(entry['size'] for entry in manifest['files'].values()),
+        'md5_checked': params['check_md5'],
+        'problems': problems,
+    }
+    if problems:
+        raise OrthancOpsError('The backup in %s does not match its manifest (%d problem(s): %s). Do not rely on it; '
+                              'copy or take the backup again.' % (folder, len(problems), '; '.join(problems[:10])),
+                              **result)
+    if params['incoming'] and not module.check_mode:
+        repository.lock()
+        try:
+            result['path'] = repository.complete(params['backup'], folder)
+        finally:
+            repository.unlock()
+        result['changed'] = True
+    result['duration_seconds'] = round(time.monotonic() - started, 3)
+    return result
+
+
+def main(module):
+    exit_with(module, lambda: verify(module))

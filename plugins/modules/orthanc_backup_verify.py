@@ -1,0 +1,121 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: orthanc_backup_verify
+short_description: Verify an Orthanc backup against its manifest and complete an incoming copy
+version_added: 0.1.0
+description:
+  - Checks that every file the manifest of a backup lists is in the backup, with the manifest's size and MD5.
+    It needs no Orthanc and no database, so it runs on any host that holds a repository (a backup host).
+  - With O(incoming=true), checks a copy that has just arrived in C(<repository>/<instance>/<backup>.partial)
+    (for example by rsync from the Orthanc host) and, only if it is sound, makes it a complete backup the way
+    a backup completes (synced to disk, then renamed to C(<backup>)). A damaged copy stays C(.partial), is never
+    listed, and the next prune removes it.
+author:
+  - orthanc_ops developers (@orthanc-ops)
+extends_documentation_fragment:
+  - orthanc_ops.backup.orthanc.REPOSITORY
+options:
+  repository:
+    required: true
+  backup:
+    description:
+      - V(latest) for the newest complete backup, or the id of a backup (C(YYYYMMDDTHHMMSSZ)).
+      - With O(incoming=true), the id of the copy that arrived.
+    type: str
+    default: latest
+  incoming:
+    description:
+      - Verify C(<backup>.partial), a copy that has just arrived, and complete it when it passes.
+    type: bool
+    default: false
+  check_md5:
+    description:
+      - Compare the MD5 of every file; V(false) compares sizes only, which reads no data.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    description: Can run in check mode and return what would change without changing anything.
+    support: full
+    details: Verifies as usual; an incoming copy is not renamed.
+seealso:
+  - module: orthanc_ops.backup.orthanc_backup
+  - module: orthanc_ops.backup.orthanc_restore
+'''
+
+EXAMPLES = r'''
+- name: Verify the latest backup of pacs1 on the backup host
+  orthanc_ops.backup.orthanc_backup_verify:
+    repository: /srv/orthanc-backups
+    instance: pacs1
+
+- name: Complete a copy that rsync has just brought in
+  orthanc_ops.backup.orthanc_backup_verify:
+    repository: /srv/orthanc-backups
+    instance: pacs1
+    backup: 20261127T231045Z
+    incoming: true
+  delegate_to: backup1.example.org
+'''
+
+RETURN = r'''
+backup_id:
+  description: Id of the backup checked.
+  returned: always when the manifest could be read
+  type: str
+  sample: 20261127T231045Z
+path:
+  description: Folder of the backup (after completion, its final name).
+  returned: always when the manifest could be read
+  type: str
+  sample: /srv/orthanc-backups/pacs1/20261127T231045Z
+files:
+  description: Number of files the manifest lists.
+  returned: always when the manifest could be read
+  type: int
+bytes:
+  description: Total size of those files.
+  returned: always when the manifest could be read
+  type: int
+md5_checked:
+  description: Whether MD5s were compared (otherwise sizes only).
+  returned: always when the manifest could be read
+  type: bool
+problems:
+  description: Files missing, of another size or of another MD5 than the manifest says.
+  returned: always when the manifest could be read
+  type: list
+  elements: str
+  sample: ["storage/3f/a2/3fa2c1d0-... has MD5 0c0f..., expected 9d1e..."]
+duration_seconds:
+  description: Seconds the check took.
+  returned: success
+  type: float
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _verify
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import repository_argument_spec
+
+
+def main():
+    argument_spec = repository_argument_spec(required=True)
+    argument_spec.update(
+        backup=dict(type='str', default='latest'),
+        incoming=dict(type='bool', default=False),
+        check_md5=dict(type='bool', default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    _verify.main(module)
+
+
+if __name__ == '__main__':
+    main()
