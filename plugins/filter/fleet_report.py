@@ -1,0 +1,29 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.orthanc_ops.backup.plugins.plugin_utils._fleet_report import build
+
+
+def fleet_report(outcomes, rpo_hours=26):
+    if not isinstance(outcomes, Mapping) or not all(
+            outcome is None or isinstance(outcome, Mapping) and 'status' in outcome for outcome in outcomes.values()):
+        raise AnsibleFilterError('fleet_report expects {host: outcome or null}, with the outcomes the backup role '
+                                 'records; got %r.' % (outcomes,))
+    try:
+        rpo = float(rpo_hours)
+    except (TypeError, ValueError):
+        raise AnsibleFilterError('fleet_report: rpo_hours must be a number of hours, not %r.' % (rpo_hours,))
+    return build(dict((host, dict(outcome) if outcome else None) for host, outcome in outcomes.items()), rpo)
+
+
+class FilterModule:
+    def filters(self):
+        return {'fleet_report': fleet_report}

@@ -1,0 +1,53 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The fleet report, built on the controller from the outcome each host recorded."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+ID_FORMAT = '%Y%m%dT%H%M%SZ'
+STATUS_ORDER = {'failed': 0, 'skipped': 1, 'ok': 2}
+
+
+def backup_time(backup_id):
+    return datetime.strptime(backup_id, ID_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def row(outcome, rpo_hours, now):
+    """One host's row: its outcome plus the age of its last good backup and whether it is past the RPO."""
+    last_good = outcome.get('last_good_backup')
+    age_hours = round((now - backup_time(last_good)).total_seconds() / 3600, 2) if last_good else None
+    result = dict(outcome)
+    result.update(age_hours=age_hours, past_rpo=age_hours is None or age_hours > rpo_hours)
+    return result
+
+
+NO_OUTCOME = 'no outcome: the host was unreachable, or the run stopped before it'
+
+
+def build(outcomes, rpo_hours, now=None):
+    """The report from {host: outcome or None}: a summary and one row per host, hosts past the
+    RPO first, then failed ones. A host without an outcome never got to record one: it failed."""
+    now = now or datetime.now(timezone.utc)
+    outcomes = [outcome or {'host': host, 'status': 'failed', 'error': NO_OUTCOME}
+                for host, outcome in outcomes.items()]
+    rows = sorted((row(outcome, rpo_hours, now) for outcome in outcomes),
+                  key=lambda item: (not item['past_rpo'], STATUS_ORDER.get(item['status'], 0), item['host']))
+    count = dict((status, sum(1 for item in rows if item['status'] == status)) for status in STATUS_ORDER)
+    summary = {
+        'hosts': len(rows),
+        'ok': count['ok'],
+        'failed': count['failed'],
+        'skipped': count['skipped'],
+        'past_rpo': sorted(item['host'] for item in rows if item['past_rpo']),
+        'failed_hosts': sorted(item['host'] for item in rows if item['status'] == 'failed'),
+        'bytes': sum(item.get('size_bytes') or 0 for item in rows),
+        'new_bytes': sum(item.get('new_bytes') or 0 for item in rows),
+        'shipped_bytes': sum(item.get('shipped_bytes') or 0 for item in rows),
+    }
+    return {'generated': now.strftime('%Y-%m-%dT%H:%M:%SZ'), 'rpo_hours': rpo_hours,
+            'summary': summary, 'hosts': rows}

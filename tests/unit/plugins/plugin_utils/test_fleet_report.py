@@ -1,0 +1,45 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ansible_collections.orthanc_ops.backup.plugins.plugin_utils._fleet_report import build
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def outcome(host, status, last_good, **extra):
+    values = {'host': host, 'status': status, 'last_good_backup': last_good}
+    values.update(extra)
+    return values
+
+
+def test_hosts_past_the_rpo_come_first_then_failed_ones():
+    report = build({
+        'a-ok': outcome('a-ok', 'ok', '20261128T110000Z', size_bytes=100, new_bytes=10, shipped_bytes=5),
+        'b-failed-recent': outcome('b-failed-recent', 'failed', '20261128T010000Z'),
+        'c-failed-old': outcome('c-failed-old', 'failed', '20261125T120000Z'),
+        'd-never': None,
+        'e-skipped': outcome('e-skipped', 'skipped', '20261128T100000Z'),
+    }, rpo_hours=24, now=NOW)
+    assert [row['host'] for row in report['hosts']] == [
+        'c-failed-old', 'd-never', 'b-failed-recent', 'e-skipped', 'a-ok']
+    rows = dict((row['host'], row) for row in report['hosts'])
+    assert rows['c-failed-old']['age_hours'] == 72 and rows['c-failed-old']['past_rpo']
+    assert rows['d-never']['age_hours'] is None and rows['d-never']['past_rpo']
+    assert rows['d-never']['status'] == 'failed' and rows['d-never']['error'].startswith('no outcome')
+    assert rows['b-failed-recent']['age_hours'] == 11 and not rows['b-failed-recent']['past_rpo']
+    assert report['summary'] == {
+        'hosts': 5, 'ok': 1, 'failed': 3, 'skipped': 1, 'past_rpo': ['c-failed-old', 'd-never'],
+        'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
+        'bytes': 100, 'new_bytes': 10, 'shipped_bytes': 5}
+    assert report['generated'] == '2026-11-28T12:00:00Z' and report['rpo_hours'] == 24
+
+
+def test_an_age_exactly_at_the_rpo_is_within_it():
+    report = build({'a': outcome('a', 'ok', '20261127T120000Z')}, rpo_hours=24, now=NOW)
+    assert report['hosts'][0]['age_hours'] == 24 and not report['hosts'][0]['past_rpo']
