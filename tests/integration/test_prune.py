@@ -70,13 +70,14 @@ def test_prune_after_real_backups_keeps_the_newest(make_orthanc, ansible, reposi
     assert rc == 0 and restore['backup_id'] == second['backup_id'], output
 
 
-def test_backup_playbook_backs_up_and_prunes(make_orthanc, ansible, repository):
+def test_backup_playbook_backs_up_and_prunes(make_orthanc, ansible, repository, tmp_path):
     orthanc = make_orthanc()
     orthanc.upload(make_instances(patients=1))
     extra = {'orthanc_backup_hosts': 'localhost', 'orthanc_backup_config': orthanc.config,
              'orthanc_backup_repository': repository, 'orthanc_backup_instance': 'pacs',
              'orthanc_backup_service_manager': 'command', 'orthanc_backup_stop_command': orthanc.stop_command,
-             'orthanc_backup_start_command': orthanc.start_command, 'orthanc_backup_keep_last': 1}
+             'orthanc_backup_start_command': orthanc.start_command, 'orthanc_backup_keep_last': 1,
+             'orthanc_backup_report_dir': str(tmp_path / 'report')}
     for dummy in range(2):
         rc, output = ansible.run_playbook('backup', extra)
         assert rc == 0, output
