@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -173,3 +174,31 @@ def test_restore_a_wiped_host_from_the_backup_host(fleet):
         'orthanc_restore_repository_ssh_args': fleet.sshd.ssh_args})
     assert rc == 0, output
     assert server.md5s() == expected and len(expected) == 14
+
+
+def test_ansible_runner_keeps_the_summary_as_artifact_data(fleet):
+    """AWX runs playbooks through ansible-runner and keeps set_stats data from the playbook_on_stats event."""
+    private = os.path.join(fleet.root, 'runner')
+    os.makedirs(os.path.join(private, 'project'))
+    os.makedirs(os.path.join(private, 'env'))
+    with open(os.path.join(private, 'project', 'backup.yml'), 'w') as handle:
+        handle.write('- name: Back up the fleet\n  ansible.builtin.import_playbook: orthanc_ops.backup.backup\n')
+    with open(os.path.join(private, 'env', 'extravars'), 'w') as handle:
+        json.dump(fleet.common_vars, handle)
+    with open(os.path.join(private, 'env', 'envvars'), 'w') as handle:
+        json.dump(dict((key, value) for key, value in fleet.env().items() if key.startswith('ANSIBLE_')), handle)
+    runner = os.path.join(os.path.dirname(sys.executable), 'ansible-runner')
+    process = subprocess.run([runner, 'run', private, '-p', 'backup.yml', '--inventory', fleet.write_inventory(),
+                              '--ident', 'awx'], capture_output=True, text=True, timeout=900, check=False)
+    assert process.returncode == 2, process.stdout[-3000:] + process.stderr[-3000:]
+    events = []
+    for name in os.listdir(os.path.join(private, 'artifacts', 'awx', 'job_events')):
+        with open(os.path.join(private, 'artifacts', 'awx', 'job_events', name)) as handle:
+            events.append(json.load(handle))
+    stats = [event for event in events if event.get('event') == 'playbook_on_stats']
+    assert len(stats) == 1
+    artifacts = stats[0]['event_data']['artifact_data']
+    assert artifacts['orthanc_backup_summary']['ok'] == 3
+    assert artifacts['orthanc_backup_summary']['failed_hosts'] == ['site-broken']
+    assert artifacts['orthanc_backup_hosts_status'] == {
+        'site-sqlite': 'ok', 'centre-pg': 'ok', 'centre-mysql': 'ok', 'site-broken': 'failed'}

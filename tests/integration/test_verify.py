@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""orthanc_backup_verify through ansible-playbook: a sound copy is completed, a damaged one never is."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from harness import make_instances
+
+
+def test_incoming_copy_is_completed_only_when_sound(make_orthanc, ansible, repository, tmp_path):
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    central = str(tmp_path / 'central')
+    incoming = os.path.join(central, 'pacs', backup['backup_id'] + '.partial')
+    shutil.copytree(backup['path'], incoming)
+    damaged = os.path.join(incoming, next(name for name in backup_files(incoming) if name.startswith('storage/')))
+    with open(damaged, 'r+b') as handle:
+        byte = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([byte[0] ^ 1]))
+    params = {'repository': central, 'instance': 'pacs', 'backup': backup['backup_id'], 'incoming': True}
+
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc != 0 and 'does not match its manifest' in result['msg'] and len(result['problems']) == 1
+    assert os.path.isdir(incoming) and not os.path.exists(os.path.join(central, 'pacs', backup['backup_id']))
+
+    shutil.copy(os.path.join(backup['path'], os.path.relpath(damaged, incoming)), damaged)
+    plan, rc, output = ansible.run('orthanc_backup_verify', params, check=True)
+    assert rc == 0 and plan['changed'] is False and os.path.isdir(incoming), output
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc == 0 and result['changed'] and result['files'] == backup['files'], output
+    assert result['path'] == os.path.join(central, 'pacs', backup['backup_id']) and not os.path.exists(incoming)
+
+    latest, rc, output = ansible.run('orthanc_backup_verify', {'repository': central, 'instance': 'pacs'})
+    assert rc == 0 and latest['backup_id'] == backup['backup_id'] and latest['problems'] == [], output
+    again, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc != 0 and 'already complete' in again['msg']
+
+
+def backup_files(folder):
+    return sorted(os.path.relpath(os.path.join(current, name), folder)
+                  for current, dummy, names in os.walk(folder) for name in names)
