@@ -28,7 +28,8 @@ def masked_database(section):
     return settings
 
 
-def gather(params):
+def gather(module):
+    params = module.params
     config = _config.load(params['config'])
     index_backend, index_section = _backends.index_backend(config)
     storage_backend, storage_section = _backends.storage_backend(config)
@@ -45,6 +46,8 @@ def gather(params):
         'http_port': config.http_port,
         'url': rest.url,
         'database': masked_database(config.get(section)) if section else None,
+        'missing_requirements': _backends.missing_requirements(module, config)
+        + ([] if module.get_bin_path('rsync') else ['command rsync']),
         'running': False,
         'version': None,
         'statistics': None,
@@ -61,4 +64,4 @@ def gather(params):
 
 
 def main(module):
-    exit_with(module, lambda: gather(module.params))
+    exit_with(module, lambda: gather(module))

@@ -85,6 +85,14 @@ database:
   returned: success
   type: dict
   sample: {Host: db.example.org, Port: 5432, Database: orthanc, Username: orthanc, Password: "********"}
+missing_requirements:
+  description:
+    - What this host lacks to back up and restore this Orthanc with the collection, that is the Python driver
+      and client tools of its index backend, and rsync for copies to a backup host. Empty when nothing is missing.
+  returned: success
+  type: list
+  elements: str
+  sample: ["Python module psycopg2", "command pg_dump"]
 running:
   description: Whether the REST API answered.
   returned: success

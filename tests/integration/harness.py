@@ -297,14 +297,14 @@ class Ansible:
                    ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, '.ansible-tmp'))
         return env
 
-    def write_playbook(self, module, params, check=False):
+    def write_playbook(self, module, params, check=False, environment=None):
         out = os.path.join(self.workdir, 'result-%d.json' % time.monotonic_ns())
         playbook = [{
             'name': 'Run %s' % module,
             'hosts': 'localhost',
             'gather_facts': False,
             'tasks': [{'block': [{'name': 'Module under test', 'orthanc_ops.backup.%s' % module: params,
-                                  'register': 'result', 'check_mode': check}],
+                                  'register': 'result', 'check_mode': check, 'environment': environment or {}}],
                        'always': [{'name': 'Save the result', 'ansible.builtin.copy': {
                            'content': '{{ result | to_json }}', 'dest': out, 'mode': '0600'},
                            'check_mode': False}]}],
@@ -322,26 +322,26 @@ class Ansible:
             command.append('-' + 'v' * verbosity)
         return command
 
-    def start(self, module, params, check=False, verbosity=0):
+    def start(self, module, params, check=False, verbosity=0, environment=None):
         """Start the run in the background: (Popen, path of the result file)."""
-        playbook, out = self.write_playbook(module, params, check)
+        playbook, out = self.write_playbook(module, params, check, environment)
         process = subprocess.Popen(self.command(playbook, verbosity), env=self.env(), cwd=self.workdir,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return process, out
 
-    def run(self, module, params, check=False, verbosity=0, timeout=600):
-        """Run and return (module result, exit code, everything printed)."""
-        process, out = self.start(module, params, check, verbosity)
+    def run(self, module, params, check=False, verbosity=0, timeout=600, environment=None):
+        """Run and return (module result, exit code, everything printed); ``environment`` for the module."""
+        process, out = self.start(module, params, check, verbosity, environment)
         output, dummy = process.communicate(timeout=timeout)
         result = self.result(out)
         return result, process.returncode, output
 
-    def run_playbook(self, name, extra_vars, timeout=600):
+    def run_playbook(self, name, extra_vars, timeout=600, check=False):
         """Run one of the collection's playbooks by its FQCN on localhost: (exit code, everything printed)."""
         path = os.path.join(self.workdir, 'vars-%d.json' % time.monotonic_ns())
         with open(path, 'w') as handle:
             json.dump(extra_vars, handle)
-        command = self.command('orthanc_ops.backup.' + name) + ['-e', '@' + path]
+        command = self.command('orthanc_ops.backup.' + name) + ['-e', '@' + path] + (['--check'] if check else [])
         process = subprocess.run(command, env=self.env(), cwd=self.workdir, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
         return process.returncode, process.stdout

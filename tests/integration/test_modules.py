@@ -43,6 +43,20 @@ def test_info_masks_database_passwords(tmp_path, ansible):
     assert 'pg-secret-42' not in output and 'pg-secret-42' not in json.dumps(info)
 
 
+@pytest.mark.parametrize('section, lacking', [
+    ('PostgreSQL', ['command pg_dump', 'command pg_restore', 'command rsync']),
+    ('MySQL', ['command mariadb-dump or mysqldump', 'command mariadb or mysql', 'command rsync']),
+])
+def test_info_reports_what_the_host_lacks(tmp_path, ansible, section, lacking):
+    """With no client tools on PATH, the roles learn what to install; with them, nothing is missing."""
+    config = tmp_path / 'orthanc.json'
+    config.write_text('{"HttpPort": 1, "%s": {"EnableIndex": true}}' % section)
+    info, rc, output = ansible.run('orthanc_info', {'config': str(config)}, environment={'PATH': str(tmp_path)})
+    assert rc == 0 and info['missing_requirements'] == lacking, output
+    info, rc, output = ansible.run('orthanc_info', {'config': str(config)})
+    assert rc == 0 and info['missing_requirements'] == [], output
+
+
 @pytest.mark.parametrize('content, message', [
     ('{"HttpPort": 8042,, }', 'is not valid JSON'),
     ('[1, 2]', 'does not hold a JSON object'),

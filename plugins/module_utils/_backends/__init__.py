@@ -10,6 +10,7 @@ and never look at backend names themselves:
 
 - ``name``; ``modes``, the backup modes it supports, its default first; ``folder``, the
   sub-folder of a backup that holds its index or dump;
+- ``missing(module)`` (static): what the host lacks to use it (Python drivers, client tools);
 - ``estimate_bytes()``: about how much the index or dump adds to a backup;
 - ``capture(backup_folder, hold)`` -> (files, attachments, counts, missing): copy or dump the
   index into ``<backup_folder>/<folder>``, read from that very copy or snapshot the attachments
@@ -58,6 +59,12 @@ def storage_backend(config):
 def files_on_disk(config):
     """True when the DICOM files are in the storage folder rather than in a database."""
     return not config.sections_enabling('EnableStorage')
+
+
+def missing_requirements(module, config):
+    """What this host lacks for the configuration's index backend (empty for an unknown one)."""
+    name, dummy = index_backend(config)
+    return next((backend.missing(module) for backend in BACKENDS if backend.name == name), [])
 
 
 def for_config(module, config):

@@ -58,6 +58,11 @@ def read_counts(cursor):
     return count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType')
 
 
+# Client tools, MariaDB's names first: either one does.
+DUMP_COMMANDS = ('mariadb-dump', 'mysqldump')
+CLIENT_COMMANDS = ('mariadb', 'mysql')
+
+
 def quoted(name):
     return '`%s`' % name.replace('`', '``')
 
@@ -66,6 +71,13 @@ class MySQLBackend:
     name = 'mysql'
     modes = ('hot', 'cold')
     folder = 'db'
+
+    @staticmethod
+    def missing(module):
+        """What this host lacks to back up and restore this backend."""
+        lacking = [] if pymysql else ['Python module pymysql']
+        return lacking + ['command %s' % ' or '.join(names) for names in (DUMP_COMMANDS, CLIENT_COMMANDS)
+                          if not any(module.get_bin_path(name) for name in names)]
 
     def __init__(self, module, config):
         if pymysql is None:
@@ -138,7 +150,7 @@ class MySQLBackend:
                 rows = cursor.fetchall()
                 attachments, counts = attachments_and_counts(rows, read_counts(cursor))
                 missing = hold(attachments)
-                self._client(['mariadb-dump', 'mysqldump'], [
+                self._client(DUMP_COMMANDS, [
                     '--single-transaction', '--hex-blob', '--no-tablespaces', '--routines', '--triggers',
                     '--result-file=' + dump, self.database])
                 cursor.execute('UNLOCK TABLES')
@@ -159,7 +171,7 @@ class MySQLBackend:
                          '%s_pre_%s' % (self.database, stamp.lower()))
         swap.execute(['DROP DATABASE IF EXISTS %s' % quoted(swap.staging), 'CREATE DATABASE %s' % quoted(swap.staging)])
         try:
-            self._client(['mariadb', 'mysql'], ['--database=' + swap.staging, '--execute=source ' + dump])
+            self._client(CLIENT_COMMANDS, ['--database=' + swap.staging, '--execute=source ' + dump])
             connection = self.connect(swap.staging)
             try:
                 with connection.cursor() as cursor:

@@ -58,6 +58,12 @@ class PostgreSQLBackend:
     modes = ('hot', 'cold')
     folder = 'db'
 
+    @staticmethod
+    def missing(module):
+        """What this host lacks to back up and restore this backend."""
+        lacking = [] if psycopg2 else ['Python module psycopg2']
+        return lacking + ['command %s' % name for name in ('pg_dump', 'pg_restore') if not module.get_bin_path(name)]
+
     def __init__(self, module, config):
         if psycopg2 is None:
             raise OrthancOpsError(missing_required_lib('psycopg2 (Debian: python3-psycopg2)'), exception=PSYCOPG2_ERROR)

@@ -27,6 +27,11 @@ class SQLiteBackend:
     folder = 'index'
     FILES = ('index', 'index-wal', 'index-shm')
 
+    @staticmethod
+    def missing(module):
+        """What this host lacks to back up and restore this backend: nothing beyond Python."""
+        return []
+
     def __init__(self, module, config):
         self.index_dir = config.index_dir
         self.index_path = os.path.join(self.index_dir, 'index')
