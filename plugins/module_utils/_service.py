@@ -95,6 +95,12 @@ while os.path.exists(spec["token"]):
 '''
 
 
+def command_failure(rc, out, err):
+    """'exit code N: what it printed' (or 'exit code N, no output') for an error message."""
+    printed = (err or out).strip()
+    return 'exit code %d: %s' % (rc, printed) if printed else 'exit code %d, no output' % rc
+
+
 class Service:
     """Orthanc as a service: its commands, its state and the restart guarantee."""
 
@@ -162,9 +168,9 @@ class Service:
         self._arm_watcher()
         rc, out, err = self.module.run_command(self.stop_argv)
         if rc != 0:
-            raise OrthancOpsError('The stop command "%s" failed (exit code %d): %s. Fix the service setup '
+            raise OrthancOpsError('The stop command "%s" failed (%s). Fix the service setup '
                                   '(service_manager, service_name, stop_command).'
-                                  % (' '.join(self.stop_argv), rc, (err or out).strip()))
+                                  % (' '.join(self.stop_argv), command_failure(rc, out, err)))
         deadline = time.monotonic() + self.stop_timeout
         while not self._stopped():
             if time.monotonic() >= deadline:
@@ -202,7 +208,7 @@ class Service:
             rc, out, err = self.module.run_command(self.start_argv)
             if rc == 0 and self.rest.wait_until_answering(self.start_timeout):
                 return
-            detail = ('exit code %d: %s' % (rc, (err or out).strip())) if rc != 0 else (
+            detail = command_failure(rc, out, err) if rc != 0 else (
                 'no answer at %s within %d s' % (self.rest.url, self.start_timeout))
             raise OrthancOpsError('ORTHANC IS DOWN: it was stopped for the operation and "%s" did not bring '
                                   'it back (%s). Start it by hand and read its log.'
