@@ -10,18 +10,26 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 ID_FORMAT = '%Y%m%dT%H%M%SZ'
-STATUS_ORDER = {'failed': 0, 'skipped': 1, 'ok': 2}
+# Failed hosts first; 'planned' is a check-mode run's outcome.
+STATUS_ORDER = {'failed': 0, 'skipped': 1, 'planned': 2, 'ok': 3}
 
 
 def backup_time(backup_id):
     return datetime.strptime(backup_id, ID_FORMAT).replace(tzinfo=timezone.utc)
 
 
+# Every row has every column; what a host did not get to (a skipped or unreachable host) is None.
+COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'size_bytes', 'new_bytes',
+           'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'missing_attachments',
+           'md5_mismatches', 'verification', 'last_good_backup')
+
+
 def row(outcome, rpo_hours, now):
     """One host's row: its outcome plus the age of its last good backup and whether it is past the RPO."""
     last_good = outcome.get('last_good_backup')
     age_hours = round((now - backup_time(last_good)).total_seconds() / 3600, 2) if last_good else None
-    result = dict(outcome)
+    result = dict.fromkeys(COLUMNS)
+    result.update(outcome)
     result.update(age_hours=age_hours, past_rpo=age_hours is None or age_hours > rpo_hours)
     return result
 
@@ -43,6 +51,7 @@ def build(outcomes, rpo_hours, now=None):
         'ok': count['ok'],
         'failed': count['failed'],
         'skipped': count['skipped'],
+        'planned': count['planned'],
         'past_rpo': sorted(item['host'] for item in rows if item['past_rpo']),
         'failed_hosts': sorted(item['host'] for item in rows if item['status'] == 'failed'),
         'bytes': sum(item.get('size_bytes') or 0 for item in rows),
