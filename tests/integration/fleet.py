@@ -83,6 +83,15 @@ class Fleet:
         self.hosts[name] = variables
         self.groups.setdefault(group, []).append(name)
 
+    def add_orthanc(self, name, address, server, group='orthanc', **variables):
+        """An Orthanc host whose roles drive ``server`` with its own commands (the restore and verify
+        roles take the backup role's settings)."""
+        for key, value in (('config', server.config), ('repository', os.path.join(self.root, name, 'repository')),
+                           ('service_manager', 'command'), ('stop_command', server.stop_command),
+                           ('start_command', server.start_command)):
+            variables.setdefault('orthanc_backup_' + key, value)
+        self.add_host(name, address, group, **variables)
+
     def write_inventory(self):
         inventory = {'all': {
             'vars': {'ansible_port': self.sshd.port, 'ansible_user': 'root',

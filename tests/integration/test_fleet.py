@@ -19,7 +19,7 @@ import pytest
 from fleet import Fleet, Sshd
 from harness import MysqlDatabase, Orthanc, PostgresDatabase, make_instances
 
-ORTHANC_HOSTS = ('site-sqlite', 'centre-pg', 'centre-mysql', 'site-broken')
+ORTHANC_HOSTS = ('site-sqlite', 'site-broken', 'centre-pg', 'centre-mysql')
 # Copies planted on the backup host for centre-pg, to see its retention applied there.
 PLANTED = ['2026%02d%02dT010000Z' % (month, day) for month in (9, 10) for day in (1, 15, 28)]
 
@@ -32,6 +32,15 @@ def read_report(root):
     with open(os.path.join(root, 'report', 'report.json')) as handle:
         report = json.load(handle)
     return report, dict((row['host'], row) for row in report['hosts'])
+
+
+def recap(output):
+    """{host: failed tasks} from the PLAY RECAP of an ansible-playbook run (localhost left out)."""
+    found = {}
+    for line in output.split('PLAY RECAP', 1)[1].splitlines():
+        if ' : ok=' in line and not line.startswith('localhost'):
+            found[line.split()[0]] = int(line.split('failed=')[1].split()[0])
+    return found
 
 
 def plant_copies(central, host, ids):
@@ -49,9 +58,9 @@ def fleet(tmp_path_factory, collections_root):
     databases = [PostgresDatabase('fleet_pg_' + suffix), MysqlDatabase('fleet_my_' + suffix)]
     servers = {
         'site-sqlite': Orthanc(os.path.join(root, 'site-sqlite')),
+        'site-broken': Orthanc(os.path.join(root, 'site-broken')),      # in the first batch of two
         'centre-pg': Orthanc(os.path.join(root, 'centre-pg'), database=databases[0]),
         'centre-mysql': Orthanc(os.path.join(root, 'centre-mysql'), database=databases[1]),
-        'site-broken': Orthanc(os.path.join(root, 'site-broken')),
     }
     sshd = Sshd(os.path.join(root, 'sshd'), ['127.0.0.%d' % number for number in range(2, 7)])
     fleet = Fleet(root, sshd, collections_root)
@@ -59,17 +68,9 @@ def fleet(tmp_path_factory, collections_root):
         for number, (name, server) in enumerate(servers.items(), start=2):
             server.start()
             server.upload(make_instances(patients=2, studies=1, series=2, instances=3))
-            fleet.add_host(name, '127.0.0.%d' % number, 'orthanc',
-                           orthanc_backup_config=server.config,
-                           orthanc_backup_repository=os.path.join(root, name, 'repository'),
-                           orthanc_backup_service_manager='command',
-                           orthanc_backup_stop_command='/bin/false' if name == 'site-broken' else server.stop_command,
-                           orthanc_backup_start_command=server.start_command,
-                           orthanc_restore_config=server.config,
-                           orthanc_restore_repository=os.path.join(root, name, 'repository'),
-                           orthanc_restore_service_manager='command',
-                           orthanc_restore_stop_command=server.stop_command,
-                           orthanc_restore_start_command=server.start_command)
+            broken = {'orthanc_backup_stop_command': '/bin/false',
+                      'orthanc_restore_stop_command': server.stop_command} if name == 'site-broken' else {}
+            fleet.add_orthanc(name, '127.0.0.%d' % number, server, **broken)
         fleet.hosts['centre-pg'].update(orthanc_backup_repository_keep_last=2, orthanc_backup_repository_keep_monthly=2)
         fleet.add_host('backup1', '127.0.0.6', 'backup')
         fleet.common_vars = {
@@ -168,10 +169,8 @@ def test_restore_a_wiped_host_from_the_backup_host(fleet):
     server.start()
     shutil.rmtree(os.path.join(fleet.root, 'site-sqlite', 'repository'))
     assert server.md5s() == {}
-    rc, output, dummy = fleet.run_playbook('restore', {
-        'orthanc_restore_hosts': 'site-sqlite', 'orthanc_restore_repository_host': 'backup1',
-        'orthanc_restore_repository_path': os.path.join(fleet.root, 'central'),
-        'orthanc_restore_repository_ssh_args': fleet.sshd.ssh_args})
+    # The restore role takes the backup role's settings (repository host, path, SSH options, service).
+    rc, output, dummy = fleet.run_playbook('restore', dict(fleet.common_vars, orthanc_restore_hosts='site-sqlite'))
     assert rc == 0, output
     assert server.md5s() == expected and len(expected) == 14
 
@@ -202,3 +201,53 @@ def test_ansible_runner_keeps_the_summary_as_artifact_data(fleet):
     assert artifacts['orthanc_backup_summary']['failed_hosts'] == ['site-broken']
     assert artifacts['orthanc_backup_hosts_status'] == {
         'site-sqlite': 'ok', 'centre-pg': 'ok', 'centre-mysql': 'ok', 'site-broken': 'failed'}
+
+
+def test_copies_can_be_pulled_to_the_controller(fleet):
+    """No SSH server on the receiving side: the controller (localhost) runs rsync and reaches the host."""
+    controller = os.path.join(fleet.root, 'controller')
+    rc, output, dummy = fleet.run_playbook('backup', dict(
+        fleet.common_vars, orthanc_backup_hosts='site-sqlite', orthanc_backup_repository_host='localhost',
+        orthanc_backup_repository_pull=True, orthanc_backup_repository_path=controller))
+    assert rc == 0, output
+    report, rows = read_report(fleet.root)
+    row = rows['site-sqlite']
+    assert row['status'] == 'ok' and row['verification'].startswith('copy verified on localhost'), row
+    assert [name for name in os.listdir(os.path.join(controller, 'site-sqlite')) if not name.startswith('.')] == [
+        row['backup_id']]
+    manifest = json.load(open(os.path.join(controller, 'site-sqlite', row['backup_id'], 'manifest.json')))
+    assert manifest['counts']['instances'] == 14
+
+def test_hosts_after_too_many_failures_are_skipped(fleet):
+    """One host at a time, at most 10 % failed: once site-broken (second) fails, the rest are left alone."""
+    rc, output, dummy = fleet.run_playbook('backup', dict(
+        fleet.common_vars, orthanc_backup_serial=1, orthanc_backup_max_fail_percentage=10))
+    assert rc == 2, output
+    report, rows = read_report(fleet.root)
+    assert [rows[host]['status'] for host in ORTHANC_HOSTS] == ['ok', 'failed', 'skipped', 'skipped']
+    assert report['summary']['skipped'] == 2 and 'more than 10% of the hosts failed' in rows['centre-pg']['error']
+    assert recap(output) == {'site-sqlite': 0, 'site-broken': 1, 'centre-pg': 0, 'centre-mysql': 0}
+    assert all(fleet.servers[host].answers() for host in ORTHANC_HOSTS)
+
+def test_verify_playbook_checks_both_places_and_finds_a_damaged_copy(fleet):
+    """Runs last: it damages a copy on the backup host."""
+    extra = dict(fleet.common_vars, orthanc_verify_hosts='orthanc')      # backup1 from orthanc_backup_*
+    rc, output, dummy = fleet.run_playbook('verify', extra)
+    assert rc == 2 and 'failed=1' in output, output
+    assert 'There is no complete backup of instance "site-broken"' in output
+    assert recap(output) == {'site-sqlite': 0, 'centre-pg': 0, 'centre-mysql': 0, 'site-broken': 1}
+    latest = central_ids(fleet.root, 'centre-mysql')[-1]
+    folder = os.path.join(fleet.root, 'central', 'centre-mysql', latest)
+    manifest = json.load(open(os.path.join(folder, 'manifest.json')))
+    dump = next(name for name in sorted(manifest['files']) if name.startswith('db/'))
+    with open(os.path.join(folder, dump), 'r+b') as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 1]))
+    rc, output, dummy = fleet.run_playbook('verify', dict(extra, orthanc_verify_hosts='centre-mysql'))
+    assert rc == 2 and recap(output) == {'centre-mysql': 1}, output
+    # The local backup is sound: only the copy on backup1 is reported, with the file that differs.
+    assert 'The backup in %s does not match its manifest' % folder in output
+    assert 'The backup in %s' % os.path.join(fleet.root, 'centre-mysql') not in output
+    assert '%s has MD5' % dump in output

@@ -78,6 +78,10 @@ def test_backup_playbook_backs_up_and_prunes(make_orthanc, ansible, repository, 
              'orthanc_backup_service_manager': 'command', 'orthanc_backup_stop_command': orthanc.stop_command,
              'orthanc_backup_start_command': orthanc.start_command, 'orthanc_backup_keep_last': 1,
              'orthanc_backup_report_dir': str(tmp_path / 'report')}
+    pid = open(orthanc.pidfile).read()
+    rc, output = ansible.run_playbook('backup', extra, check=True)
+    assert rc == 0 and '1 of 1 hosts would be backed up (check mode), 0 failed' in output, output
+    assert not os.path.exists(repository) and open(orthanc.pidfile).read() == pid
     for dummy in range(2):
         rc, output = ansible.run_playbook('backup', extra)
         assert rc == 0, output
