@@ -5,7 +5,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases
+.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet
 
 test: setup sanity lint changelog-lint units integration
 
@@ -38,3 +38,6 @@ bench: tree
 
 bench-databases: tree
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/database_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+
+bench-fleet: tree
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/fleet_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)
