@@ -27,6 +27,9 @@ def test_incoming_copy_is_completed_only_when_sound(make_orthanc, ansible, repos
         handle.seek(0)
         handle.write(bytes([byte[0] ^ 1]))
     params = {'repository': central, 'instance': 'pacs', 'backup': backup['backup_id'], 'incoming': True}
+    listing, rc, output = ansible.run('orthanc_backup_repository', {'repository': central, 'instance': 'pacs'})
+    assert rc == 0 and listing['backups'] == [] and listing['latest'] is None, output
+    assert listing['partials'] == [backup['backup_id'] + '.partial']
 
     result, rc, output = ansible.run('orthanc_backup_verify', params)
     assert rc != 0 and 'does not match its manifest' in result['msg'] and len(result['problems']) == 1
@@ -39,10 +42,24 @@ def test_incoming_copy_is_completed_only_when_sound(make_orthanc, ansible, repos
     assert rc == 0 and result['changed'] and result['files'] == backup['files'], output
     assert result['path'] == os.path.join(central, 'pacs', backup['backup_id']) and not os.path.exists(incoming)
 
+    listing, rc, output = ansible.run('orthanc_backup_repository', {'repository': central, 'instance': 'pacs'})
+    assert listing['backups'] == [backup['backup_id']] == [listing['latest']] and listing['partials'] == []
     latest, rc, output = ansible.run('orthanc_backup_verify', {'repository': central, 'instance': 'pacs'})
     assert rc == 0 and latest['backup_id'] == backup['backup_id'] and latest['problems'] == [], output
     again, rc, output = ansible.run('orthanc_backup_verify', params)
     assert rc != 0 and 'already complete' in again['msg']
+
+
+def test_repository_listing_creates_the_instance_folder_only_when_asked(ansible, tmp_path):
+    params = {'repository': str(tmp_path / 'central'), 'instance': 'pacs2'}
+    listing, rc, output = ansible.run('orthanc_backup_repository', params)
+    assert rc == 0 and listing['changed'] is False and listing['backups'] == [], output
+    plan, rc, output = ansible.run('orthanc_backup_repository', dict(params, create=True), check=True)
+    assert rc == 0 and plan['changed'] is True and not os.path.exists(plan['path']), output
+    created, rc, output = ansible.run('orthanc_backup_repository', dict(params, create=True))
+    assert rc == 0 and created['changed'] is True and os.path.isdir(created['path']), output
+    again, rc, output = ansible.run('orthanc_backup_repository', dict(params, create=True))
+    assert rc == 0 and again['changed'] is False, output
 
 
 def backup_files(folder):

@@ -1,0 +1,34 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The catalog phase: which backups of an instance a repository holds, on any host."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import PARTIAL, Repository, unusable
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import make_dirs
+
+
+def catalog(module):
+    params = module.params
+    repository = Repository(params['repository'], params['instance'] or socket.gethostname())
+    exists = os.path.isdir(repository.path)
+    if not exists and params['create'] and not module.check_mode:
+        try:
+            make_dirs(repository.path)
+        except OSError as exc:
+            raise unusable(repository.path, exc)
+    backups = repository.backup_ids()
+    partials = sorted(name for name in os.listdir(repository.path) if name.endswith(PARTIAL)) if exists else []
+    return {'changed': not exists and params['create'], 'path': repository.path, 'backups': backups,
+            'latest': backups[-1] if backups else None, 'partials': partials}
+
+
+def main(module):
+    exit_with(module, lambda: catalog(module))
