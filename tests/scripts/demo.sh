@@ -37,7 +37,7 @@ fi
 echo "== Backing up with orthanc_ops.backup.backup"
 ansible-playbook orthanc_ops.backup.backup -i localhost, -c local \
   -e ansible_python_interpreter=/usr/bin/python3 -e orthanc_backup_repository="$repository" \
-  -e orthanc_backup_instance=localhost
+  -e orthanc_backup_instance=localhost -e orthanc_backup_report_dir="${ORTHANC_OPS_REPORT_DIR:-/var/tmp/orthanc-backup-report}"
 
 latest=$(find "$repository/localhost" -mindepth 1 -maxdepth 1 -type d -name "2*Z" | sort | tail -n 1)
 echo "== The backup is in $latest"
