@@ -79,8 +79,9 @@ def main():
           % (args.repeat, ', pipelining' if args.pipelining else ''))
     print('|---|---|---|---|')
     for size, seconds in results.items():
-        print('| %d | %.1f s | %s | %s |' % (size, seconds, '%.1f s' % (size * single) if single else '-',
-                                           '%.2f' % (seconds / single) if single else '-'))
+        together = '%.1f s' % (size * single) if single else '-'
+        ratio = '%.2f' % (seconds / single) if single else '-'
+        print('| %d | %.1f s | %s | %s |' % (size, seconds, together, ratio))
 
 
 if __name__ == '__main__':

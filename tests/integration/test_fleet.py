@@ -218,6 +218,7 @@ def test_copies_can_be_pulled_to_the_controller(fleet):
     manifest = json.load(open(os.path.join(controller, 'site-sqlite', row['backup_id'], 'manifest.json')))
     assert manifest['counts']['instances'] == 14
 
+
 def test_hosts_after_too_many_failures_are_skipped(fleet):
     """One host at a time, at most 10 % failed: once site-broken (second) fails, the rest are left alone."""
     rc, output, dummy = fleet.run_playbook('backup', dict(
@@ -228,6 +229,7 @@ def test_hosts_after_too_many_failures_are_skipped(fleet):
     assert report['summary']['skipped'] == 2 and 'more than 10% of the hosts failed' in rows['centre-pg']['error']
     assert recap(output) == {'site-sqlite': 0, 'site-broken': 1, 'centre-pg': 0, 'centre-mysql': 0}
     assert all(fleet.servers[host].answers() for host in ORTHANC_HOSTS)
+
 
 def test_verify_playbook_checks_both_places_and_finds_a_damaged_copy(fleet):
     """Runs last: it damages a copy on the backup host."""
