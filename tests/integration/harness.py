@@ -346,6 +346,16 @@ class Ansible:
                                  stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
         return process.returncode, process.stdout
 
+    def run_tasks(self, tasks, timeout=600):
+        """Run ``tasks`` in a play on localhost: (exit code, everything printed)."""
+        path = os.path.join(self.workdir, 'tasks-%d.yml' % time.monotonic_ns())
+        with open(path, 'w') as handle:
+            json.dump([{'name': 'Tasks under test', 'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}],
+                      handle)
+        process = subprocess.run(self.command(path), env=self.env(), cwd=self.workdir, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+        return process.returncode, process.stdout
+
     @staticmethod
     def result(out):
         with open(out) as handle:

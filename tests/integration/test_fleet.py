@@ -175,6 +175,13 @@ def test_restore_a_wiped_host_from_the_backup_host(fleet):
     assert server.md5s() == expected and len(expected) == 14
 
 
+def test_restore_another_hosts_backup_onto_a_new_host(fleet):
+    """site-broken (SQLite) takes the place of site-sqlite: orthanc_restore_instance names the lost server."""
+    rc, output, dummy = fleet.run_playbook('restore', dict(
+        fleet.common_vars, orthanc_restore_hosts='site-broken', orthanc_restore_instance='site-sqlite'))
+    assert rc == 0, output
+    assert fleet.servers['site-broken'].md5s() == fleet.before['site-sqlite']
+
 def test_ansible_runner_keeps_the_summary_as_artifact_data(fleet):
     """AWX runs playbooks through ansible-runner and keeps set_stats data from the playbook_on_stats event."""
     private = os.path.join(fleet.root, 'runner')
