@@ -182,6 +182,7 @@ def test_restore_another_hosts_backup_onto_a_new_host(fleet):
     assert rc == 0, output
     assert fleet.servers['site-broken'].md5s() == fleet.before['site-sqlite']
 
+
 def test_ansible_runner_keeps_the_summary_as_artifact_data(fleet):
     """AWX runs playbooks through ansible-runner and keeps set_stats data from the playbook_on_stats event."""
     private = os.path.join(fleet.root, 'runner')
