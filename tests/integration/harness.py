@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -28,10 +29,24 @@ USER, PASSWORD = 'admin', 'orthanc-test-secret'
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# Below Linux's ephemeral range (32768-60999), so that no outgoing connection
+# takes a port between our check and the server's bind, and never handed out
+# twice: two quick binds to port 0 can return the same port.
+_PORTS_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _PORTS_HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(('', port))
+            except OSError:
+                continue
+        _PORTS_HANDED_OUT.add(port)
+        return port
 
 
 def make_instance(patient, study, series, number, pixels=64):
