@@ -9,9 +9,12 @@ to the receiving side's newest backup. The receiving side verifies and completes
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import socket
+import tempfile
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
@@ -58,16 +61,22 @@ def choose(backup, ids, where):
 class Remote:
     """The other side of the copy: a repository on a host reached by SSH."""
 
-    def __init__(self, params, instance):
+    def __init__(self, params, instance, ssh):
+        self.ssh = ssh
         self.host = params['remote_host']
         self.user = params['remote_user']
         self.port = params['remote_port']
         self.ssh_args = params['ssh_args']
         self.folder = '%s/%s' % (params['remote_repository'].rstrip('/'), instance)
+        self.control_path = None
 
     @property
     def rsh(self):
-        return ' '.join(['ssh', '-o', 'BatchMode=yes'] + (['-p', str(self.port)] if self.port else [])
+        options = [self.ssh, '-o', 'BatchMode=yes']
+        if self.control_path:
+            options += ['-o', 'ControlMaster=auto', '-o', 'ControlPath=' + self.control_path,
+                        '-o', 'ControlPersist=60']
+        return ' '.join(options + (['-p', str(self.port)] if self.port else [])
                         + ([self.ssh_args] if self.ssh_args else []))
 
     def spec(self, path=''):
@@ -85,7 +94,7 @@ class Transfer:
         params = module.params
         instance = params['instance'] or socket.gethostname()
         self.local = Repository(params['repository'], instance)
-        self.remote = Remote(params, instance)
+        self.remote = Remote(params, instance, module.get_bin_path('ssh', required=True))
         self.push = params['direction'] == 'push'
         self.rsync = module.get_bin_path('rsync', required=True)
 
@@ -101,6 +110,18 @@ class Transfer:
         return parse_listing(out)
 
     def run(self):
+        # The listing and the copy share one SSH connection: a handshake costs as much as a small copy.
+        control_dir = tempfile.mkdtemp(prefix='orthanc-ops-ssh-')
+        self.remote.control_path = os.path.join(control_dir, 'master')
+        try:
+            return self._listed_and_copied()
+        finally:
+            if os.path.exists(self.remote.control_path):
+                self.module.run_command([self.remote.ssh, '-o', 'ControlPath=' + self.remote.control_path, '-O', 'exit',
+                                         self.remote.host])
+            shutil.rmtree(control_dir, ignore_errors=True)
+
+    def _listed_and_copied(self):
         backup = self.module.params['backup']
         local_ids, remote_ids = self.local.backup_ids(), self.remote_ids()
         if self.push:
