@@ -148,7 +148,9 @@ class Orthanc:
 
     @property
     def stop_command(self):
-        return 'start-stop-daemon --stop --quiet --retry TERM/30/KILL/5 --pidfile %s --remove-pidfile' % self.pidfile
+        # No --remove-pidfile: a stop still running when its module is killed would remove the pidfile
+        # the watcher's restart has just written, and the next stop would find no Orthanc to stop.
+        return 'start-stop-daemon --stop --quiet --retry TERM/30/KILL/5 --pidfile %s' % self.pidfile
 
     def module_params(self, **extra):
         params = {'config': self.config, 'service_manager': 'command',
