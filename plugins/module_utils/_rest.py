@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
@@ -17,6 +18,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 
 PROBE_TIMEOUT = 2
 POLL_INTERVAL = 0.05
+RESOURCE_LEVELS = ('patients', 'studies', 'series', 'instances')
 
 
 class OrthancRest:
@@ -33,18 +35,53 @@ class OrthancRest:
                         validate_certs=self.validate_certs,
                         headers={'Accept': 'application/json'})
 
-    def get(self, path, timeout=30):
-        """GET a JSON document; raise OrthancOpsError with the reason on failure."""
+    def request(self, path, method='GET', body=None, timeout=30, missing_ok=False):
+        """A JSON document (None for a 404 when ``missing_ok``); OrthancOpsError with the reason on failure.
+
+        ``body`` is sent as it is when it is bytes, else as JSON.
+        """
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
         try:
-            with self._open(path, timeout=timeout) as response:
-                return json.loads(response.read())
+            with self._open(path, method=method, data=data, timeout=timeout) as response:
+                return json.loads(response.read() or b'null')
         except HTTPError as exc:
+            if exc.code == 404 and missing_ok:
+                return None
             hint = (' Check url_username and url_password (or RegisteredUsers in the configuration).'
-                    if exc.code in (401, 403) else '')
-            raise OrthancOpsError('Orthanc at %s answered %s to GET %s.%s' % (self.url, exc.code, path, hint))
+                    if exc.code in (401, 403) else orthanc_reason(exc))
+            raise OrthancOpsError('Orthanc at %s answered %s to %s %s.%s' % (self.url, exc.code, method, path, hint))
         except (URLError, OSError, ValueError) as exc:
-            raise OrthancOpsError('Orthanc at %s does not answer GET %s: %s. Check "url" and that Orthanc runs.'
-                                  % (self.url, path, getattr(exc, 'reason', exc)))
+            raise OrthancOpsError('Orthanc at %s does not answer %s %s: %s. Check "url" and that Orthanc runs.'
+                                  % (self.url, method, path, getattr(exc, 'reason', exc)))
+
+    def get(self, path, timeout=30):
+        return self.request(path, timeout=timeout)
+
+    def post(self, path, body, timeout=30):
+        return self.request(path, method='POST', body=body, timeout=timeout)
+
+    def attachments(self, threads=4):
+        """{uuid: {'size', 'md5', 'resource', 'attachment'}} of every attachment Orthanc's index references.
+
+        ``size`` and ``md5`` are those of the file in the storage area (the compressed ones, equal
+        to the others when the file is not compressed). A resource deleted meanwhile is skipped.
+        """
+        def names(resource):
+            return resource, self.request('/%s/attachments' % resource, missing_ok=True) or []
+
+        def info(pair):
+            resource, name = pair
+            return resource, name, self.request('/%s/attachments/%s/info' % (resource, name), missing_ok=True)
+
+        with ThreadPoolExecutor(threads) as pool:
+            resources = ['%s/%s' % (level, public_id) for level in RESOURCE_LEVELS for public_id in self.get('/' + level)]
+            pairs = [(resource, name) for resource, found in pool.map(names, resources) for name in found]
+            found = {}
+            for resource, name, details in pool.map(info, pairs):
+                if details:
+                    found[details['Uuid']] = {'size': details['CompressedSize'], 'md5': details['CompressedMD5'],
+                                              'resource': resource, 'attachment': name}
+        return found
 
     def answers(self):
         """True when an HTTP server answers at the URL (any status: 401 still means Orthanc is up)."""
@@ -70,6 +107,18 @@ class OrthancRest:
 
     def statistics(self):
         return self.get('/statistics')
+
+
+def orthanc_reason(error):
+    """Orthanc's own explanation of a failed request (its JSON error body), as a sentence."""
+    try:
+        body = json.loads(error.read())
+    except (ValueError, OSError, AttributeError):
+        return ''
+    if not isinstance(body, dict):
+        return ''
+    reason = ': '.join(str(body[key]) for key in ('Message', 'Details') if body.get(key))
+    return ' Orthanc says: %s.' % reason if reason else ''
 
 
 def from_params(params, config):

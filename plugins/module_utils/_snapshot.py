@@ -31,9 +31,8 @@ def relative_path(uuid):
     return os.path.join(uuid[0:2], uuid[2:4], uuid)
 
 
-def list_storage(root):
-    """{uuid: size} of the attachment files under ``root``."""
-    files = {}
+def scan_storage(root):
+    """(uuid, os.DirEntry) of every attachment file under ``root`` (``xx/yy/<uuid>``)."""
     for first in _scandir(root):
         if not (first.is_dir(follow_symlinks=False) and is_storage_entry(first.name)):
             continue
@@ -42,8 +41,12 @@ def list_storage(root):
                 continue
             for entry in _scandir(second.path):
                 if entry.is_file(follow_symlinks=False) and entry.name.startswith(first.name + second.name):
-                    files[entry.name] = entry.stat(follow_symlinks=False).st_size
-    return files
+                    yield entry.name, entry
+
+
+def list_storage(root):
+    """{uuid: size} of the attachment files under ``root``."""
+    return dict((uuid, entry.stat(follow_symlinks=False).st_size) for uuid, entry in scan_storage(root))
 
 
 def _scandir(path):

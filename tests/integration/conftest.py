@@ -7,13 +7,39 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Ansible, Orthanc  # noqa: E402
+from harness import LAYOUTS, SERVICES, Ansible, Orthanc, server_answers  # noqa: E402
+
+
+@pytest.fixture
+def make_database(request):
+    created = []
+
+    def factory(kind, enable_storage):
+        if not server_answers(kind):
+            subprocess.run(['service', SERVICES[kind], 'start'], check=True, capture_output=True)
+        database = kind('orthanc_t%d_%d' % (os.getpid(), len(created) + int(time.time() * 1000) % 100000),
+                        enable_storage)
+        created.append(database)
+        return database
+    yield factory
+    for database in created:
+        database.drop()
+
+
+@pytest.fixture
+def database_orthanc(request, make_database, make_orthanc):
+    kind, enable_storage = LAYOUTS[request.param]
+    database = make_database(kind, enable_storage)
+    orthanc = make_orthanc(database=database)
+    return orthanc, database
 
 
 @pytest.fixture(scope='session')

@@ -49,7 +49,7 @@ def free_port():
         return port
 
 
-def make_instance(patient, study, series, number, pixels=64):
+def make_instance(patient, study, series, number, pixels=64, study_date='20260101'):
     """One small Secondary Capture instance as DICOM bytes."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -63,7 +63,7 @@ def make_instance(patient, study, series, number, pixels=64):
     ds.PatientName = 'Test^Patient%d' % patient
     ds.StudyInstanceUID = '1.2.826.0.1.3680043.10.1234.%d.%d' % (patient, study)
     ds.SeriesInstanceUID = '1.2.826.0.1.3680043.10.1234.%d.%d.%d' % (patient, study, series)
-    ds.StudyDate = '20260101'
+    ds.StudyDate = study_date
     ds.Modality = 'OT'
     ds.InstanceNumber = number
     ds.Rows = ds.Columns = pixels
@@ -86,25 +86,25 @@ def seed(orthanc, count, pixels=96, threads=4):
         list(pool.map(upload, range(count)))
 
 
-def make_instances(patients=3, studies=2, series=2, instances=2, pixels=64):
-    return [make_instance(p, st, se, n, pixels) for p in range(patients) for st in range(studies)
-            for se in range(series) for n in range(instances)]
+def make_instances(patients=3, studies=2, series=2, instances=2, pixels=64, study_date='20260101', first_patient=0):
+    return [make_instance(p, st, se, n, pixels, study_date) for p in range(first_patient, first_patient + patients)
+            for st in range(studies) for se in range(series) for n in range(instances)]
 
 
 class Orthanc:
     """A real Orthanc with its own folders and ports, started by start-stop-daemon."""
 
     def __init__(self, root, layout='file', compression=False, relative=False, auth=True, separate_index=False,
-                 database=None):
+                 database=None, settings=None):
         self.root = root
         os.makedirs(root, exist_ok=True)
-        self.port, self.dicom_port = free_port(), free_port()
+        self.port, self.dicom_port = free_port(), (settings or {}).get('DicomPort') or free_port()
         self.pidfile = os.path.join(root, 'orthanc.pid')
         self.logdir = os.path.join(root, 'logs')
         os.makedirs(self.logdir, exist_ok=True)
         self.auth = auth
         storage = 'OrthancStorage' if relative else os.path.join(root, 'storage')
-        settings = {
+        extra, settings = settings or {}, {
             'Name': 'test-%d' % self.port,
             'HttpPort': self.port,
             'DicomPort': self.dicom_port,
@@ -117,6 +117,7 @@ class Orthanc:
         }
         if database:
             settings.update(database.orthanc_settings())
+        settings.update(extra)
         if separate_index:
             settings['IndexDirectory'] = 'OrthancIndex' if relative else os.path.join(root, 'index')
         if layout == 'folder':
@@ -298,6 +299,22 @@ class MysqlDatabase:
             'EnableIndex': True, 'EnableStorage': self.enable_storage, 'Host': '127.0.0.1', 'Port': 3306,
             'UnixSocket': '', 'Database': self.name, 'Username': self.user, 'Password': self.password,
             'Lock': True}}
+
+
+# Index (and storage) in a database server: the layouts the database tests run on.
+LAYOUTS = {
+    'postgresql-index': (PostgresDatabase, False),
+    'postgresql-index-and-storage': (PostgresDatabase, True),
+    'mysql-index': (MysqlDatabase, False),
+    'mysql-index-and-storage': (MysqlDatabase, True),
+}
+SERVICES = {PostgresDatabase: 'postgresql', MysqlDatabase: 'mariadb'}
+
+
+def server_answers(kind):
+    command = {PostgresDatabase: ['pg_isready', '-h', '127.0.0.1', '-p', '5432'],
+               MysqlDatabase: ['mariadb-admin', '-h', '127.0.0.1', '-u', 'root', 'ping']}[kind]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
 
 class Ansible:

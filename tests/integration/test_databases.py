@@ -10,52 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
 
 import pytest
 
-from harness import MysqlDatabase, PostgresDatabase, make_instance, make_instances
-
-LAYOUTS = {
-    'postgresql-index': (PostgresDatabase, False),
-    'postgresql-index-and-storage': (PostgresDatabase, True),
-    'mysql-index': (MysqlDatabase, False),
-    'mysql-index-and-storage': (MysqlDatabase, True),
-}
-SERVICES = {PostgresDatabase: 'postgresql', MysqlDatabase: 'mariadb'}
-
-
-def server_answers(kind):
-    command = {PostgresDatabase: ['pg_isready', '-h', '127.0.0.1', '-p', '5432'],
-               MysqlDatabase: ['mariadb-admin', '-h', '127.0.0.1', '-u', 'root', 'ping']}[kind]
-    return subprocess.run(command, capture_output=True, check=False).returncode == 0
-
-
-@pytest.fixture
-def make_database(request):
-    created = []
-
-    def factory(kind, enable_storage):
-        if not server_answers(kind):
-            subprocess.run(['service', SERVICES[kind], 'start'], check=True, capture_output=True)
-        database = kind('orthanc_t%d_%d' % (os.getpid(), len(created) + int(time.time() * 1000) % 100000),
-                        enable_storage)
-        created.append(database)
-        return database
-    yield factory
-    for database in created:
-        database.drop()
-
-
-@pytest.fixture
-def database_orthanc(request, make_database, make_orthanc):
-    kind, enable_storage = LAYOUTS[request.param]
-    database = make_database(kind, enable_storage)
-    orthanc = make_orthanc(database=database)
-    return orthanc, database
+from harness import LAYOUTS, make_instance, make_instances
 
 
 def all_files_served(orthanc):

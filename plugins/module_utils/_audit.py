@@ -1,0 +1,217 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The audit phase: compare Orthanc's storage folder with what its index references, while it runs.
+
+Orphans are files no attachment references; missing and damaged files are referenced ones that
+are absent or differ in size (or MD5) from what Orthanc recorded. The storage is listed first,
+then the index (over REST: it works for every backend, and SQLite's index cannot be read beside
+Orthanc). A file is an orphan only if it is older than ``min_age``, so a file whose instance is
+being stored right now is never taken for one. Orphans go to a quarantine folder (or are
+deleted); missing and damaged files can be repaired from the backups of the repository, which
+hold the very same bytes under the same uuid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository, new_backup_id
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
+    copy_file, file_md5, make_dirs, relative_path, scan_storage)
+
+ORPHANS_LIST = 'orphans.json'
+DEFAULT_DICOM_PORT = 4242
+
+
+def check_identity(rest, config):
+    """Refuse to compare a storage folder with the index of another Orthanc (a wrong url)."""
+    system = rest.system()
+    expected = {'HttpPort': config.http_port, 'DicomPort': int(config.get('DicomPort', DEFAULT_DICOM_PORT))}
+    different = ['%s %s (the configuration says %s)' % (key, system.get(key), value)
+                 for key, value in sorted(expected.items()) if system.get(key) != value]
+    if different:
+        raise OrthancOpsError('The Orthanc at %s is not the one configured by %s: it has %s. Point "url" at the '
+                              'Orthanc that uses this configuration.' % (rest.url, config.path, ', '.join(different)))
+
+
+def classify(on_disk, referenced, cutoff, check_md5):
+    """(orphans, young, missing, damaged) from the storage listing and the index.
+
+    ``on_disk`` maps uuid -> (path, size, mtime); ``referenced`` maps uuid -> expected file.
+    """
+    orphans, young = [], 0
+    for uuid, (path, size, mtime) in sorted(on_disk.items()):
+        if uuid not in referenced:
+            if mtime < cutoff:
+                orphans.append({'uuid': uuid, 'path': path, 'size': size})
+            else:
+                young += 1
+    missing, damaged = [], []
+    for uuid, expected in sorted(referenced.items()):
+        entry = dict(expected, uuid=uuid)
+        if uuid not in on_disk:
+            missing.append(entry)
+            continue
+        path, size = on_disk[uuid][:2]
+        if size != expected['size']:
+            damaged.append(dict(entry, problem='%d bytes, Orthanc recorded %d' % (size, expected['size'])))
+        elif check_md5:
+            md5 = file_md5(path)
+            if md5 != expected['md5']:
+                damaged.append(dict(entry, problem='MD5 %s, Orthanc recorded %s' % (md5, expected['md5'])))
+    return orphans, young, missing, damaged
+
+
+def list_disk(storage_dir):
+    """{uuid: (path, size, mtime)} of the files in the storage folder."""
+    return dict((uuid, (entry.path, stat.st_size, stat.st_mtime))
+                for uuid, entry in scan_storage(storage_dir)
+                for stat in (entry.stat(follow_symlinks=False),))
+
+
+def stat_files(storage_dir, uuids):
+    """{uuid: (path, size, mtime)} of those files, among the named ones, that exist."""
+    found = {}
+    for uuid in uuids:
+        path = os.path.join(storage_dir, relative_path(uuid))
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            continue
+        found[uuid] = (path, stat.st_size, stat.st_mtime)
+    return found
+
+
+def sources_in(repository, wanted):
+    """{uuid: path of a copy in a complete backup with the MD5 Orthanc recorded}, newest backups first."""
+    sources = {}
+    for backup_id in reversed(repository.backup_ids()):
+        remaining = set(wanted) - set(sources)
+        if not remaining:
+            break
+        folder = repository.backup_path(backup_id)
+        try:
+            files = _manifest.storage_files(_manifest.read(folder))
+        except OrthancOpsError:
+            continue
+        for uuid in remaining:
+            if uuid in files and files[uuid]['md5'] == wanted[uuid]['md5']:
+                sources[uuid] = os.path.join(folder, 'storage', relative_path(uuid))
+    return sources
+
+
+class Audit:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.config = _config.load(self.params['config'])
+        self.rest = _rest.from_params(self.params, self.config)
+        self.storage_dir = self.config.storage_dir
+        self.quarantine = self.params['quarantine'] or self.storage_dir.rstrip('/') + '-quarantine'
+        self.audit_id = new_backup_id()
+
+    def run(self):
+        started = time.monotonic()
+        result = {'changed': False, 'storage_dir': self.storage_dir, 'md5_checked': self.params['check_md5']}
+        if not _backends.files_on_disk(self.config):
+            result.update(audited=False, healthy=True,
+                          msg='The DICOM files are stored in the database (EnableStorage): there is no storage '
+                              'folder to audit.')
+            return result
+        check_identity(self.rest, self.config)
+        cutoff = time.time() - self.params['min_age']
+        on_disk = list_disk(self.storage_dir)
+        referenced = self.rest.attachments(self.params['threads'])
+        # A file stored after the listing is absent from it, not missing.
+        on_disk.update(stat_files(self.storage_dir, [uuid for uuid in referenced if uuid not in on_disk]))
+        orphans, young, missing, damaged = classify(on_disk, referenced, cutoff, self.params['check_md5'])
+        result.update(audited=True, referenced=len(referenced), on_disk=len(on_disk), young_unreferenced=young,
+                      orphan_count=len(orphans), orphan_bytes=sum(orphan['size'] for orphan in orphans),
+                      missing=missing, damaged=damaged, removed=0, quarantined=0, quarantine_path=None,
+                      repaired=[], unrepaired=[entry['uuid'] for entry in missing + damaged])
+        if self.params['orphans'] != 'report' and orphans:
+            result['changed'] = True
+            if not self.module.check_mode:
+                result.update(self.clean(orphans))
+        if self.params['repair'] and missing + damaged:
+            repaired, unrepaired = self.repair(missing + damaged)
+            result.update(repaired=repaired, unrepaired=unrepaired, changed=result['changed'] or bool(repaired))
+        limit = self.params['list_limit']
+        result['orphans'] = orphans[:limit]
+        result['healthy'] = not result['unrepaired'] and (not orphans or self.params['orphans'] != 'report')
+        result['duration_seconds'] = round(time.monotonic() - started, 3)
+        return result
+
+    def clean(self, orphans):
+        """Move the orphans to ``<quarantine>/<audit id>/`` (with a list of them), or delete them."""
+        if self.params['orphans'] == 'delete':
+            removed = 0
+            for orphan in orphans:
+                try:
+                    os.unlink(orphan['path'])
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+            return {'removed': removed}
+        target = os.path.join(self.quarantine, self.audit_id)
+        moved = []
+        for orphan in orphans:
+            destination = os.path.join(target, relative_path(orphan['uuid']))
+            make_dirs(os.path.dirname(destination))
+            try:
+                shutil.move(orphan['path'], destination)
+            except FileNotFoundError:
+                continue
+            moved.append(dict(orphan, quarantined_to=destination))
+        if not moved:
+            return {}
+        with open(os.path.join(target, ORPHANS_LIST), 'w') as handle:
+            json.dump({'storage_dir': self.storage_dir, 'orphans': moved}, handle, indent=1)
+        return {'quarantined': len(moved), 'quarantine_path': target}
+
+    def repair(self, broken):
+        """Put back, from the repository's backups, the files Orthanc references that are missing or damaged."""
+        repository = Repository(self.params['repository'], self.params['instance'] or socket.gethostname())
+        wanted = dict((entry['uuid'], entry) for entry in broken)
+        sources = sources_in(repository, wanted)
+        repaired = sorted(sources)
+        if not self.module.check_mode:
+            owner = os.stat(self.storage_dir)
+            for uuid in repaired:
+                self.put_back(uuid, sources[uuid], wanted[uuid]['md5'], owner)
+        return repaired, sorted(entry['uuid'] for entry in broken if entry['uuid'] not in sources)
+
+    def put_back(self, uuid, source, md5, owner):
+        """Copy a backed-up file into the storage under a temporary name, check it, then rename it into place.
+
+        A damaged file is first kept in the quarantine folder.
+        """
+        path = os.path.join(self.storage_dir, relative_path(uuid))
+        make_dirs(os.path.dirname(path), mode=0o755)
+        if os.path.exists(path):
+            kept = os.path.join(self.quarantine, self.audit_id, 'damaged', relative_path(uuid))
+            make_dirs(os.path.dirname(kept))
+            shutil.copy2(path, kept)
+        temporary = '%s.orthanc-ops-repair' % path
+        try:
+            if copy_file(source, temporary, mode=0o644)[1] != md5:
+                raise OrthancOpsError('The copy of %s in the backup does not have the MD5 Orthanc recorded; verify '
+                                      'that backup.' % source)
+            os.chown(temporary, owner.st_uid, owner.st_gid)
+            os.rename(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+def main(module):
+    exit_with(module, lambda: Audit(module).run())

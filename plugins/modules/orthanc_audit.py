@@ -1,0 +1,205 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: orthanc_audit
+short_description: Find and safely clean orphan, missing and damaged files in Orthanc's storage
+version_added: 0.1.0
+description:
+  - Compares the files of Orthanc's storage folder with the attachments its index references, while
+    Orthanc keeps running, for every index backend.
+  - The storage folder is listed first, then the index over the REST API (SQLite's index cannot be read
+    beside a running Orthanc). A file no attachment references is an orphan only when it is older than
+    O(min_age), so the file of an instance being stored during the audit is never taken for one.
+  - A missing file is referenced but absent; a damaged file differs in size (or, with O(check_md5=true),
+    in MD5) from what Orthanc recorded for it.
+  - O(orphans=quarantine) moves orphans to O(quarantine) (with a list of them, so they can be put back);
+    O(orphans=delete) deletes them. O(repair=true) puts back missing and damaged files from the backups of
+    O(repository) (a file never changes under its uuid, so any backup holding it with Orthanc's MD5 will do);
+    a damaged file is first kept in O(quarantine).
+  - Before cleaning anything, checks that the Orthanc at O(url) is the one O(config) configures
+    (same HTTP and DICOM ports), so a wrong URL cannot make every file look like an orphan.
+  - When the DICOM files are stored in the database (C(EnableStorage)), there is no folder to audit and
+    the module says so (RV(audited=false)).
+author:
+  - orthanc_ops developers (@orthanc-ops)
+extends_documentation_fragment:
+  - orthanc_ops.backup.orthanc
+  - orthanc_ops.backup.orthanc.REPOSITORY
+options:
+  orphans:
+    description:
+      - What to do with orphan files. V(report) only lists them.
+    type: str
+    choices: [report, quarantine, delete]
+    default: report
+  quarantine:
+    description:
+      - Folder that receives quarantined orphans (in C(<quarantine>/<audit id>/xx/yy/<uuid>), with
+        C(orphans.json)) and the damaged files replaced by O(repair).
+      - Defaults to the storage folder's path with C(-quarantine) appended, usually on the same file system,
+        so that moving a file there is a rename.
+    type: path
+  min_age:
+    description:
+      - Seconds since its last change before an unreferenced file counts as an orphan.
+    type: int
+    default: 3600
+  check_md5:
+    description:
+      - Compare the MD5 of every referenced file with Orthanc's; V(false) compares sizes only and reads no data.
+    type: bool
+    default: false
+  repair:
+    description:
+      - Put back missing and damaged files from the complete backups of O(instance) in O(repository), newest first.
+    type: bool
+    default: false
+  threads:
+    description:
+      - Concurrent requests to the REST API while the index is listed.
+    type: int
+    default: 4
+  list_limit:
+    description:
+      - At most this many orphans in RV(orphans); RV(orphan_count) counts them all.
+    type: int
+    default: 1000
+attributes:
+  check_mode:
+    description: Can run in check mode and return what would change without changing anything.
+    support: full
+    details: Audits as usual and returns the orphans it would clean and the files it would repair.
+seealso:
+  - module: orthanc_ops.backup.orthanc_backup
+  - module: orthanc_ops.backup.orthanc_resend
+'''
+
+EXAMPLES = r'''
+- name: Report orphan, missing and damaged files
+  orthanc_ops.backup.orthanc_audit:
+    config: /etc/orthanc
+  register: audit
+
+- name: Quarantine orphans and repair missing files from the local backups
+  orthanc_ops.backup.orthanc_audit:
+    config: /etc/orthanc
+    orphans: quarantine
+    repair: true
+    repository: /var/backups/orthanc
+    check_md5: true
+'''
+
+RETURN = r'''
+audited:
+  description: Whether a storage folder was audited (false when the files are stored in the database).
+  returned: always
+  type: bool
+healthy:
+  description: No missing or damaged file is left, and no orphan unless O(orphans) cleans them.
+  returned: always
+  type: bool
+storage_dir:
+  description: The storage folder audited.
+  returned: always
+  type: str
+  sample: /var/lib/orthanc/db-v6
+referenced:
+  description: Number of attachments the index references.
+  returned: when audited
+  type: int
+on_disk:
+  description: Number of attachment files in the storage folder.
+  returned: when audited
+  type: int
+orphan_count:
+  description: Number of orphans (files older than O(min_age) that no attachment references).
+  returned: when audited
+  type: int
+orphan_bytes:
+  description: Their total size.
+  returned: when audited
+  type: int
+orphans:
+  description: The orphans (at most O(list_limit)), with C(uuid), C(path) and C(size).
+  returned: when audited
+  type: list
+  elements: dict
+young_unreferenced:
+  description: Unreferenced files younger than O(min_age), left alone (an instance may be being stored).
+  returned: when audited
+  type: int
+missing:
+  description:
+    - Referenced files that are absent, with C(uuid), C(size), C(md5), C(resource) (for example
+      C(instances/<id>)) and C(attachment) (for example C(dicom)).
+  returned: when audited
+  type: list
+  elements: dict
+damaged:
+  description: Referenced files of another size or MD5, with the keys of RV(missing) and C(problem).
+  returned: when audited
+  type: list
+  elements: dict
+quarantined:
+  description: Number of orphans moved to RV(quarantine_path).
+  returned: when audited
+  type: int
+quarantine_path:
+  description: Folder of this audit in O(quarantine), with C(orphans.json); null when nothing was moved.
+  returned: when audited
+  type: str
+removed:
+  description: Number of orphans deleted.
+  returned: when audited
+  type: int
+repaired:
+  description: Uuids of the missing or damaged files put back from a backup (in check mode, that would be).
+  returned: when audited
+  type: list
+  elements: str
+unrepaired:
+  description: Uuids of the missing or damaged files still missing or damaged.
+  returned: when audited
+  type: list
+  elements: str
+md5_checked:
+  description: Whether MD5s were compared.
+  returned: always
+  type: bool
+duration_seconds:
+  description: Seconds the audit took.
+  returned: when audited
+  type: float
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _audit
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import orthanc_argument_spec, repository_argument_spec
+
+
+def main():
+    argument_spec = orthanc_argument_spec()
+    argument_spec.update(repository_argument_spec())
+    argument_spec.update(
+        orphans=dict(type='str', default='report', choices=['report', 'quarantine', 'delete']),
+        quarantine=dict(type='path'),
+        min_age=dict(type='int', default=3600),
+        check_md5=dict(type='bool', default=False),
+        repair=dict(type='bool', default=False),
+        threads=dict(type='int', default=4),
+        list_limit=dict(type='int', default=1000),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[('repair', True, ['repository'])])
+    _audit.main(module)
+
+
+if __name__ == '__main__':
+    main()
