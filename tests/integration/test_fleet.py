@@ -239,6 +239,25 @@ def test_hosts_after_too_many_failures_are_skipped(fleet):
     assert all(fleet.servers[host].answers() for host in ORTHANC_HOSTS)
 
 
+def test_audit_playbook_finds_and_quarantines_an_orphan(fleet):
+    """Every host is audited while its Orthanc runs; an old unreferenced file on one host fails it until cleaned."""
+    server = fleet.servers['centre-pg']
+    orphan = os.path.join(server.storage_dir, 'ab', 'cd', 'abcd0000-0000-4000-8000-000000000000')
+    os.makedirs(os.path.dirname(orphan), exist_ok=True)
+    with open(orphan, 'wb') as handle:
+        handle.write(b'left behind by a resend')
+    os.utime(orphan, (0, 0))
+    extra = dict(fleet.common_vars, orthanc_audit_hosts='orthanc')
+    rc, output, dummy = fleet.run_playbook('audit', extra)
+    assert rc == 2 and recap(output) == {'site-sqlite': 0, 'site-broken': 0, 'centre-pg': 1, 'centre-mysql': 0}, output
+    assert 'The storage of centre-pg is not sound: 1 orphans were only reported' in output
+    assert os.path.exists(orphan)
+    rc, output, dummy = fleet.run_playbook('audit', dict(extra, orthanc_audit_orphans='quarantine'))
+    assert rc == 0 and not os.path.exists(orphan), output
+    assert os.path.exists(os.path.join(server.storage_dir + '-quarantine'))
+    assert all(fleet.servers[host].answers() for host in ORTHANC_HOSTS)
+
+
 def test_verify_playbook_checks_both_places_and_finds_a_damaged_copy(fleet):
     """Runs last: it damages a copy on the backup host."""
     extra = dict(fleet.common_vars, orthanc_verify_hosts='orthanc')      # backup1 from orthanc_backup_*

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 
 import pytest
@@ -81,3 +82,25 @@ def test_bad_input_is_explained(pacs_and_scanner, ansible, params, message):
     result, rc, output = ansible.run('orthanc_resend', dict({'config': pacs.config, 'since': RECENT}, **params))
     assert rc != 0 and message in result['msg'], output
     assert pacs.md5s() == before
+
+
+def test_restore_playbook_resends_and_audits(pacs_and_scanner, ansible, repository):
+    """The disaster: a restore brings back the backup; what arrived since comes back from the modality."""
+    pacs, scanner = pacs_and_scanner
+    common = {'orthanc_backup_config': pacs.config, 'orthanc_backup_repository': repository,
+              'orthanc_backup_instance': 'pacs', 'orthanc_backup_service_manager': 'command',
+              'orthanc_backup_stop_command': pacs.stop_command, 'orthanc_backup_start_command': pacs.start_command}
+    rc, output = ansible.run_playbook('backup', dict(common, orthanc_backup_hosts='localhost',
+                                                     orthanc_backup_report_dir=repository + '-report'))
+    assert rc == 0, output
+    today = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d')
+    arrived = make_instances(patients=1, studies=1, series=1, instances=3, study_date=today, first_patient=20)
+    scanner.upload(arrived)
+    pacs.upload(arrived)
+    expected = pixels(scanner)
+    rc, output = ansible.run_playbook('restore', dict(
+        common, orthanc_restore_hosts='localhost', orthanc_restore_resend=True,
+        orthanc_restore_resend_modalities=['scanner'], orthanc_restore_audit=True))
+    assert rc == 0, output
+    assert pixels(pacs) == expected
+    assert 'orphans (' in output and '0 missing, 0 damaged' in output
