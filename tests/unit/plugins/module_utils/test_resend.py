@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._resend import first_study_date, needs_retrieve
+
+
+@pytest.mark.parametrize('since, first', [
+    ('20261127T231045Z', '20261126'),    # a backup id, in UTC: the day before, for modalities east of UTC
+    ('20261127', '20261126'),
+    ('2026-03-01', '20260228'),
+    ('20250101', '20241231'),
+])
+def test_first_study_date_is_a_day_before(since, first):
+    assert first_study_date(since) == first
+
+
+@pytest.mark.parametrize('since', ['', 'yesterday', '20261332', '2026-11-27T23:10:45', '261127'])
+def test_bad_since_is_explained(since):
+    with pytest.raises(OrthancOpsError, match='is neither a date'):
+        first_study_date(since)
+
+
+@pytest.mark.parametrize('remote, local, only_incomplete, fetch', [
+    (4, 0, True, True),
+    (4, 3, True, True),
+    (4, 4, True, False),
+    (4, 5, True, False),
+    (None, 4, True, True),      # the modality does not count: fetch, Orthanc keeps what it has
+    (4, 4, False, True),
+])
+def test_needs_retrieve(remote, local, only_incomplete, fetch):
+    assert needs_retrieve(remote, local, only_incomplete) is fetch
