@@ -5,7 +5,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet
+.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit
 
 test: setup sanity lint changelog-lint units integration
 
@@ -41,3 +41,6 @@ bench-databases: tree
 
 bench-fleet: tree
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/fleet_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+
+bench-audit: tree
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/storage_audit.py --collections $(TREE_ROOT) $(BENCH_ARGS)
