@@ -134,20 +134,24 @@ class Audit:
         # A file stored after the listing is absent from it, not missing.
         on_disk.update(stat_files(self.storage_dir, [uuid for uuid in referenced if uuid not in on_disk]))
         orphans, young, missing, damaged = classify(on_disk, referenced, cutoff, self.params['check_md5'])
+        broken = missing + damaged
+        repaired, unrepaired = [], [entry['uuid'] for entry in broken]
         result.update(audited=True, referenced=len(referenced), on_disk=len(on_disk), young_unreferenced=young,
-                      orphan_count=len(orphans), orphan_bytes=sum(orphan['size'] for orphan in orphans),
-                      missing=missing, damaged=damaged, removed=0, quarantined=0, quarantine_path=None,
-                      repaired=[], unrepaired=[entry['uuid'] for entry in missing + damaged])
+                      orphan_bytes=sum(orphan['size'] for orphan in orphans), removed=0, quarantined=0,
+                      quarantine_path=None)
         if self.params['orphans'] != 'report' and orphans:
             result['changed'] = True
             if not self.module.check_mode:
                 result.update(self.clean(orphans))
-        if self.params['repair'] and missing + damaged:
-            repaired, unrepaired = self.repair(missing + damaged)
-            result.update(repaired=repaired, unrepaired=unrepaired, changed=result['changed'] or bool(repaired))
-        limit = self.params['list_limit']
-        result['orphans'] = orphans[:limit]
-        result['healthy'] = not result['unrepaired'] and (not orphans or self.params['orphans'] != 'report')
+        if self.params['repair'] and broken:
+            repaired, unrepaired = self.repair(broken)
+            result['changed'] = result['changed'] or bool(repaired)
+        # Lists cut to list_limit (a lost storage folder would make a million entries), counts whole.
+        for name, entries in (('orphans', orphans), ('missing', missing), ('damaged', damaged),
+                              ('repaired', repaired), ('unrepaired', unrepaired)):
+            result[name] = entries[:self.params['list_limit']]
+            result[name + '_count'] = len(entries)
+        result['healthy'] = not unrepaired and (not orphans or self.params['orphans'] != 'report')
         result['duration_seconds'] = round(time.monotonic() - started, 3)
         return result
 

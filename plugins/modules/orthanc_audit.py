@@ -67,7 +67,8 @@ options:
     default: 4
   list_limit:
     description:
-      - At most this many orphans in RV(orphans); RV(orphan_count) counts them all.
+      - At most this many entries in each of RV(orphans), RV(missing), RV(damaged), RV(repaired) and
+        RV(unrepaired); RV(orphans_count) and the other C(_count) values count them all.
     type: int
     default: 1000
 attributes:
@@ -117,19 +118,19 @@ on_disk:
   description: Number of attachment files in the storage folder.
   returned: when audited
   type: int
-orphan_count:
-  description: Number of orphans (files older than O(min_age) that no attachment references).
+orphans:
+  description: The orphans (files older than O(min_age) that no attachment references), with C(uuid), C(path), C(size).
+  returned: when audited
+  type: list
+  elements: dict
+orphans_count:
+  description: Number of orphans.
   returned: when audited
   type: int
 orphan_bytes:
   description: Their total size.
   returned: when audited
   type: int
-orphans:
-  description: The orphans (at most O(list_limit)), with C(uuid), C(path) and C(size).
-  returned: when audited
-  type: list
-  elements: dict
 young_unreferenced:
   description: Unreferenced files younger than O(min_age), left alone (an instance may be being stored).
   returned: when audited
@@ -141,11 +142,19 @@ missing:
   returned: when audited
   type: list
   elements: dict
+missing_count:
+  description: Number of missing files.
+  returned: when audited
+  type: int
 damaged:
   description: Referenced files of another size or MD5, with the keys of RV(missing) and C(problem).
   returned: when audited
   type: list
   elements: dict
+damaged_count:
+  description: Number of damaged files.
+  returned: when audited
+  type: int
 quarantined:
   description: Number of orphans moved to RV(quarantine_path).
   returned: when audited
@@ -163,11 +172,19 @@ repaired:
   returned: when audited
   type: list
   elements: str
+repaired_count:
+  description: Number of files repaired.
+  returned: when audited
+  type: int
 unrepaired:
   description: Uuids of the missing or damaged files still missing or damaged.
   returned: when audited
   type: list
   elements: str
+unrepaired_count:
+  description: Number of files still missing or damaged.
+  returned: when audited
+  type: int
 md5_checked:
   description: Whether MD5s were compared.
   returned: always

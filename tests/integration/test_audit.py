@@ -74,7 +74,7 @@ def test_audit_finds_cleans_and_repairs(make_orthanc, ansible, repository):
 
     report, rc, output = ansible.run('orthanc_audit', params)
     assert rc == 0 and report['changed'] is False and report['healthy'] is False, output
-    assert [orphan['uuid'] for orphan in report['orphans']] == [old_orphan] and report['orphan_count'] == 1
+    assert [orphan['uuid'] for orphan in report['orphans']] == [old_orphan] and report['orphans_count'] == 1
     assert report['orphan_bytes'] == 1000 and report['young_unreferenced'] == 1
     assert [(entry['uuid'], entry['resource'], entry['attachment']) for entry in report['missing']] == [
         (lost, 'instances/' + instances[0], 'dicom')]
@@ -107,7 +107,7 @@ def test_audit_finds_cleans_and_repairs(make_orthanc, ansible, repository):
                                                                     uuid))
 
     again, rc, output = ansible.run('orthanc_audit', repair)
-    assert rc == 0 and again['changed'] is False and again['healthy'] is True and again['orphan_count'] == 0, output
+    assert rc == 0 and again['changed'] is False and again['healthy'] is True and again['orphans_count'] == 0, output
 
 
 def test_files_no_backup_holds_stay_reported(make_orthanc, ansible, repository):
