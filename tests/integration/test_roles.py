@@ -3,11 +3,17 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The roles' host prerequisites: the package names they install exist and are what a Debian host has."""
+"""The roles' host prerequisites: the package names they install exist and are what a Debian host has,
+and a host that lacks its database driver gets it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
+
+from harness import MysqlDatabase, make_instances
 
 
 @pytest.mark.parametrize('backend', ['sqlite', 'postgresql', 'mysql'])
@@ -21,3 +27,34 @@ def test_package_installation_for_each_backend(ansible, backend):
     assert rc == 0, output
     assert 'changed=0' in output and 'failed=0' in output, output
     assert 'Install rsync and the database client and driver' in output and 'DEPRECATION' not in output
+
+
+@pytest.fixture
+def without_pymysql():
+    """This host without the MySQL driver the modules need, as a fresh Debian host is; put back afterwards."""
+    subprocess.run(['apt-get', 'remove', '-y', '-q', 'python3-pymysql'], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(['apt-get', 'install', '-y', '-q', 'python3-pymysql'], check=True, capture_output=True)
+
+
+def driver_installed():
+    return subprocess.run(['/usr/bin/python3', '-c', 'import pymysql'], capture_output=True, check=False).returncode == 0
+
+
+def test_a_host_without_the_driver_gets_it_and_is_backed_up(without_pymysql, make_database, make_orthanc, ansible,
+                                                            repository, tmp_path):
+    database = make_database(MysqlDatabase, False)
+    orthanc = make_orthanc(database=database)
+    orthanc.upload(make_instances(patients=1, studies=1))
+    assert not driver_installed()
+    rc, output = ansible.run_playbook('backup', {
+        'orthanc_backup_hosts': 'localhost', 'orthanc_backup_config': orthanc.config,
+        'orthanc_backup_repository': repository, 'orthanc_backup_instance': 'pacs',
+        'orthanc_backup_service_manager': 'command', 'orthanc_backup_stop_command': orthanc.stop_command,
+        'orthanc_backup_start_command': orthanc.start_command, 'orthanc_backup_report_dir': str(tmp_path / 'report')})
+    assert rc == 0, output
+    assert 'Install rsync and the database client and driver' in output and driver_installed()
+    backups = [name for name in os.listdir(os.path.join(repository, 'pacs')) if not name.startswith('.')]
+    assert len(backups) == 1 and orthanc.answers()
