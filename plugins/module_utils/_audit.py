@@ -19,28 +19,71 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
+from contextlib import nullcontext
+from urllib.parse import urlparse
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository, new_backup_id
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
-    copy_file, file_md5, make_dirs, relative_path, scan_storage)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import check_runs, configuration_of, orthanc_pids, same_path, shown
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, create_file, file_md5, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import relative_path, scan_storage
 
 ORPHANS_LIST = 'orphans.json'
+LOCAL_HOSTS = ('127.0.0.1', 'localhost', '::1')
 DEFAULT_DICOM_PORT = 4242
 
 
 def check_identity(rest, config):
-    """Refuse to compare a storage folder with the index of another Orthanc (a wrong url)."""
+    """Refuse to compare a storage folder with the index of another Orthanc (a wrong url): same ports
+    over REST, and a local Orthanc on the url's port must run this configuration (every container
+    reports the same ports from inside)."""
+    url = urlparse(rest.url)
+    if url.hostname in LOCAL_HOSTS:
+        check_runs(config.path, url.port or (443 if url.scheme == 'https' else 80))
     system = rest.system()
-    expected = {'HttpPort': config.http_port, 'DicomPort': int(config.get('DicomPort', DEFAULT_DICOM_PORT))}
+    expected = {'HttpPort': config.http_port, 'DicomPort': config.port('DicomPort', DEFAULT_DICOM_PORT)}
     different = ['%s %s (the configuration says %s)' % (key, system.get(key), value)
                  for key, value in sorted(expected.items()) if system.get(key) != value]
     if different:
         raise OrthancOpsError('The Orthanc at %s is not the one configured by %s: it has %s. Point "url" at the '
                               'Orthanc that uses this configuration.' % (rest.url, config.path, ', '.join(different)))
+
+
+def sharing_orthancs(storage_dir, config_path):
+    """Other Orthancs on this host whose configuration uses ``storage_dir`` as theirs: "pid N (config)"."""
+    found = []
+    for pid in orthanc_pids():
+        other = configuration_of(pid)
+        if not other or same_path(other, config_path):
+            continue
+        root = '/proc/%d/root' % pid
+        try:
+            theirs = _config.load(other).storage_dir
+            # An absolute StorageDirectory is a path in that process's own root (a container's).
+            if same_path(theirs if theirs.startswith(root + '/') else root + theirs, storage_dir):
+                found.append('pid %d (%s)' % (pid, shown(other)))
+        except OrthancOpsError:
+            continue
+    return found
+
+
+def cleanup_refusal(storage_dir, config_path, referenced, unrepaired):
+    """Why orphans must not be moved or deleted, or None: the index may not be this folder's."""
+    if unrepaired:
+        return ('%d file(s) that the index references are missing or damaged, so the index and the storage '
+                'folder %s may not belong together (a wrong url or config, an unmounted folder). Repair them '
+                '(repair: true) or check url and config first.' % (len(unrepaired), storage_dir))
+    if not referenced:
+        return ('the Orthanc at the url references no file at all while %s holds some: it is not the Orthanc that '
+                'uses this folder, or its index was lost. Check url and config first.' % storage_dir)
+    sharing = sharing_orthancs(storage_dir, config_path)
+    if sharing:
+        return ('the storage folder %s is also the storage folder of %s: the orphans of one Orthanc are the files of '
+                'the other. Give each Orthanc its own folder.' % (storage_dir, ', '.join(sharing)))
+    return None
 
 
 def classify(on_disk, referenced, cutoff, check_md5):
@@ -92,7 +135,7 @@ def stat_files(storage_dir, uuids):
 
 
 def sources_in(repository, wanted):
-    """{uuid: path of a copy in a complete backup with the MD5 Orthanc recorded}, newest backups first."""
+    """{uuid: (backup folder, path in it) of a copy with the MD5 Orthanc recorded}, newest backups first."""
     sources = {}
     for backup_id in reversed(repository.backup_ids()):
         remaining = set(wanted) - set(sources)
@@ -105,7 +148,7 @@ def sources_in(repository, wanted):
             continue
         for uuid in remaining:
             if uuid in files and files[uuid]['md5'] == wanted[uuid]['md5']:
-                sources[uuid] = os.path.join(folder, 'storage', relative_path(uuid))
+                sources[uuid] = (folder, 'storage/' + relative_path(uuid))
     return sources
 
 
@@ -118,6 +161,9 @@ class Audit:
         self.storage_dir = self.config.storage_dir
         self.quarantine = self.params['quarantine'] or self.storage_dir.rstrip('/') + '-quarantine'
         self.audit_id = new_backup_id()
+        for option in ('min_age', 'list_limit'):
+            if self.params[option] < 0:
+                raise OrthancOpsError('%s cannot be negative (%d).' % (option, self.params[option]))
 
     def run(self):
         started = time.monotonic()
@@ -139,13 +185,18 @@ class Audit:
         result.update(audited=True, referenced=len(referenced), on_disk=len(on_disk), young_unreferenced=young,
                       orphan_bytes=sum(orphan['size'] for orphan in orphans), removed=0, quarantined=0,
                       quarantine_path=None)
-        if self.params['orphans'] != 'report' and orphans:
-            result['changed'] = True
-            if not self.module.check_mode:
-                result.update(self.clean(orphans))
-        if self.params['repair'] and broken:
-            repaired, unrepaired = self.repair(broken)
-            result['changed'] = result['changed'] or bool(repaired)
+        cleaning = self.params['orphans'] != 'report' and bool(orphans)
+        repairing = self.params['repair'] and bool(broken)
+        changing = (cleaning or repairing) and not self.module.check_mode
+        with orthanc_lock(self.config.path, 'audit') if changing else nullcontext():
+            if repairing:
+                repaired, unrepaired = self.repair(broken)
+                result['changed'] = bool(repaired)
+            refusal = cleanup_refusal(self.storage_dir, self.config.path, referenced, unrepaired) if cleaning else None
+            if cleaning and not refusal:
+                result['changed'] = True
+                if not self.module.check_mode:
+                    result.update(self.clean(orphans))
         # Lists cut to list_limit (a lost storage folder would make a million entries), counts whole.
         for name, entries in (('orphans', orphans), ('missing', missing), ('damaged', damaged),
                               ('repaired', repaired), ('unrepaired', unrepaired)):
@@ -153,6 +204,8 @@ class Audit:
             result[name + '_count'] = len(entries)
         result['healthy'] = not unrepaired and (not orphans or self.params['orphans'] != 'report')
         result['duration_seconds'] = round(time.monotonic() - started, 3)
+        if refusal:
+            raise OrthancOpsError('The %d orphan(s) were left in place: %s' % (len(orphans), refusal), **result)
         return result
 
     def clean(self, orphans):
@@ -178,13 +231,13 @@ class Audit:
             moved.append(dict(orphan, quarantined_to=destination))
         if not moved:
             return {}
-        with open(os.path.join(target, ORPHANS_LIST), 'w') as handle:
-            json.dump({'storage_dir': self.storage_dir, 'orphans': moved}, handle, indent=1)
+        with create_file(os.path.join(target, ORPHANS_LIST)) as handle:
+            handle.write(json.dumps({'storage_dir': self.storage_dir, 'orphans': moved}, indent=1).encode())
         return {'quarantined': len(moved), 'quarantine_path': target}
 
     def repair(self, broken):
         """Put back, from the repository's backups, the files Orthanc references that are missing or damaged."""
-        repository = Repository(self.params['repository'], self.params['instance'] or socket.gethostname())
+        repository = Repository.from_params(self.module)
         wanted = dict((entry['uuid'], entry) for entry in broken)
         sources = sources_in(repository, wanted)
         repaired = sorted(sources)
@@ -195,25 +248,24 @@ class Audit:
         return repaired, sorted(entry['uuid'] for entry in broken if entry['uuid'] not in sources)
 
     def put_back(self, uuid, source, md5, owner):
-        """Copy a backed-up file into the storage under a temporary name, check it, then rename it into place.
-
-        A damaged file is first kept in the quarantine folder.
-        """
+        """Copy a backed-up file (``source``: backup folder, path in it, read through no link) into the storage
+        under a temporary name, check it, then rename it into place. A damaged file is first kept in the
+        quarantine folder."""
         path = os.path.join(self.storage_dir, relative_path(uuid))
         make_dirs(os.path.dirname(path), mode=0o755)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             kept = os.path.join(self.quarantine, self.audit_id, 'damaged', relative_path(uuid))
             make_dirs(os.path.dirname(kept))
-            shutil.copy2(path, kept)
+            copy_file(relative_path(uuid), kept, beneath=self.storage_dir)
         temporary = '%s.orthanc-ops-repair' % path
         try:
-            if copy_file(source, temporary, mode=0o644)[1] != md5:
-                raise OrthancOpsError('The copy of %s in the backup does not have the MD5 Orthanc recorded; verify '
-                                      'that backup.' % source)
+            if copy_file(source[1], temporary, mode=0o644, beneath=source[0])[1] != md5:
+                raise OrthancOpsError('The copy of %s in the backup %s does not have the MD5 Orthanc recorded; verify '
+                                      'that backup.' % source[::-1])
             os.chown(temporary, owner.st_uid, owner.st_gid)
             os.rename(temporary, path)
         finally:
-            if os.path.exists(temporary):
+            if os.path.lexists(temporary):
                 os.unlink(temporary)
 
 

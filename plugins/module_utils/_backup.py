@@ -16,13 +16,16 @@ from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
-    StorageSnapshot, copy_file, list_storage, make_dirs, relative_path)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import StorageSnapshot, list_storage, relative_path
 
 # Room kept free beyond the estimate: the index may grow and new files may arrive meanwhile.
 SPACE_MARGIN_BYTES = 64 * 1024 * 1024
 SPACE_MARGIN_RATIO = 1.1
+# Uuids of the files missing from the live storage that a result and a manifest name.
+LIVE_MISSING_LISTED = 100
 
 
 def _utc_iso():
@@ -71,18 +74,28 @@ class Backup(Phase):
 
     def run(self):
         started = time.monotonic()
+        self.check_target()
         live_files = list_storage(self.storage_dir) if self.files_on_disk else {}
         previous_id, previous = self._previous()
         plan = self.plan(live_files, previous_id, previous)
+        if self.files_on_disk and not live_files and plan['orthanc_running']:
+            self._check_storage_not_lost()
         if self.module.check_mode:
             return {'changed': True, 'plan': plan, 'msg': 'check mode: nothing was stopped or written'}
-        self.repository.lock()
-        try:
+        with self.repository.locked('backup'), orthanc_lock(self.config.path, 'backup'):
             self.repository.clean_partials()
             self._check_space(plan['bytes_to_copy'])
             return self._run_locked(started, live_files, previous_id, previous, plan['orthanc_running'])
-        finally:
-            self.repository.unlock()
+
+    def _check_storage_not_lost(self):
+        """An empty storage folder under an Orthanc that holds instances is a lost mount or a wrong path."""
+        instances = self.rest.statistics().get('CountInstances') or 0
+        if instances and not self.params['allow_missing_files']:
+            raise OrthancOpsError('The storage folder %s holds no DICOM file, but Orthanc holds %d instance(s): the '
+                                  'storage is not mounted there, or StorageDirectory is not the folder Orthanc uses. '
+                                  'Nothing was stopped or written. Fix the mount or the configuration (or set '
+                                  'allow_missing_files to back up a damaged Orthanc knowingly).'
+                                  % (self.storage_dir, instances))
 
     def _check_space(self, needed):
         free = self.repository.free_bytes()
@@ -121,6 +134,8 @@ class Backup(Phase):
             'bytes_linked': manifest['bytes_linked'],
             'orphans_skipped': manifest['orphans_skipped'],
             'missing_attachments': manifest['missing_attachments'],
+            'live_missing_count': manifest['live_missing_count'],
+            'live_missing': manifest['live_missing'],
             'md5_mismatches': manifest['md5_mismatches'],
             'counts': manifest['counts'],
             'timings': manifest['timings'],
@@ -151,13 +166,14 @@ class Backup(Phase):
         if self.mode == 'cold':
             with self.service.stopped() if was_running else nullcontext():
                 timings['stop_seconds'] = time.monotonic() - step
-                index_files, attachments, counts, missing = self._capture(partial, snapshot)
+                index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot)
                 timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
             if was_running:
                 timings['downtime_seconds'] = time.monotonic() - step
         else:
-            index_files, attachments, counts, missing = self._capture(partial, snapshot)
+            index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot)
             timings['capture_seconds'] = time.monotonic() - step
+        self._check_live_files(live_missing, len(attachments))
         orphans = [uuid for uuid in live_files if uuid not in attachments
                    and os.path.exists(os.path.join(self.storage_dir, relative_path(uuid)))]
         files.update(index_files)
@@ -191,6 +207,8 @@ class Backup(Phase):
             'counts': counts,
             'orphans_skipped': len(orphans),
             'missing_attachments': missing,
+            'live_missing_count': len(live_missing),
+            'live_missing': live_missing[:LIVE_MISSING_LISTED],
             'md5_mismatches': mismatches,
             'bytes_copied': snapshot.bytes_copied + sum(entry['size'] for name, entry in files.items()
                                                         if not name.startswith('storage/')),
@@ -200,10 +218,30 @@ class Backup(Phase):
         }
 
     def _capture(self, partial, snapshot):
-        """The index (copy or dump), with the snapshot brought to exactly the files it references."""
+        """The index (copy or dump), with the snapshot brought to exactly the files it references, and the
+        referenced files absent from the live storage."""
+        live_missing = []
+
         def hold(attachments):
-            return snapshot.reconcile(attachments)[0] if self.files_on_disk else []
-        return self.backend.capture(partial, hold)
+            if not self.files_on_disk:
+                return []
+            live_missing.extend(snapshot.absent_from_live(attachments))
+            return snapshot.reconcile(attachments)[0]
+        return self.backend.capture(partial, hold) + (live_missing,)
+
+    def _check_live_files(self, live_missing, referenced):
+        """A backup that cannot hold what its index references is not complete, unless told so."""
+        if not live_missing:
+            return
+        what = ('%d of the %d file(s) that the index references are not in the storage folder %s (first: %s)'
+                % (len(live_missing), referenced, self.storage_dir, ', '.join(live_missing[:5])))
+        if not self.params['allow_missing_files']:
+            raise OrthancOpsError('%s. The backup was not completed, so the previous backup stays the latest. Check '
+                                  'that the storage is mounted and StorageDirectory is right; set allow_missing_files '
+                                  'to back up a damaged Orthanc knowingly.' % what,
+                                  live_missing_count=len(live_missing), live_missing=live_missing[:LIVE_MISSING_LISTED])
+        self.module.warn('%s; backed up anyway (allow_missing_files), with those taken from an earlier backup where '
+                         'one holds them.' % what)
 
 
 def main(module):

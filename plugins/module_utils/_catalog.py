@@ -8,16 +8,15 @@
 from __future__ import annotations
 
 import os
-import socket
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import PARTIAL, Repository, unusable
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import make_dirs
 
 
 def catalog(module):
     params = module.params
-    repository = Repository(params['repository'], params['instance'] or socket.gethostname())
+    repository = Repository.from_params(module)
     exists = os.path.isdir(repository.path)
     if not exists and params['create'] and not module.check_mode:
         try:

@@ -123,9 +123,19 @@ class OrthancConfig:
     def storage_compression(self):
         return bool(self.get('StorageCompression', False))
 
+    def port(self, key, default):
+        """A TCP port setting, or a clear error naming the setting."""
+        value = self.get(key, default)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise OrthancOpsError('%s in the configuration %s is %r, not a TCP port (1-65535). Fix the configuration '
+                                  '(Orthanc would not start with it).' % (key, self.path, value))
+        return value
+
     @property
     def http_port(self):
-        return int(self.get('HttpPort', DEFAULT_HTTP_PORT))
+        return self.port('HttpPort', DEFAULT_HTTP_PORT)
 
     def default_url(self):
         scheme = 'https' if self.get('SslEnabled', False) else 'http'

@@ -18,6 +18,14 @@ class OrthancOpsError(Exception):
         self.details = details
 
 
+class OrthancDown(OrthancOpsError):
+    """Orthanc was stopped by the operation and its start failed; ``reason`` says how."""
+
+    def __init__(self, message, reason, **details):
+        super().__init__(message, orthanc_down=True, **details)
+        self.reason = reason
+
+
 def exit_with(module, action):
     """Run ``action()`` and exit the module with its result, or fail with the error's message."""
     try:

@@ -9,55 +9,104 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import FILE_MODE, file_md5
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    FILE_MODE, UnsafePath, create_file, file_md5, open_regular, safe_parts, walk_tree)
 
 FORMAT_VERSION = 1
 COLLECTION_VERSION = '0.1.0'
 NAME = 'manifest.json'
+# The folders of a backup: the configuration, a SQLite index, a database dump, the storage snapshot.
+AREAS = ('config', 'index', 'db', 'storage')
+_STORAGE_KEY = re.compile(r'^storage/([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f-]*$')
+_MD5 = re.compile(r'^[0-9a-f]{32}$')
 
 
 def write(folder, manifest):
     """Write ``manifest.json`` in ``folder`` and fsync it."""
     path = os.path.join(folder, NAME)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, 'w') as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
+    with create_file(path, FILE_MODE) as handle:
+        handle.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
         handle.flush()
         os.fsync(handle.fileno())
     return path
 
 
+def _invalid(folder, why):
+    return OrthancOpsError('The manifest of %s is not valid: %s. The backup is damaged or was altered; do not use it, '
+                           'choose another backup.' % (folder, why))
+
+
 def read(folder):
+    """The manifest of a complete backup, checked to be well formed: every file it lists is a plain
+    path inside the backup, in one of the backup's areas, with an integer size and an MD5."""
     path = os.path.join(folder, NAME)
     try:
-        with open(path) as handle:
+        with open_regular(NAME, beneath=folder) as handle:
             manifest = json.load(handle)
     except FileNotFoundError:
         raise OrthancOpsError('%s has no %s: it is not a complete backup. Choose another backup.' % (folder, NAME))
     except (OSError, ValueError) as exc:
         raise OrthancOpsError('Cannot read %s: %s. The backup is damaged; choose another backup.' % (path, exc))
+    if not isinstance(manifest, dict):
+        raise _invalid(folder, 'it does not hold a JSON object')
     if manifest.get('status') != 'complete' or manifest.get('format') != FORMAT_VERSION:
         raise OrthancOpsError('%s is not a complete backup of format %d (status %r, format %r).'
                               % (folder, FORMAT_VERSION, manifest.get('status'), manifest.get('format')))
+    files = manifest.get('files')
+    if not isinstance(files, dict):
+        raise _invalid(folder, 'it has no "files" list')
+    for key, entry in files.items():
+        if not valid_key(key):
+            raise _invalid(folder, '%r is not a path inside the backup (%s/...)' % (key, '/..., '.join(AREAS)))
+        if not (isinstance(entry, dict) and isinstance(entry.get('size'), int) and entry['size'] >= 0
+                and isinstance(entry.get('md5'), str) and _MD5.match(entry['md5'])):
+            raise _invalid(folder, 'the entry of %s has no valid size and MD5' % key)
+    if not isinstance(manifest.get('counts'), dict) or not isinstance(manifest.get('backup_id'), str):
+        raise _invalid(folder, 'it has no counts or backup id')
     return manifest
 
 
+def valid_key(key):
+    """True for a path a backup may hold: storage/xx/yy/<uuid>, or a plain relative path in another area."""
+    if not isinstance(key, str):
+        return False
+    try:
+        parts = safe_parts(key)
+    except UnsafePath:
+        return False
+    if parts[0] == 'storage':
+        return bool(_STORAGE_KEY.match(key))
+    return parts[0] in AREAS and len(parts) > 1
+
+
 def problems(folder, manifest, check_md5=True):
-    """Files of the manifest that are missing, of another size or (with check_md5) of another MD5."""
-    found = []
-    for relative, expected in sorted(manifest['files'].items()):
-        path = os.path.join(folder, relative)
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            found.append('%s is missing' % relative)
+    """What makes ``folder`` differ from its manifest: files missing, of another size or (with check_md5)
+    of another MD5, and anything the manifest does not list (files, symbolic links, devices)."""
+    listed = manifest['files']
+    found, present = [], set()
+    for relative, info in sorted(walk_tree(folder)):
+        if relative == NAME:
             continue
-        if size != expected['size']:
-            found.append('%s has %d bytes, expected %d' % (relative, size, expected['size']))
-        elif check_md5 and file_md5(path) != expected['md5']:
-            found.append('%s has MD5 %s, expected %s' % (relative, file_md5(path), expected['md5']))
+        if stat.S_ISLNK(info.st_mode):
+            found.append('%s is a symbolic link' % relative)
+        elif not stat.S_ISREG(info.st_mode):
+            found.append('%s is not a regular file' % relative)
+        elif relative not in listed:
+            found.append('%s is not listed in the manifest' % relative)
+        else:
+            present.add(relative)
+            expected = listed[relative]
+            if info.st_size != expected['size']:
+                found.append('%s has %d bytes, expected %d' % (relative, info.st_size, expected['size']))
+            elif check_md5:
+                md5 = file_md5(relative, beneath=folder)
+                if md5 != expected['md5']:
+                    found.append('%s has MD5 %s, expected %s' % (relative, md5, expected['md5']))
+    found.extend('%s is missing' % relative for relative in sorted(listed) if relative not in present)
     return found
 
 
@@ -65,3 +114,9 @@ def storage_files(manifest):
     """{uuid: {'size', 'md5'}} of the storage files a manifest lists."""
     return dict((relative.rsplit('/', 1)[1], value) for relative, value in manifest['files'].items()
                 if relative.startswith('storage/'))
+
+
+def area_files(manifest, area):
+    """Paths, relative to the area's folder, of the files the manifest lists in ``area`` (index, config ...)."""
+    prefix = area + '/'
+    return sorted(relative[len(prefix):] for relative in manifest['files'] if relative.startswith(prefix))

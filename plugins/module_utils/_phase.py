@@ -7,14 +7,14 @@
 
 from __future__ import annotations
 
-import socket
-
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service, check_runs
 
 
 class Phase:
+    """The configuration, backend, REST client and service of the Orthanc a phase acts on."""
+
     def __init__(self, module):
         self.module = module
         self.params = module.params
@@ -23,5 +23,9 @@ class Phase:
         self.rest = _rest.from_params(self.params, self.config)
         self.service = Service(module, self.rest, self.config.http_port)
 
+    def check_target(self):
+        """Before anything is stopped: the Orthanc on the configured port is the one configured."""
+        check_runs(self.config.path, self.config.http_port)
+
     def open_repository(self):
-        return Repository(self.params['repository'], self.params['instance'] or socket.gethostname())
+        return Repository.from_params(self.module)

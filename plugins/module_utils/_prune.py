@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
@@ -35,9 +34,14 @@ def prune(module):
     policy = dict((name, params[name]) for name in POLICY)
     if any(value < 0 for value in policy.values()):
         raise OrthancOpsError('keep_* options cannot be negative.')
-    repository = Repository(params['repository'], params['instance'] or socket.gethostname())
+    if not any(policy.values()):
+        # As restic's forget: no policy removes nothing rather than everything but the newest.
+        raise OrthancOpsError('No retention policy was given: set at least one of %s (keep_last: 1 keeps only the '
+                              'newest backup). Nothing was removed.' % ', '.join(POLICY))
+    repository = Repository.from_params(module)
     if not module.check_mode:
-        repository.lock()
+        # Backups, restores and incoming copies hold this lock: nothing they use is removed.
+        repository.lock('prune')
     try:
         backup_ids = repository.backup_ids()
         keep = kept(backup_ids, **policy)

@@ -11,22 +11,24 @@ a backup when its manifest is written and fsynced and the folder is renamed.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import re
 import shutil
+import socket
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import DIR_MODE, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME, Lock
 
 ID_FORMAT = '%Y%m%dT%H%M%SZ'
 ID_PATTERN = re.compile(r'^\d{8}T\d{6}Z$')
 PARTIAL = '.partial'
-LOCK_NAME = '.lock'
+# What the error message promises: a name that is one plain folder and one plain word on a command line.
+INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 
 
 def new_backup_id(now=None):
@@ -38,14 +40,34 @@ def unusable(path, exc):
                            % (path, exc.strerror or exc))
 
 
+def check_instance(instance):
+    if not isinstance(instance, str) or not INSTANCE_PATTERN.match(instance) or len(instance) > 200:
+        raise OrthancOpsError('instance %r cannot name a backup folder: use letters, digits, dots, dashes and '
+                              'underscores, starting with a letter or digit.' % (instance,))
+    return instance
+
+
 class Repository:
-    def __init__(self, root, instance):
-        if not instance or '/' in instance or instance.startswith('.'):
-            raise OrthancOpsError('instance %r cannot name a folder: use letters, digits, dots, dashes.' % instance)
-        self.root = root
-        self.instance = instance
-        self.path = os.path.join(root, instance)
-        self._lock_fd = None
+    """The backups of one instance in one repository folder.
+
+    ``warn`` receives what the caller should tell the user (a backup skipped as unreadable).
+    """
+
+    def __init__(self, root, instance, warn=None):
+        if not root or not os.path.isabs(root):
+            raise OrthancOpsError('repository %r is not an absolute path; give the full path of the repository '
+                                  'folder (a relative one would land in the folder the playbook runs from).' % (root,))
+        self.root = os.path.normpath(root)
+        self.instance = check_instance(instance)
+        self.path = os.path.join(self.root, instance)
+        self.warn = warn or (lambda message: None)
+        self.skipped = []
+        self._lock = None
+
+    @classmethod
+    def from_params(cls, module):
+        """The repository and instance a module's parameters name (instance: the host name by default)."""
+        return cls(module.params['repository'], module.params['instance'] or socket.gethostname(), module.warn)
 
     def backup_path(self, backup_id):
         return os.path.join(self.path, backup_id)
@@ -63,11 +85,13 @@ class Repository:
 
     def latest(self):
         """(backup_id, manifest) of the newest complete backup, or (None, None)."""
+        self.skipped = []
         for backup_id in reversed(self.backup_ids()):
             try:
                 return backup_id, _manifest.read(self.backup_path(backup_id))
-            except OrthancOpsError:
-                continue
+            except OrthancOpsError as exc:
+                self.skipped.append('%s (%s)' % (backup_id, exc))
+                self.warn('Backup %s of instance "%s" was skipped as the latest: %s' % (backup_id, self.instance, exc))
         return None, None
 
     def resolve(self, backup):
@@ -75,7 +99,9 @@ class Repository:
         if backup == 'latest':
             backup_id, dummy = self.latest()
             if backup_id is None:
-                raise OrthancOpsError('There is no complete backup of instance "%s" in %s.' % (self.instance, self.root))
+                raise OrthancOpsError('There is no usable complete backup of instance "%s" in %s%s.'
+                                      % (self.instance, self.root,
+                                         '; skipped: ' + '; '.join(self.skipped) if self.skipped else ''))
         else:
             backup_id = backup
             if backup_id not in self.backup_ids():
@@ -83,31 +109,33 @@ class Repository:
                                       % (backup, self.instance, self.root, ', '.join(self.backup_ids()) or 'none'))
         return self.backup_path(backup_id)
 
-    def lock(self):
-        """Take the instance's lock or fail at once: one backup of an instance at a time."""
+    def lock(self, operation):
+        """Take the instance's lock or fail at once: backups, restores, prunes and incoming copies of an
+        instance exclude each other."""
         try:
             make_dirs(self.path)
-            fd = os.open(os.path.join(self.path, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock = Lock(os.path.join(self.path, LOCK_NAME), 'Instance "%s" in %s' % (self.instance, self.root))
+            self._lock.acquire(operation)
         except OSError as exc:
+            self._lock = None
             raise unusable(self.path, exc)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            owner = os.read(fd, 64).decode(errors='replace').strip()
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise OrthancOpsError('Another backup of instance "%s" is running (lock %s held by pid %s). '
-                                      'Wait for it to finish.' % (self.instance, os.path.join(self.path, LOCK_NAME),
-                                                                  owner or 'unknown'))
+        except OrthancOpsError:
+            self._lock = None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
 
     def unlock(self):
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @contextmanager
+    def locked(self, operation):
+        """The instance's lock for the body of the ``with``."""
+        self.lock(operation)
+        try:
+            yield self
+        finally:
+            self.unlock()
 
     def clean_partials(self):
         """Remove what crashed runs left (call with the lock held); return the names removed."""

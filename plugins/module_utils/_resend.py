@@ -23,16 +23,30 @@ DICOM_DATE = '%Y%m%d'
 SINCE_PATTERN = re.compile(r'^(\d{4})-?(\d{2})-?(\d{2})(T\d{6}Z)?$')
 
 
+def _day(value, option):
+    match = SINCE_PATTERN.match(value or '')
+    try:
+        return datetime.date(*(int(part) for part in match.groups()[:3]))
+    except (AttributeError, ValueError):
+        raise OrthancOpsError('%s %r is neither a date (YYYYMMDD or YYYY-MM-DD) nor a backup id '
+                              '(YYYYMMDDTHHMMSSZ).' % (option, value))
+
+
 def first_study_date(since):
     """The first StudyDate to ask for: a day before ``since`` (a date or a backup id), because a
     StudyDate is the modality's local date and a backup id is in UTC."""
-    match = SINCE_PATTERN.match(since or '')
-    try:
-        day = datetime.date(*(int(part) for part in match.groups()[:3]))
-    except (AttributeError, ValueError):
-        raise OrthancOpsError('since %r is neither a date (YYYYMMDD or YYYY-MM-DD) nor a backup id '
-                              '(YYYYMMDDTHHMMSSZ).' % since)
-    return (day - datetime.timedelta(days=1)).strftime(DICOM_DATE)
+    return (_day(since, 'since') - datetime.timedelta(days=1)).strftime(DICOM_DATE)
+
+
+def study_date_range(since, until):
+    """The DICOM date range from ``since`` (see first_study_date) to ``until`` (a date, or open)."""
+    first = first_study_date(since)
+    if not until:
+        return first + '-'
+    last = _day(until, 'until')
+    if last.strftime(DICOM_DATE) < first:
+        raise OrthancOpsError('until %s is before since %s: nothing could be found.' % (until, since))
+    return '%s-%s' % (first, last.strftime(DICOM_DATE))
 
 
 def needs_retrieve(remote_count, local_count, only_incomplete):
@@ -78,8 +92,7 @@ class Resend:
 
     def run(self):
         started = time.monotonic()
-        date_range = '%s-%s' % (first_study_date(self.params['since']),
-                                self.params['until'].replace('-', '') if self.params['until'] else '')
+        date_range = study_date_range(self.params['since'], self.params['until'])
         if not self.config.get('OverwriteInstances', False):
             self.module.warn('OverwriteInstances is false in the configuration: an instance Orthanc already holds is '
                              'kept as it is when a modality sends it again.')

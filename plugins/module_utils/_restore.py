@@ -14,11 +14,14 @@ from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_folder
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_files
 
+# Problems a refused restore returns: the count says how many there were in all.
+PROBLEMS_SHOWN = 1000
 STATISTICS_KEYS = {'patients': 'CountPatients', 'studies': 'CountStudies',
                    'series': 'CountSeries', 'instances': 'CountInstances'}
 
@@ -27,9 +30,11 @@ class Restore(Phase):
     def __init__(self, module):
         super().__init__(module)
         if self.params['src']:
+            self.repository = None
             self.folder = os.path.abspath(self.params['src'])
         else:
-            self.folder = self.open_repository().resolve(self.params['backup'])
+            self.repository = self.open_repository()
+            self.folder = self.repository.resolve(self.params['backup'])
         self.stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
 
     def _check_backup(self):
@@ -42,11 +47,21 @@ class Restore(Phase):
         if problems:
             raise OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; restore '
                                   'another backup.' % (self.folder, len(problems), '; '.join(problems[:10])),
-                                  problems=problems)
+                                  problems=problems[:PROBLEMS_SHOWN], problems_count=len(problems))
         return manifest
 
     def run(self):
+        """Check and plan; outside check mode, restore with the Orthanc's lock and the repository's held
+        (no backup, audit clean-up or prune of them meanwhile)."""
+        if self.module.check_mode:
+            return self._run()
+        with orthanc_lock(self.config.path, 'restore'):
+            with self.repository.locked('restore') if self.repository else nullcontext():
+                return self._run()
+
+    def _run(self):
         started = time.monotonic()
+        self.check_target()
         manifest = self._check_backup()
         restore_storage = _backends.files_on_disk(self.config) and os.path.isdir(os.path.join(self.folder, 'storage'))
         restore_config = self.params['restore_config'] and os.path.isdir(os.path.join(self.folder, 'config'))
@@ -71,14 +86,7 @@ class Restore(Phase):
             downtime = time.monotonic() - stop_start
             statistics = self._compare_statistics(manifest) if was_running else None
         except BaseException as exc:
-            try:
-                self._roll_back(attempted, was_running)
-            except BaseException as undo_exc:
-                raise OrthancOpsError('The restore of %s failed (%s) and putting the previous data back failed too '
-                                      '(%s). The previous data is in %s; put it back by hand.'
-                                      % (self.folder, exc, undo_exc, ', '.join(swap.kept_at for swap in swaps)))
-            raise OrthancOpsError('The restore of %s failed and the previous data was put back%s: %s'
-                                  % (self.folder, ' and Orthanc started again' if was_running else '', exc))
+            self._fail(exc, attempted, was_running)
         finally:
             for swap in swaps:
                 swap.cleanup()
@@ -104,11 +112,11 @@ class Restore(Phase):
         swaps = []
         try:
             if restore_storage:
-                swaps.append(stage_folder(os.path.join(self.folder, 'storage'), self.config.storage_dir, 'storage',
-                                          self.stamp, is_storage_entry))
-            swaps.append(self.backend.stage(self.folder, self.stamp, manifest['counts']))
+                swaps.append(stage_files(os.path.join(self.folder, 'storage'), _manifest.area_files(manifest, 'storage'),
+                                         self.config.storage_dir, 'storage', self.stamp, is_storage_entry))
+            swaps.append(self.backend.stage(self.folder, self.stamp, manifest))
             if restore_config:
-                swaps.append(self._stage_config())
+                swaps.append(self._stage_config(manifest))
         except BaseException as exc:
             for swap in swaps:
                 swap.cleanup()
@@ -118,14 +126,15 @@ class Restore(Phase):
             raise
         return swaps
 
-    def _stage_config(self):
+    def _stage_config(self, manifest):
         names = set(self.config.named_files())
         folder = os.path.isdir(self.config.path)
 
         def owned(name):
             # Orthanc reads every *.json of a configuration folder: none may stay beside the restored ones.
             return name.endswith('.json') if folder else name in names
-        swap = stage_folder(os.path.join(self.folder, 'config'), self.config.base_dir, 'config', self.stamp, owned)
+        swap = stage_files(os.path.join(self.folder, 'config'), _manifest.area_files(manifest, 'config'),
+                           self.config.base_dir, 'config', self.stamp, owned)
         for name in os.listdir(swap.staging):
             live = os.path.join(self.config.base_dir, name)
             if os.path.exists(live):    # the live file's mode and owner (credentials are often 0640)
@@ -145,13 +154,32 @@ class Restore(Phase):
                                   % '; '.join(differences))
         return statistics
 
+    def _fail(self, exc, attempted, was_running):
+        """Put the previous data back after ``exc`` and raise what happened, naming only what is still aside."""
+        cause = ('Orthanc did not start on the restored data (%s)' % exc.reason if isinstance(exc, OrthancDown)
+                 else str(exc).rstrip('.'))
+        try:
+            self._roll_back(attempted, was_running)
+        except BaseException as undo_exc:
+            if attempted:
+                raise OrthancOpsError('The restore of %s failed: %s. Putting the previous data back failed too (%s). '
+                                      'The previous data is in %s; put it back by hand.'
+                                      % (self.folder, cause, undo_exc, ', '.join(swap.kept_at for swap in attempted)),
+                                      **getattr(undo_exc, 'details', {}))
+            raise OrthancOpsError('The restore of %s failed: %s. The previous data was put back, but %s'
+                                  % (self.folder, cause, undo_exc), **getattr(undo_exc, 'details', {}))
+        raise OrthancOpsError('The restore of %s failed: %s. The previous data was put back%s.'
+                              % (self.folder, cause, ' and Orthanc runs again with it' if was_running else ''))
+
     def _roll_back(self, swaps, was_running):
+        """Undo ``swaps`` newest first, removing each from the list once undone, and start Orthanc again."""
         if not swaps:
             return
 
         def undo():
-            for swap in reversed(swaps):
-                swap.undo()
+            while swaps:
+                swaps[-1].undo()
+                swaps.pop()
         if was_running and self.service.is_running():
             with self.service.stopped():
                 undo()

@@ -22,11 +22,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError
 
 POLL_INTERVAL = 0.05
 
 MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none')
+WATCHER_LOG = 'watcher.log'
 
 
 def listening_pids(port):
@@ -55,6 +56,58 @@ def listening_pids(port):
     return pids
 
 
+def orthanc_pids():
+    """PIDs of every Orthanc process on this host, containers included (by the name of the executable)."""
+    pids = []
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                if os.path.basename(os.readlink('/proc/%s/exe' % name)).startswith('Orthanc'):
+                    pids.append(int(name))
+            except OSError:
+                continue
+    return pids
+
+
+def configuration_of(pid):
+    """The configuration file or folder Orthanc ``pid`` was started with, as a path this host can open
+    (through the process's own root, so a container's too); None when it names none or is gone."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            argv = handle.read().split(b'\0')
+        args = [arg.decode(errors='surrogateescape') for arg in argv[1:] if arg and not arg.startswith(b'-')]
+        if not args:
+            return None
+        path = args[-1] if os.path.isabs(args[-1]) else os.path.join(os.readlink('/proc/%d/cwd' % pid), args[-1])
+    except OSError:
+        return None
+    return os.path.join('/proc/%d/root' % pid, path.lstrip('/'))
+
+
+def same_path(first, second):
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def shown(path):
+    """A path from configuration_of as its process names it."""
+    parts = path.split('/', 4)
+    return '/' + parts[4] if len(parts) == 5 and parts[1] == 'proc' and parts[3] == 'root' else path
+
+
+def check_runs(config_path, port):
+    """Refuse when an Orthanc listening on ``port`` runs another configuration than ``config_path``:
+    a wrong or empty configuration (default port 8042) must not make us stop or judge another server."""
+    for pid in listening_pids(port):
+        other = configuration_of(pid)
+        if other and not same_path(other, config_path):
+            raise OrthancOpsError('The Orthanc listening on port %d (pid %d) runs the configuration %s, not %s. '
+                                  'Nothing was stopped or changed: point "config" (and "url") at the configuration '
+                                  'of the Orthanc to act on.' % (port, pid, shown(other), config_path))
+
+
 def alive(pid):
     """True while ``pid`` runs (a zombie has finished)."""
     try:
@@ -79,7 +132,8 @@ while os.path.exists(spec["token"]):
         os.unlink(spec["token"])
     except OSError:
         break
-    with open(spec["log"], "ab") as log:
+    # The log sits in the module's private folder, created here and never through a link.
+    with os.fdopen(os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "ab") as log:
         deadline = time.monotonic() + spec["stop_timeout"]
         while any(alive(pid) for pid in spec["orthanc"]) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -189,9 +243,8 @@ class Service:
         except BaseException as exc:
             try:
                 self.start()
-            except OrthancOpsError as down:
-                raise OrthancOpsError('%s It had been stopped for an operation that failed: %s' % (down, exc),
-                                      **down.details)
+            except OrthancDown as down:
+                raise OrthancDown('%s It had been stopped for an operation that failed: %s' % (down, exc), down.reason)
             raise
         self.start()
 
@@ -210,18 +263,20 @@ class Service:
                 return
             detail = command_failure(rc, out, err) if rc != 0 else (
                 'no answer at %s within %d s' % (self.rest.url, self.start_timeout))
-            raise OrthancOpsError('ORTHANC IS DOWN: it was stopped for the operation and "%s" did not bring '
-                                  'it back (%s). Start it by hand and read its log.'
-                                  % (' '.join(self.start_argv), detail), orthanc_down=True)
+            raise OrthancDown('ORTHANC IS DOWN: it was stopped for the operation and "%s" did not bring '
+                              'it back (%s). Start it by hand and read its log.'
+                              % (' '.join(self.start_argv), detail), '"%s": %s' % (' '.join(self.start_argv), detail))
         finally:
             self._dismiss_watcher()
 
     def _arm_watcher(self):
-        handle, token = tempfile.mkstemp(prefix='orthanc-ops-watch-')
-        os.close(handle)
+        # A private folder (mkdtemp: 0700, a new name) for the token and the watcher's log: nothing
+        # planted in the temporary folder can redirect either.
+        folder = tempfile.mkdtemp(prefix='orthanc-ops-watch-')
+        token = os.path.join(folder, 'token')
+        os.close(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv, 'orthanc': self.pids,
-                'stop_timeout': self.stop_timeout,
-                'log': os.path.join(tempfile.gettempdir(), 'orthanc-ops-watcher.log')}
+                'stop_timeout': self.stop_timeout, 'log': os.path.join(folder, WATCHER_LOG)}
         # The one process not run through run_command: it must outlive this module.
         subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],  # pylint: disable=ansible-bad-function
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -230,8 +285,9 @@ class Service:
 
     def _dismiss_watcher(self):
         if self._token:
-            try:
-                os.unlink(self._token)
-            except OSError:
-                pass
+            for remove, path in ((os.unlink, self._token), (os.rmdir, os.path.dirname(self._token))):
+                try:
+                    remove(path)
+                except OSError:    # the watcher acted: its log stays in the folder
+                    pass
             self._token = None

@@ -12,13 +12,13 @@ shares an inode with the live storage: from there it always copies.
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import os
 import re
+import stat
 
-CHUNK = 1024 * 1024
-DIR_MODE = 0o700
-FILE_MODE = 0o600
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import UnsafePath, copy_file, make_dirs
+
 _LEVEL = re.compile(r'^[0-9a-f]{2}$')
 
 
@@ -57,35 +57,6 @@ def _scandir(path):
         return []
 
 
-def make_dirs(path, mode=DIR_MODE):
-    os.makedirs(path, mode=mode, exist_ok=True)
-
-
-def copy_file(src, dst, mode=FILE_MODE):
-    """Copy ``src`` to ``dst`` (created with ``mode``) and return (size, md5)."""
-    digest = hashlib.md5()
-    size = 0
-    with open(src, 'rb') as source:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, 'wb') as target:
-            while True:
-                chunk = source.read(CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                target.write(chunk)
-                size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class StorageSnapshot:
     """The storage folder of one backup, built from the live storage and the previous backup.
 
@@ -101,6 +72,8 @@ class StorageSnapshot:
         self.files = {}
         self.bytes_copied = 0
         self.bytes_linked = 0
+        self.not_regular = []
+        self.listed = set()
 
     def _dirs_for(self, uuid):
         make_dirs(os.path.join(self.target_root, uuid[0:2], uuid[2:4]))
@@ -112,7 +85,8 @@ class StorageSnapshot:
     def add(self, uuid, size=None):
         """Take one file: a link to the previous backup when it holds it, else a copy from live.
 
-        Returns False when the file is not in the live storage (deleted meanwhile) nor linkable.
+        Returns False when the file is not in the live storage (deleted meanwhile) nor linkable, or
+        when it is not a regular file there (recorded in ``not_regular``).
         """
         self._dirs_for(uuid)
         target = os.path.join(self.target_root, relative_path(uuid))
@@ -122,8 +96,14 @@ class StorageSnapshot:
             self.bytes_linked += self.previous[uuid]['size']
             return True
         try:
-            copied, md5 = copy_file(os.path.join(self.live_root, relative_path(uuid)), target)
+            copied, md5 = copy_file(relative_path(uuid), target, beneath=self.live_root)
         except FileNotFoundError:
+            return False
+        except OSError as exc:
+            # A symbolic link (or a device) where Orthanc writes plain files: never followed.
+            if not isinstance(exc, UnsafePath) and exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            self.not_regular.append(uuid)
             return False
         self.files[uuid] = {'size': copied, 'md5': md5, 'linked': False}
         self.bytes_copied += copied
@@ -131,8 +111,24 @@ class StorageSnapshot:
 
     def take(self, live_files):
         """Phase one, while Orthanc runs: every file of the live listing {uuid: size}."""
+        self.listed = set(live_files)
         for uuid, size in live_files.items():
             self.add(uuid, size)
+
+    def absent_from_live(self, referenced):
+        """The ``referenced`` uuids the live storage does not hold as regular files (an unmounted NAS, a
+        wrong StorageDirectory), whether or not an earlier backup could stand in for them."""
+        absent = []
+        for uuid in referenced:
+            if uuid in self.listed and uuid not in self.not_regular:
+                continue
+            try:
+                regular = stat.S_ISREG(os.lstat(os.path.join(self.live_root, relative_path(uuid))).st_mode)
+            except FileNotFoundError:
+                regular = False
+            if not regular or uuid in self.not_regular:
+                absent.append(uuid)
+        return sorted(absent)
 
     def reconcile(self, referenced):
         """Bring the snapshot to exactly the ``referenced`` uuids.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, make_dirs
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -20,7 +21,8 @@ class Swap:
     """Replace the entries of ``target`` that ``owned(name)`` selects by those of ``staging``.
 
     Everything is a rename inside ``target`` (one filesystem, even when ``target`` is a mount
-    point); the replaced entries wait in ``kept_at`` until the restore is confirmed.
+    point); the replaced entries wait in ``kept_at`` until the restore is confirmed. A staged entry
+    never replaces one the swap does not own, so ``undo`` removes only what the backup brought.
     """
 
     def __init__(self, target, staging, aside, owned):
@@ -34,7 +36,11 @@ class Swap:
                 os.rename(os.path.join(self.target, name), os.path.join(self.kept_at, name))
                 self.moved_aside.append(name)
         for name in sorted(os.listdir(self.staging)):
-            os.rename(os.path.join(self.staging, name), os.path.join(self.target, name))
+            destination = os.path.join(self.target, name)
+            if not self.owned(name) or os.path.lexists(destination):
+                raise OrthancOpsError('The staged %s would replace %s, which this restore does not own.'
+                                      % (name, destination))
+            os.rename(os.path.join(self.staging, name), destination)
             self.moved_in.append(name)
         os.rmdir(self.staging)
 
@@ -65,9 +71,19 @@ def _own(path, owner, mode):
         os.chown(path, owner[0], owner[1])
 
 
-def stage_folder(source, target, label, stamp, owned):
-    """Copy ``source`` into a staging folder inside ``target`` (real copies, owned like ``target``)
-    and return the Swap that puts it in place of the entries ``owned`` selects."""
+def stage_files(source, relatives, target, label, stamp, owned):
+    """Copy the files ``relatives`` (paths relative to ``source``, as a manifest lists them) into a
+    staging folder inside ``target``, owned like ``target``, and return the Swap that puts them in
+    place of the entries ``owned`` selects.
+
+    Only those files are read, each a regular file reached through no symbolic link; a listed file
+    whose top-level name the swap does not own is refused before anything is copied.
+    """
+    strays = sorted(set(relative.split('/', 1)[0] for relative in relatives if not owned(relative.split('/', 1)[0])))
+    if strays:
+        raise OrthancOpsError('The backup holds %s in %s, which a restore must not put in %s. The backup was altered '
+                              'or belongs to another layout; choose another backup.'
+                              % (', '.join(strays), source, target))
     make_dirs(target)
     for name in os.listdir(target):
         if name.startswith(STAGING_PREFIX + label):    # left by a restore that was killed
@@ -76,12 +92,18 @@ def stage_folder(source, target, label, stamp, owned):
     owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
     staging = os.path.join(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp))
     swap = Swap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
-    for current, dummy, files in os.walk(source):
-        folder = os.path.join(staging, os.path.relpath(current, source))
-        make_dirs(folder, dir_mode)
-        _own(folder, owner, dir_mode)
-        for name in files:
-            path = os.path.join(folder, name)
-            shutil.copyfile(os.path.join(current, name), path)
-            _own(path, owner, dir_mode & 0o666)
+    created = set([''])
+    os.mkdir(staging, dir_mode)
+    _own(staging, owner, dir_mode)
+    for relative in relatives:
+        parts = relative.split('/')
+        for depth in range(1, len(parts)):
+            folder = '/'.join(parts[:depth])
+            if folder not in created:
+                os.mkdir(os.path.join(staging, folder), dir_mode)
+                _own(os.path.join(staging, folder), owner, dir_mode)
+                created.add(folder)
+        path = os.path.join(staging, relative)
+        copy_file(relative, path, dir_mode & 0o666, beneath=source)
+        _own(path, owner, dir_mode & 0o666)
     return swap

@@ -13,16 +13,16 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import tempfile
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
-    ID_PATTERN, PARTIAL, Repository, unusable)
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, PARTIAL, Repository
 
 # rsync's exit code when some files could not be read: for --list-only, the folder is missing.
 RSYNC_PARTIAL_TRANSFER = 23
+# Seconds the receiving side waits for a backup or prune of the instance there to finish.
+REMOTE_LOCK_WAIT = 600
 _STATS = {
     'new_bytes': re.compile(r'^Total transferred file size: ([\d,.]+)', re.MULTILINE),
     'sent_bytes': re.compile(r'^Total bytes sent: ([\d,.]+)', re.MULTILINE),
@@ -92,9 +92,8 @@ class Transfer:
     def __init__(self, module):
         self.module = module
         params = module.params
-        instance = params['instance'] or socket.gethostname()
-        self.local = Repository(params['repository'], instance)
-        self.remote = Remote(params, instance, module.get_bin_path('ssh', required=True))
+        self.local = Repository.from_params(module)
+        self.remote = Remote(params, self.local.instance, module.get_bin_path('ssh', required=True))
         self.push = params['direction'] == 'push'
         self.rsync = module.get_bin_path('rsync', required=True)
 
@@ -148,17 +147,23 @@ class Transfer:
             argv.append('--link-dest=../%s' % linked_to)
         if self.push:
             if not self.module.check_mode:
-                # The receiving rsync creates the instance folder first, with any rsync version.
-                argv.append('--rsync-path=mkdir -p -- %s && rsync' % shlex.quote(self.remote.folder))
+                # The receiving rsync creates the instance folder first (private, with any rsync version)
+                # and holds the instance's lock while it writes, so a prune there cannot remove the copy.
+                folder = shlex.quote(self.remote.folder)
+                argv.append('--rsync-path=umask 077 && mkdir -p -- %s && flock -w %d %s/%s rsync'
+                            % (folder, REMOTE_LOCK_WAIT, folder, LOCK_NAME))
             argv += ['%s/' % self.local.backup_path(backup_id), self.remote.spec(backup_id + PARTIAL + '/')]
+            rc, out, err = self.module.run_command(argv)
         else:
-            if not self.module.check_mode:
-                try:
-                    make_dirs(self.local.path)
-                except OSError as exc:
-                    raise unusable(self.local.path, exc)
             argv += [self.remote.spec(backup_id + '/'), '%s%s/' % (self.local.backup_path(backup_id), PARTIAL)]
-        rc, out, err = self.module.run_command(argv)
+            if self.module.check_mode:
+                rc, out, err = self.module.run_command(argv)
+            else:
+                self.local.lock('incoming copy')
+                try:
+                    rc, out, err = self.module.run_command(argv)
+                finally:
+                    self.local.unlock()
         if rc != 0:
             raise OrthancOpsError('rsync could not copy backup %s %s %s (exit code %d): %s. Nothing was completed; '
                                   'the next copy starts again.'

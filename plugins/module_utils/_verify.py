@@ -9,7 +9,6 @@ that has just arrived (``<backup_id>.partial``) only when every file is there an
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
@@ -34,7 +33,7 @@ def _incoming_folder(repository, backup):
 def verify(module):
     params = module.params
     started = time.monotonic()
-    repository = Repository(params['repository'], params['instance'] or socket.gethostname())
+    repository = Repository.from_params(module)
     if params['incoming']:
         folder = _incoming_folder(repository, params['backup'])
     else:
@@ -48,18 +47,16 @@ def verify(module):
         'files': len(manifest['files']),
         'bytes': sum(entry['size'] for entry in manifest['files'].values()),
         'md5_checked': params['check_md5'],
-        'problems': problems,
+        'problems': problems[:max(params['list_limit'], 0)],
+        'problems_count': len(problems),
     }
     if problems:
         raise OrthancOpsError('The backup in %s does not match its manifest (%d problem(s): %s). Do not rely on it; '
                               'copy or take the backup again.' % (folder, len(problems), '; '.join(problems[:10])),
                               **result)
     if params['incoming'] and not module.check_mode:
-        repository.lock()
-        try:
+        with repository.locked('verify'):
             result['path'] = repository.complete(params['backup'], folder)
-        finally:
-            repository.unlock()
         result['changed'] = True
     result['duration_seconds'] = round(time.monotonic() - started, 3)
     return result

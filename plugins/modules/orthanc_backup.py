@@ -29,7 +29,8 @@ description:
     by the next run.
   - Orthanc is started again whatever fails once it was stopped. If it was not running when the
     module began, it is left stopped.
-  - Two backups of the same instance cannot run at once; the second fails at once.
+  - Two backups of the same instance cannot run at once, nor a backup and a restore or prune of the instance,
+    nor a backup and a restore of the same Orthanc; the second fails at once.
 author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
@@ -57,6 +58,16 @@ options:
       - Copy the Orthanc configuration files into the backup (C(config/)).
     type: bool
     default: true
+  allow_missing_files:
+    description:
+      - "By default a backup fails, and the previous backup stays the latest, when the live storage folder lacks
+        files that the index references (a storage that did not mount, a wrong C(StorageDirectory), a replaced
+        disk): such a backup could not restore Orthanc. An empty storage folder under an Orthanc that holds
+        instances is refused before Orthanc is stopped."
+      - V(true) backs up a damaged Orthanc knowingly; the missing files are taken from an earlier backup where
+        one holds them, counted in RV(live_missing_count) and named in the manifest.
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Can run in check mode and return what would change without changing anything.
@@ -149,6 +160,18 @@ missing_attachments:
   returned: success and not check mode
   type: list
   elements: str
+live_missing_count:
+  description:
+    - Number of files the index references that the live storage folder does not hold as regular files
+      (symbolic links are never followed). Non-zero only with O(allow_missing_files=true); otherwise the
+      backup fails and returns this count and RV(live_missing).
+  returned: success and not check mode, or when the backup failed for missing files
+  type: int
+live_missing:
+  description: The first 100 of those uuids.
+  returned: success and not check mode, or when the backup failed for missing files
+  type: list
+  elements: str
 md5_mismatches:
   description: Uuids whose file differs in size or MD5 from what Orthanc recorded.
   returned: success and not check mode
@@ -234,6 +257,7 @@ def main():
         mode=dict(type='str', default='auto', choices=['auto', 'cold', 'hot']),
         link=dict(type='bool', default=True),
         include_config=dict(type='bool', default=True),
+        allow_missing_files=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _backup.main(module)

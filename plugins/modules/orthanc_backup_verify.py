@@ -40,6 +40,11 @@ options:
       - Compare the MD5 of every file; V(false) compares sizes only, which reads no data.
     type: bool
     default: true
+  list_limit:
+    description:
+      - At most this many entries in RV(problems); RV(problems_count) counts them all.
+    type: int
+    default: 1000
 attributes:
   check_mode:
     description: Can run in check mode and return what would change without changing anything.
@@ -89,11 +94,19 @@ md5_checked:
   returned: always when the manifest could be read
   type: bool
 problems:
-  description: Files missing, of another size or of another MD5 than the manifest says.
+  description:
+    - Files missing, of another size or of another MD5 than the manifest says, and anything in the backup
+      folder the manifest does not list (a file, a symbolic link, a device). A backup folder is untrusted
+      input, and the restore touches exactly the regular files its manifest lists.
+    - At most O(list_limit) entries.
   returned: always when the manifest could be read
   type: list
   elements: str
-  sample: ["storage/3f/a2/3fa2c1d0-... has MD5 0c0f..., expected 9d1e..."]
+  sample: ["storage/3f/a2/3fa2c1d0-... has MD5 0c0f..., expected 9d1e...", "storage/index is not listed in the manifest"]
+problems_count:
+  description: Number of problems found, all of them.
+  returned: always when the manifest could be read
+  type: int
 duration_seconds:
   description: Seconds the check took.
   returned: success
@@ -112,6 +125,7 @@ def main():
         backup=dict(type='str', default='latest'),
         incoming=dict(type='bool', default=False),
         check_md5=dict(type='bool', default=True),
+        list_limit=dict(type='int', default=1000),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _verify.main(module)

@@ -110,10 +110,17 @@ statistics:
   returned: success and not check mode
   type: dict
 problems:
-  description: What is wrong with the backup.
+  description:
+    - What is wrong with the backup (see M(orthanc_ops.backup.orthanc_backup_verify)), at most 1000 entries.
+    - Anything in the backup folder that its manifest does not list counts, so nothing planted in a backup
+      can reach the live data.
   returned: when the backup is damaged
   type: list
   elements: str
+problems_count:
+  description: Number of problems found, all of them.
+  returned: when the backup is damaged
+  type: int
 plan:
   description: In check mode, what the restore would do.
   returned: check mode

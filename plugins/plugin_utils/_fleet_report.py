@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 ID_FORMAT = '%Y%m%dT%H%M%SZ'
-# Failed hosts first; 'planned' is a check-mode run's outcome.
-STATUS_ORDER = {'failed': 0, 'skipped': 1, 'planned': 2, 'ok': 3}
+# Failed hosts first; 'incomplete' is a backup made with files missing from the live storage
+# (allow_missing_files), 'planned' a check-mode run's outcome.
+STATUS_ORDER = {'failed': 0, 'incomplete': 1, 'skipped': 2, 'planned': 3, 'ok': 4}
 
 
 def backup_time(backup_id):
@@ -20,8 +21,8 @@ def backup_time(backup_id):
 
 # Every row has every column; what a host did not get to (a skipped or unreachable host) is None.
 COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'size_bytes', 'new_bytes',
-           'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'missing_attachments',
-           'md5_mismatches', 'verification', 'last_good_backup')
+           'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'live_missing',
+           'missing_attachments', 'md5_mismatches', 'verification', 'last_good_backup')
 
 
 def row(outcome, rpo_hours, now):
@@ -50,10 +51,12 @@ def build(outcomes, rpo_hours, now=None):
         'hosts': len(rows),
         'ok': count['ok'],
         'failed': count['failed'],
+        'incomplete': count['incomplete'],
         'skipped': count['skipped'],
         'planned': count['planned'],
         'past_rpo': sorted(item['host'] for item in rows if item['past_rpo']),
         'failed_hosts': sorted(item['host'] for item in rows if item['status'] == 'failed'),
+        'incomplete_hosts': sorted(item['host'] for item in rows if item['status'] == 'incomplete'),
         'bytes': sum(item.get('size_bytes') or 0 for item in rows),
         'new_bytes': sum(item.get('new_bytes') or 0 for item in rows),
         'shipped_bytes': sum(item.get('shipped_bytes') or 0 for item in rows),

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import LAYOUTS, SERVICES, Ansible, Orthanc, server_answers  # noqa: E402
+from harness import LAYOUTS, SERVICES, Ansible, Orthanc, make_instances, server_answers  # noqa: E402
 
 
 @pytest.fixture
@@ -80,3 +80,20 @@ def repository(tmp_path):
     path = tmp_path / 'repository'
     yield str(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def loaded(make_orthanc):
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances())
+    return orthanc, orthanc.md5s()
+
+
+@pytest.fixture
+def backed_up(loaded, ansible, repository):
+    """A backup, then one more instance: the live data differs from the backup."""
+    orthanc, before = loaded
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    orthanc.upload(make_instances(patients=1, studies=1, series=1, instances=1))
+    return orthanc, backup, orthanc.md5s()

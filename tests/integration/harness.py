@@ -175,6 +175,10 @@ class Orthanc:
     def stop(self):
         subprocess.run(self.stop_command, shell=True, check=False)
 
+    def pid(self):
+        with open(self.pidfile) as handle:
+            return int(handle.read())
+
     def answers(self):
         try:
             self.api('GET', '/system', timeout=2)
@@ -217,6 +221,18 @@ class Orthanc:
         self.stop()
         shutil.rmtree(self.storage_dir, ignore_errors=True)
         shutil.rmtree(self.index_dir, ignore_errors=True)
+
+
+def complete_backups(repository, instance='pacs'):
+    folder = os.path.join(repository, instance)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder) if not name.startswith('.') and not name.endswith('.partial'))
+
+
+def partials(repository, instance='pacs'):
+    folder = os.path.join(repository, instance)
+    return sorted(name for name in os.listdir(folder) if name.endswith('.partial')) if os.path.isdir(folder) else []
 
 
 PLUGINS = '/usr/share/orthanc/plugins/'
@@ -356,16 +372,18 @@ class Ansible:
             command.append('-' + 'v' * verbosity)
         return command
 
-    def start(self, module, params, check=False, verbosity=0, environment=None):
+    def start(self, module, params, check=False, verbosity=0, environment=None, umask=None):
         """Start the run in the background: (Popen, path of the result file)."""
         playbook, out = self.write_playbook(module, params, check, environment)
         process = subprocess.Popen(self.command(playbook, verbosity), env=self.env(), cwd=self.workdir,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   preexec_fn=None if umask is None else lambda: os.umask(umask))
         return process, out
 
-    def run(self, module, params, check=False, verbosity=0, timeout=600, environment=None):
-        """Run and return (module result, exit code, everything printed); ``environment`` for the module."""
-        process, out = self.start(module, params, check, verbosity, environment)
+    def run(self, module, params, check=False, verbosity=0, timeout=600, environment=None, umask=None):
+        """Run and return (module result, exit code, everything printed); ``environment`` for the module,
+        ``umask`` for the whole run."""
+        process, out = self.start(module, params, check, verbosity, environment, umask)
         output, dummy = process.communicate(timeout=timeout)
         result = self.result(out)
         return result, process.returncode, output

@@ -143,7 +143,7 @@ def test_another_orthanc_is_refused_and_nothing_moves(make_orthanc, ansible):
     files = stored_files(orthanc)
     result, rc, output = ansible.run('orthanc_audit', {'config': orthanc.config, 'url': other.url,
                                                        'orphans': 'delete', 'min_age': 0})
-    assert rc != 0 and 'is not the one configured by' in result['msg'], output
+    assert rc != 0 and 'runs the configuration %s, not %s' % (other.config, orthanc.config) in result['msg'], output
     assert stored_files(orthanc) == files and every_instance_intact(orthanc)
 
     orthanc.stop()

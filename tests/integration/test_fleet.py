@@ -263,7 +263,7 @@ def test_verify_playbook_checks_both_places_and_finds_a_damaged_copy(fleet):
     extra = dict(fleet.common_vars, orthanc_verify_hosts='orthanc')      # backup1 from orthanc_backup_*
     rc, output, dummy = fleet.run_playbook('verify', extra)
     assert rc == 2 and 'failed=1' in output, output
-    assert 'There is no complete backup of instance "site-broken"' in output
+    assert 'There is no usable complete backup of instance "site-broken"' in output
     assert recap(output) == {'site-sqlite': 0, 'centre-pg': 0, 'centre-mysql': 0, 'site-broken': 1}
     latest = central_ids(fleet.root, 'centre-mysql')[-1]
     folder = os.path.join(fleet.root, 'central', 'centre-mysql', latest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import urllib.request
 
@@ -222,9 +223,16 @@ def test_orphans_missing_and_altered_files_are_reported(make_orthanc, ansible, r
     with open(orphan, 'wb') as handle:
         handle.write(b'not referenced by the index')
 
-    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository))
+    refused, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository))
+    assert rc != 0 and refused['live_missing'] == [os.path.basename(missing)] and refused['live_missing_count'] == 1
+    assert ('1 of the 8 file(s) that the index references are not in the storage folder %s' % orthanc.storage_dir
+            in refused['msg']) and 'allow_missing_files' in refused['msg']
+    assert os.listdir(os.path.join(repository, socket.gethostname())) == ['.lock'] and orthanc.answers()
+
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository,
+                                                                             allow_missing_files=True))
     assert rc == 0, output
-    assert result['orphans_skipped'] == 1
+    assert result['orphans_skipped'] == 1 and result['live_missing_count'] == 1
     assert result['missing_attachments'] == [os.path.basename(missing)]
     assert result['md5_mismatches'] == [os.path.basename(altered)]
     assert 'referenced by the index are not in the storage' in output and 'differ from the size or MD5' in output

@@ -63,7 +63,8 @@ def test_prune_after_real_backups_keeps_the_newest(make_orthanc, ansible, reposi
     assert rc == 0, output
     second, rc, output = ansible.run('orthanc_backup', params)
     assert rc == 0, output
-    result, rc, output = ansible.run('orthanc_backup_prune', {'repository': repository, 'instance': 'pacs'})
+    result, rc, output = ansible.run('orthanc_backup_prune', {'repository': repository, 'instance': 'pacs',
+                                                              'keep_last': 1})
     assert rc == 0, output
     assert result['kept'] == [second['backup_id']] and result['removed'] == [first['backup_id']]
     restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))

@@ -16,41 +16,17 @@ import time
 
 import pytest
 
-from harness import make_instances
-
-
-def complete_backups(repository, instance='pacs'):
-    folder = os.path.join(repository, instance)
-    if not os.path.isdir(folder):
-        return []
-    return sorted(name for name in os.listdir(folder) if not name.startswith('.') and not name.endswith('.partial'))
-
-
-def partials(repository, instance='pacs'):
-    folder = os.path.join(repository, instance)
-    return sorted(name for name in os.listdir(folder) if name.endswith('.partial')) if os.path.isdir(folder) else []
-
-
-def orthanc_pid(orthanc):
-    with open(orthanc.pidfile) as handle:
-        return int(handle.read())
-
-
-@pytest.fixture
-def loaded(make_orthanc):
-    orthanc = make_orthanc()
-    orthanc.upload(make_instances())
-    return orthanc, orthanc.md5s()
+from harness import complete_backups, partials
 
 
 def test_stop_command_fails(loaded, ansible, repository):
     orthanc, before = loaded
-    pid = orthanc_pid(orthanc)
+    pid = orthanc.pid()
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
         repository=repository, instance='pacs', stop_command='echo cannot stop >&2; false'))
     assert rc != 0 and result['failed']
     assert 'The stop command' in result['msg'] and 'cannot stop' in result['msg']
-    assert orthanc_pid(orthanc) == pid and orthanc.md5s() == before
+    assert orthanc.pid() == pid and orthanc.md5s() == before
     assert complete_backups(repository) == [] and partials(repository) == []
 
 
@@ -77,12 +53,12 @@ def small_disk(tmp_path):
 
 def test_repository_too_small_is_refused_before_stopping(loaded, ansible, small_disk):
     orthanc, before = loaded
-    pid = orthanc_pid(orthanc)
+    pid = orthanc.pid()
     filler = os.path.join(small_disk, 'filler')
     subprocess.run(['fallocate', '-l', '60m', filler], check=True)
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=small_disk, instance='pacs'))
     assert rc != 0 and 'Not enough free space' in result['msg'] and 'Nothing was stopped' in result['msg']
-    assert orthanc_pid(orthanc) == pid and orthanc.md5s() == before
+    assert orthanc.pid() == pid and orthanc.md5s() == before
     assert complete_backups(small_disk) == [] and partials(small_disk) == []
 
 
@@ -142,23 +118,13 @@ def test_second_concurrent_backup_fails_at_once(loaded, ansible, repository):
         time.sleep(0.05)
     started = time.monotonic()
     second, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
-    assert rc != 0 and 'Another backup of instance "pacs" is running' in second['msg']
+    assert rc != 0 and 'Instance "pacs" in %s is busy' % repository in second['msg']
     assert first.poll() is None, 'the second run should fail before the first ends (%.1f s)' % (
         time.monotonic() - started)
     first.communicate(timeout=120)
     assert first.returncode == 0
     assert complete_backups(repository) == [ansible.result(first_out)['backup_id']]
     assert orthanc.md5s() == before
-
-
-@pytest.fixture
-def backed_up(loaded, ansible, repository):
-    """A backup, then one more instance: the live data differs from the backup."""
-    orthanc, before = loaded
-    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
-    assert rc == 0, output
-    orthanc.upload(make_instances(patients=1, studies=1, series=1, instances=1))
-    return orthanc, backup, orthanc.md5s()
 
 
 def test_restore_refuses_an_altered_backup(backed_up, ansible, repository):
@@ -170,11 +136,11 @@ def test_restore_refuses_an_altered_backup(backed_up, ansible, repository):
         byte = handle.read(1)
         handle.seek(200)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    pid = orthanc_pid(orthanc)
+    pid = orthanc.pid()
 
     result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
     assert rc != 0 and 'is damaged' in result['msg'] and victim in result['msg'] and 'Nothing was changed' in result['msg']
-    assert orthanc_pid(orthanc) == pid and orthanc.md5s() == live
+    assert orthanc.pid() == pid and orthanc.md5s() == live
     assert not [name for name in os.listdir(orthanc.storage_dir) if name.startswith('.orthanc-')]
 
 

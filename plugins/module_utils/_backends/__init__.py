@@ -17,9 +17,9 @@ and never look at backend names themselves:
   ({uuid: {'size', 'md5'}} of each file) and the resource counts, and call ``hold(attachments)``
   (which takes their files and returns those it could not find) at a moment when Orthanc can
   neither delete nor add one;
-- ``stage(backup_folder, stamp, counts)`` -> a swap (``apply``, ``undo``, ``discard``,
-  ``cleanup``, ``kept_at``): prepare the restore of the index while Orthanc runs (a restored
-  dump must hold ``counts``); ``apply`` puts it in place while Orthanc is stopped, ``undo``
+- ``stage(backup_folder, stamp, manifest)`` -> a swap (``apply``, ``undo``, ``discard``,
+  ``cleanup``, ``kept_at``): prepare the restore of the index while Orthanc runs from the files
+  the (checked) manifest lists, and nothing else (a restored dump must hold its ``counts``); ``apply`` puts it in place while Orthanc is stopped, ``undo``
   puts the previous index back.
 """
 

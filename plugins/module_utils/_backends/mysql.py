@@ -19,7 +19,7 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
     attachments_and_counts, check_staged, connection_settings, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import file_md5
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
 
 PYMYSQL_ERROR = None
 try:
@@ -163,8 +163,8 @@ class MySQLBackend:
         files = {'%s/%s' % (self.folder, DUMP): {'size': os.path.getsize(dump), 'md5': file_md5(dump)}}
         return files, attachments, counts, missing
 
-    def stage(self, backup_folder, stamp, counts):
-        """While Orthanc runs: load the dump into a staging database, check it holds ``counts``; return its swap."""
+    def stage(self, backup_folder, stamp, manifest):
+        """While Orthanc runs: load the dump into a staging database, check it holds the manifest's counts; return its swap."""
         dump = os.path.join(backup_folder, self.folder, DUMP)
         check_complete(dump)
         swap = TableSwap(self, '%s_restore_%s' % (self.database, stamp.lower()),
@@ -175,7 +175,7 @@ class MySQLBackend:
             connection = self.connect(swap.staging)
             try:
                 with connection.cursor() as cursor:
-                    check_staged(counts, read_counts(cursor), swap.staging)
+                    check_staged(manifest['counts'], read_counts(cursor), swap.staging)
             finally:
                 connection.close()
         except (OrthancOpsError, pymysql.MySQLError):

@@ -16,7 +16,7 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
     attachments_and_counts, check_staged, connection_settings, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import file_md5
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
 
 PSYCOPG2_ERROR = None
 try:
@@ -150,8 +150,8 @@ class PostgreSQLBackend:
                 files[os.path.relpath(path, backup_folder)] = {'size': os.path.getsize(path), 'md5': file_md5(path)}
         return files, attachments, counts, missing
 
-    def stage(self, backup_folder, stamp, counts):
-        """While Orthanc runs: pg_restore the dump into a fresh database, check it holds ``counts``; return its swap."""
+    def stage(self, backup_folder, stamp, manifest):
+        """While Orthanc runs: pg_restore the dump into a fresh database, check it holds the manifest's counts; return its swap."""
         staging = '%s_restore_%s' % (self.database, stamp.lower())
         swap = DatabaseSwap(self, staging, '%s_pre_%s' % (self.database, stamp.lower()))
         swap.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(staging)),
@@ -162,7 +162,7 @@ class PostgreSQLBackend:
             connection = self.connect(staging)
             try:
                 with connection.cursor() as cursor:
-                    check_staged(counts, read_counts(cursor), staging)
+                    check_staged(manifest['counts'], read_counts(cursor), staging)
             finally:
                 connection.close()
         except (OrthancOpsError, psycopg2.Error):

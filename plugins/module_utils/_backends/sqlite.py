@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from urllib.parse import quote
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import attachments_and_counts, count_resources
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import copy_file
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_folder
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_files
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_files
 
 # Orthanc core's numbering of resource types in the Resources table.
 CORE_RESOURCE_TYPES = {1: 'patients', 2: 'studies', 3: 'series', 4: 'instances'}
@@ -40,6 +42,10 @@ class SQLiteBackend:
         return [name for name in self.FILES if os.path.exists(os.path.join(self.index_dir, name))]
 
     def estimate_bytes(self):
+        """The index's size, once it is known to be there: called before Orthanc is stopped."""
+        if not os.path.isfile(self.index_path):
+            raise OrthancOpsError('There is no SQLite index at %s. Check IndexDirectory (and StorageDirectory) in the '
+                                  'configuration; nothing was stopped.' % self.index_path)
         return sum(os.path.getsize(os.path.join(self.index_dir, name)) for name in self._live_entries())
 
     def capture(self, backup_folder, hold):
@@ -47,21 +53,22 @@ class SQLiteBackend:
 
         Orthanc is stopped: nothing changes between the copy and ``hold``.
         """
-        if not os.path.isfile(self.index_path):
-            raise OrthancOpsError('There is no SQLite index at %s. Check IndexDirectory in the configuration.'
-                                  % self.index_path)
         target = os.path.join(backup_folder, self.folder)
         os.mkdir(target, 0o700)
         files = {}
         for name in self._live_entries():
-            size, md5 = copy_file(os.path.join(self.index_dir, name), os.path.join(target, name))
+            size, md5 = copy_file(name, os.path.join(target, name), beneath=self.index_dir)
             files['%s/%s' % (self.folder, name)] = {'size': size, 'md5': md5}
         attachments, counts = self._read(os.path.join(target, 'index'))
+        for name in self.FILES:
+            # SQLite creates -wal and -shm beside a WAL database it reads: not part of the backup.
+            if '%s/%s' % (self.folder, name) not in files and os.path.lexists(os.path.join(target, name)):
+                os.unlink(os.path.join(target, name))
         return files, attachments, counts, hold(attachments)
 
     def _read(self, path):
         try:
-            connection = sqlite3.connect('file:%s?mode=ro' % path, uri=True)
+            connection = sqlite3.connect('file:%s?mode=ro' % quote(path), uri=True)
             try:
                 cursor = connection.cursor()
                 rows = cursor.execute('SELECT uuid, compressedSize, compressionType, uncompressedMD5, '
@@ -74,10 +81,10 @@ class SQLiteBackend:
             raise OrthancOpsError('Cannot read the Orthanc index copied from %s: %s.' % (self.index_path, exc))
         return attachments_and_counts(rows, counts)
 
-    def stage(self, backup_folder, stamp, counts):
-        """While Orthanc runs: copy the backed-up index beside the live one; return its Swap.
+    def stage(self, backup_folder, stamp, manifest):
+        """While Orthanc runs: copy the index files the manifest lists beside the live ones; return their Swap.
 
         The copy is checked by the manifest's MD5s; Orthanc's statistics check the counts.
         """
-        return stage_folder(os.path.join(backup_folder, self.folder), self.index_dir, 'index', stamp,
-                            lambda name: name in self.FILES)
+        return stage_files(os.path.join(backup_folder, self.folder), area_files(manifest, self.folder),
+                           self.index_dir, 'index', stamp, lambda name: name in self.FILES)

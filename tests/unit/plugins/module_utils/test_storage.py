@@ -69,24 +69,30 @@ def test_manifest_problems(tmp_path):
 
 def test_repository_lists_complete_backups_and_locks(tmp_path):
     repository = Repository(str(tmp_path), 'pacs')
-    repository.lock()
+    repository.lock('backup')
     for name in ('20260101T000000Z', '20260102T000000Z.partial', '20260103T000000Z', 'notes'):
         os.mkdir(os.path.join(repository.path, name))
     (tmp_path / 'pacs' / '20260101T000000Z' / 'manifest.json').write_text('{}')
     assert repository.backup_ids() == ['20260101T000000Z']
     other = Repository(str(tmp_path), 'pacs')
-    with pytest.raises(OrthancOpsError, match='Another backup of instance "pacs" is running .* pid %d' % os.getpid()):
-        other.lock()
+    with pytest.raises(OrthancOpsError, match='Instance "pacs" .* is busy: .*backup by pid %d' % os.getpid()):
+        other.lock('prune')
     assert repository.clean_partials() == ['20260102T000000Z.partial']
     repository.unlock()
-    other.lock()
-    other.unlock()
+    with other.locked('prune'):
+        pass
 
 
-@pytest.mark.parametrize('bad', ['', '../x', '.hidden', 'a/b'])
+@pytest.mark.parametrize('bad', ['', '../x', '.hidden', 'a/b', 'pacs\n1', 'a\\b', '-rf', '   ', 'a#b', 'a?b', 'a%b',
+                                 'a b', '..'])
 def test_instance_must_be_a_folder_name(tmp_path, bad):
-    with pytest.raises(OrthancOpsError, match='cannot name a folder'):
+    with pytest.raises(OrthancOpsError, match='cannot name a backup folder'):
         Repository(str(tmp_path), bad)
+
+
+def test_repository_must_be_absolute():
+    with pytest.raises(OrthancOpsError, match='not an absolute path'):
+        Repository('backups', 'pacs')
 
 
 @pytest.mark.parametrize('settings, index, storage', [

@@ -35,8 +35,9 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
     assert rows['e-skipped']['backup_id'] is None and rows['e-skipped']['verification'] is None
     assert rows['b-failed-recent']['age_hours'] == 11 and not rows['b-failed-recent']['past_rpo']
     assert report['summary'] == {
-        'hosts': 5, 'ok': 1, 'failed': 3, 'skipped': 1, 'planned': 0, 'past_rpo': ['c-failed-old', 'd-never'],
-        'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
+        'hosts': 5, 'ok': 1, 'failed': 3, 'incomplete': 0, 'skipped': 1, 'planned': 0,
+        'past_rpo': ['c-failed-old', 'd-never'], 'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
+        'incomplete_hosts': [],
         'bytes': 100, 'new_bytes': 10, 'shipped_bytes': 5}
     assert report['generated'] == '2026-11-28T12:00:00Z' and report['rpo_hours'] == 24
 

@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""File primitives every phase uses: folders and files created with explicit modes whatever the
+umask, and reads that follow no symbolic link inside an untrusted tree (a backup folder, Orthanc's
+storage folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+CHUNK = 1024 * 1024
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class UnsafePath(OSError):
+    """A path of an untrusted tree that is not a plain relative path to a regular file."""
+
+
+def safe_parts(relative):
+    """The components of ``relative``, or UnsafePath when it is absolute, empty or climbs with ``..``."""
+    parts = relative.split('/')
+    if any(part in ('', '.', '..') or '\0' in part for part in parts):
+        raise UnsafePath('%r is not a plain relative path' % relative)
+    return parts
+
+
+def make_dirs(path, mode=DIR_MODE):
+    """Create ``path`` and its missing parents, each with exactly ``mode`` (os.makedirs applies
+    ``mode`` to the last folder only, and the umask to all)."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, mode)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue
+        os.chmod(folder, mode)
+
+
+def create_file(path, mode=FILE_MODE):
+    """A new file opened for writing with exactly ``mode``; never through a symbolic link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    os.fchmod(fd, mode)
+    return os.fdopen(fd, 'wb')
+
+
+def open_regular(path, beneath=None):
+    """Open a regular file for reading.
+
+    With ``beneath``, ``path`` is relative to that folder and no component of it may be a symbolic
+    link; without, ``path`` is a trusted path (a configuration file may be a link). Anything but a
+    regular file (a device, a FIFO, a folder) raises UnsafePath without blocking.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK
+    if beneath is None:
+        fd = os.open(path, flags)
+    else:
+        parts = safe_parts(path)
+        dir_fd = os.open(beneath, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in parts[:-1]:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                os.close(dir_fd)
+                dir_fd = next_fd
+            fd = os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath('%s is not a regular file' % path)
+    return os.fdopen(fd, 'rb')
+
+
+def copy_file(src, dst, mode=FILE_MODE, beneath=None):
+    """Copy the regular file ``src`` (see open_regular) to the new file ``dst``; return (size, md5)."""
+    digest = hashlib.md5()
+    size = 0
+    with open_regular(src, beneath) as source, create_file(dst, mode) as target:
+        for chunk in iter(lambda: source.read(CHUNK), b''):
+            digest.update(chunk)
+            target.write(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def file_md5(path, beneath=None):
+    digest = hashlib.md5()
+    with open_regular(path, beneath) as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def walk_tree(root):
+    """(relative path, os.stat_result) of every entry below ``root`` that is not a folder, without
+    following symbolic links; folders are entered, links and special files are yielded as they are."""
+    pending = ['']
+    while pending:
+        relative = pending.pop()
+        with os.scandir(os.path.join(root, relative) if relative else root) as entries:
+            for entry in entries:
+                path = relative + '/' + entry.name if relative else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                else:
+                    yield path, entry.stat(follow_symlinks=False)

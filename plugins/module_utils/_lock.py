@@ -1,0 +1,84 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Locks that make operations exclude each other: one per instance of a repository (backup,
+restore, prune, an incoming copy) and one per Orthanc on a host (backup, restore, audit clean-up).
+
+They are ``flock`` locks, so a killed module releases its lock with its last file descriptor,
+and ``flock(1)`` can hold the same lock for a process that is not ours (the receiving rsync).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import stat
+import tempfile
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import make_dirs
+
+LOCK_NAME = '.lock'
+# Where the per-Orthanc locks live: a root-only folder on a tmpfs, emptied at boot.
+RUN_LOCK_DIRS = ('/run/lock', '/var/lock')
+
+
+class Lock:
+    """An exclusive lock on ``path``, taken at once or refused with who holds it."""
+
+    def __init__(self, path, subject):
+        self.path = path
+        self.subject = subject
+        self._fd = None
+
+    def acquire(self, operation):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 200).decode(errors='replace').strip()
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise OrthancOpsError('%s is busy: another operation holds its lock %s (%s). Nothing was done; run '
+                                      'the %s again when it has finished.'
+                                      % (self.subject, self.path, holder or 'an incoming copy', operation))
+            raise
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+        os.write(fd, ('%s by pid %d' % (operation, os.getpid())).encode())
+        self._fd = fd
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)    # a holder without a line of its own (flock(1)) is then told apart
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+def _private_lock_dir():
+    """A folder only this user can write, for the per-Orthanc locks."""
+    base = next((folder for folder in RUN_LOCK_DIRS if os.path.isdir(folder)), tempfile.gettempdir())
+    folder = os.path.join(base, 'orthanc-ops')
+    make_dirs(folder)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise OrthancOpsError('%s is not a folder that only this user can write; remove it and run again.' % folder)
+    return folder
+
+
+def orthanc_lock(config_path, operation):
+    """Take the lock of the Orthanc that the configuration at ``config_path`` describes on this host."""
+    real = os.path.realpath(config_path)
+    name = hashlib.sha256(real.encode()).hexdigest()[:24] + '.lock'
+    return Lock(os.path.join(_private_lock_dir(), name), 'The Orthanc configured by %s' % real).acquire(operation)

@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A backup folder and the storage folder are untrusted input: paths, links, modes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    UnsafePath, copy_file, make_dirs, open_regular)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import Swap, stage_files
+
+UUID = 'ab12cdef-0000-4000-8000-000000000001'
+STORAGE_KEY = 'storage/ab/12/' + UUID
+
+
+@pytest.mark.parametrize('key, valid', [
+    (STORAGE_KEY, True),
+    ('index/index', True),
+    ('config/orthanc.json', True),
+    ('db/orthanc.dump/toc.dat', True),
+    ('storage/index', False),                         # the SQLite index planted in the storage area
+    ('storage/ab/12/cd000000-0000', False),           # a file in a folder that does not match its name
+    ('storage/../../etc/hostname', False),
+    ('/etc/shadow', False),
+    ('config/../../etc/shadow', False),
+    ('config//x', False),
+    ('manifest.json', False),
+    ('secrets/x', False),
+    ('index', False),
+])
+def test_manifest_keys(key, valid):
+    assert _manifest.valid_key(key) is valid
+
+
+def write_backup(folder, contents, **manifest):
+    folder.mkdir(parents=True, exist_ok=True)
+    listed = {}
+    for relative, data in contents.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        listed[relative] = {'size': len(data), 'md5': hashlib.md5(data).hexdigest()}
+    values = {'format': 1, 'status': 'complete', 'backup_id': '20260101T000000Z', 'counts': {}, 'files': listed}
+    values.update(manifest)
+    (folder / 'manifest.json').write_text(json.dumps(values))
+    return values
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'files': None}, 'has no "files" list'),
+    ({'files': {'/etc/shadow': {'size': 1, 'md5': '0' * 32}}}, "'/etc/shadow' is not a path inside the backup"),
+    ({'files': {'index/index': {'size': '1', 'md5': '0' * 32}}}, 'no valid size and MD5'),
+    ({'counts': None}, 'no counts'),
+])
+def test_invalid_manifests_are_refused(tmp_path, change, message):
+    write_backup(tmp_path, {}, **change)
+    with pytest.raises(OrthancOpsError, match=message):
+        _manifest.read(str(tmp_path))
+
+
+def test_manifest_through_a_link_is_refused(tmp_path):
+    write_backup(tmp_path / 'real', {})
+    (tmp_path / 'backup').mkdir()
+    os.symlink(str(tmp_path / 'real' / 'manifest.json'), str(tmp_path / 'backup' / 'manifest.json'))
+    with pytest.raises(OrthancOpsError, match='Cannot read'):
+        _manifest.read(str(tmp_path / 'backup'))
+
+
+def test_problems_name_everything_the_manifest_does_not_list(tmp_path):
+    manifest = write_backup(tmp_path, {STORAGE_KEY: b'dicom', 'index/index': b'sqlite'})
+    (tmp_path / 'storage' / 'index').write_bytes(b'planted')
+    os.symlink('/etc/hostname', str(tmp_path / 'storage' / 'ab' / 'link'))
+    os.mkfifo(str(tmp_path / 'config-fifo'))
+    found = _manifest.problems(str(tmp_path), manifest)
+    assert found == ['config-fifo is not a regular file', 'storage/ab/link is a symbolic link',
+                     'storage/index is not listed in the manifest']
+
+
+def test_a_listed_file_replaced_by_a_link_is_missing_not_followed(tmp_path):
+    manifest = write_backup(tmp_path, {'config/orthanc.json': b'{}'})
+    os.unlink(str(tmp_path / 'config' / 'orthanc.json'))
+    os.symlink('/etc/hostname', str(tmp_path / 'config' / 'orthanc.json'))
+    assert _manifest.problems(str(tmp_path), manifest) == [
+        'config/orthanc.json is a symbolic link', 'config/orthanc.json is missing']
+
+
+def test_reads_beneath_a_folder_follow_no_link(tmp_path):
+    (tmp_path / 'real').mkdir()
+    (tmp_path / 'real' / 'file').write_bytes(b'x')
+    os.symlink('real', str(tmp_path / 'folder-link'))
+    os.symlink('real/file', str(tmp_path / 'file-link'))
+    with open_regular('real/file', beneath=str(tmp_path)) as handle:
+        assert handle.read() == b'x'
+    for relative in ('folder-link/file', 'file-link'):
+        with pytest.raises(OSError):
+            open_regular(relative, beneath=str(tmp_path))
+    for relative in ('../x', '/etc/hostname', 'real/../real/file'):
+        with pytest.raises(UnsafePath):
+            open_regular(relative, beneath=str(tmp_path))
+    os.mkfifo(str(tmp_path / 'fifo'))
+    with pytest.raises(UnsafePath, match='not a regular file'):
+        open_regular('fifo', beneath=str(tmp_path))
+
+
+def test_modes_are_exact_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        make_dirs(str(tmp_path / 'a' / 'b' / 'c'))
+        (tmp_path / 'src').write_bytes(b'x')
+        copy_file(str(tmp_path / 'src'), str(tmp_path / 'a' / 'copy'))
+    finally:
+        os.umask(old)
+    for folder in ('a', 'a/b', 'a/b/c'):
+        assert os.stat(str(tmp_path / folder)).st_mode & 0o777 == 0o700
+    assert os.stat(str(tmp_path / 'a' / 'copy')).st_mode & 0o777 == 0o600
+
+
+def test_staging_copies_only_listed_files_and_refuses_foreign_names(tmp_path):
+    source, target = tmp_path / 'backup' / 'storage', tmp_path / 'live'
+    write_backup(tmp_path / 'backup', {STORAGE_KEY: b'dicom'})
+    (source / 'ab' / '12' / 'unlisted').write_bytes(b'x')
+    target.mkdir()
+    (target / 'index').write_bytes(b'live index')
+    swap = stage_files(str(source), ['ab/12/' + UUID], str(target), 'storage', 'T', lambda name: len(name) == 2)
+    assert sorted(os.listdir(os.path.join(swap.staging, 'ab', '12'))) == [UUID]
+    swap.apply()
+    assert (target / 'index').read_bytes() == b'live index'
+    swap.undo()
+    assert sorted(os.listdir(str(target))) == ['index']
+    with pytest.raises(OrthancOpsError, match='holds index in .* must not put'):
+        stage_files(str(source), ['index'], str(target), 'storage', 'U', lambda name: len(name) == 2)
+
+
+def test_swap_never_replaces_an_entry_it_does_not_own(tmp_path):
+    (tmp_path / 'live').mkdir()
+    (tmp_path / 'live' / 'index').write_bytes(b'live index')
+    (tmp_path / 'live' / 'staging').mkdir()
+    (tmp_path / 'live' / 'staging' / 'index').write_bytes(b'planted')
+    swap = Swap(str(tmp_path / 'live'), str(tmp_path / 'live' / 'staging'), str(tmp_path / 'live' / 'aside'),
+                lambda name: len(name) == 2)
+    with pytest.raises(OrthancOpsError, match='does not own'):
+        swap.apply()
+    swap.undo()
+    assert (tmp_path / 'live' / 'index').read_bytes() == b'live index'
+
+
+@pytest.mark.parametrize('value', ['abc', 0, 70000, True, None, [8042]])
+def test_http_port_must_be_a_port(tmp_path, value):
+    (tmp_path / 'o.json').write_text(json.dumps({'HttpPort': value}))
+    with pytest.raises(OrthancOpsError, match='HttpPort in the configuration .* not a TCP port'):
+        load(str(tmp_path / 'o.json')).http_port
