@@ -24,11 +24,13 @@ from contextlib import nullcontext
 from urllib.parse import urlparse
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, create_file, file_md5, make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository, new_backup_id
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import check_runs, configuration_of, orthanc_pids, same_path, shown
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, create_file, file_md5, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import (
+    check_runs, configuration_of, load_configuration, orthanc_pids, process_environment, same_path, shown)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import relative_path, scan_storage
 
 ORPHANS_LIST = 'orphans.json'
@@ -61,11 +63,11 @@ def sharing_orthancs(storage_dir, config_path):
             continue
         root = '/proc/%d/root' % pid
         try:
-            theirs = _config.load(other).storage_dir
+            theirs = _config.load(other, Environment([('pid %d' % pid, process_environment(pid))], complete=True)).storage_dir
             # An absolute StorageDirectory is a path in that process's own root (a container's).
             if same_path(theirs if theirs.startswith(root + '/') else root + theirs, storage_dir):
                 found.append('pid %d (%s)' % (pid, shown(other)))
-        except OrthancOpsError:
+        except (OrthancOpsError, OSError):
             continue
     return found
 
@@ -156,7 +158,7 @@ class Audit:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.config = _config.load(self.params['config'])
+        self.config = load_configuration(module)
         self.rest = _rest.from_params(self.params, self.config)
         self.storage_dir = self.config.storage_dir
         self.quarantine = self.params['quarantine'] or self.storage_dir.rstrip('/') + '-quarantine'

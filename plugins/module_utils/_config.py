@@ -4,12 +4,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Read an Orthanc configuration the way Orthanc does: one JSON file, or every
-``*.json`` of a folder merged, with ``//`` and ``/* */`` comments allowed."""
+``*.json`` of a folder merged, with ``//`` and ``/* */`` comments allowed and
+``${NAME}`` expanded from Orthanc's environment."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 
@@ -53,8 +55,48 @@ def strip_comments(text):
     return ''.join(out)
 
 
-def parse_file(path):
-    """Parse one configuration file; return its top-level object."""
+# Orthanc's own pattern (Toolbox::SubstituteVariables), applied to the text of each file before it is
+# parsed: ${NAME}, ${NAME:-default}, ${NAME:-"default"}, ${NAME:-'default'}.
+VARIABLE = re.compile(r"""\$\{([^:]*?)\}|\$\{([^:]*?):-([^'"]*?)\}|\$\{([^:]*?):-"([^"]*?)"\}|\$\{([^:]*?):-'([^']*?)'\}""")
+
+
+class Environment:
+    """Where the values of ``${NAME}`` come from: (description, {name: value}) sources, first match wins.
+
+    ``complete`` says the first source is the very environment Orthanc runs with: a name missing
+    there is then empty, as Orthanc makes it; otherwise a missing name is an error that says where
+    the module looked.
+    """
+
+    def __init__(self, sources, complete=False):
+        self.sources = [(where, values) for where, values in sources if values is not None]
+        self.complete = complete
+        self.used = set()
+
+    def value(self, name, default, path):
+        self.used.add(name)
+        for dummy, values in self.sources:
+            if name in values:
+                return values[name]
+        if default is not None or self.complete:
+            return default or ''
+        raise OrthancOpsError('The Orthanc configuration file %s uses ${%s}, which is set in none of: %s. Set it '
+                              'where Orthanc gets it (the service\'s Environment= or EnvironmentFile=), or in the '
+                              'task\'s environment, before anything can be backed up or restored.'
+                              % (path, name, '; '.join(where for where, dummy in self.sources) or 'no environment'))
+
+    def substitute(self, text, path):
+        def replace(match):
+            groups = match.groups()
+            if groups[0] is not None:
+                return self.value(groups[0], None, path)
+            name, default = next((groups[i], groups[i + 1]) for i in (1, 3, 5) if groups[i] is not None)
+            return self.value(name, default, path)
+        return VARIABLE.sub(replace, text)
+
+
+def parse_file(path, environment=None):
+    """Parse one configuration file, ``${NAME}`` expanded from ``environment``; return its top-level object."""
     try:
         with open(path, encoding='utf-8-sig') as handle:
             text = handle.read()
@@ -65,7 +107,11 @@ def parse_file(path):
     if not text.strip():
         return {}
     try:
-        value = json.loads(strip_comments(text))
+        text = strip_comments(text)
+        # After the comments are gone: a variable named only in a comment is not needed.
+        if environment is not None:
+            text = environment.substitute(text, path)
+        value = json.loads(text)
     except ValueError as exc:
         raise OrthancOpsError('The Orthanc configuration file %s is not valid JSON: %s. '
                               'Fix the file (Orthanc would refuse it too).' % (path, exc))
@@ -75,14 +121,16 @@ def parse_file(path):
 
 
 class OrthancConfig:
-    """The merged configuration and the paths it implies."""
+    """The merged configuration and the paths it implies; ``environment`` expands ``${NAME}`` as Orthanc does."""
 
-    def __init__(self, path):
+    def __init__(self, path, environment=None):
         self.path = os.path.abspath(path)
+        self.environment = environment
         if os.path.isdir(self.path):
             self.base_dir = self.path
+            # Orthanc reads every *.json of the folder, the extension in any case.
             self.files = sorted(os.path.join(self.path, name) for name in os.listdir(self.path)
-                                if name.endswith('.json') and os.path.isfile(os.path.join(self.path, name)))
+                                if name.lower().endswith('.json') and os.path.isfile(os.path.join(self.path, name)))
         elif os.path.exists(self.path):
             self.base_dir = os.path.dirname(self.path)
             self.files = [self.path]
@@ -92,7 +140,7 @@ class OrthancConfig:
         self.values = {}
         origin = {}
         for file_path in self.files:
-            for key, value in parse_file(file_path).items():
+            for key, value in parse_file(file_path, environment).items():
                 if key in origin:
                     raise OrthancOpsError('The configuration key "%s" is defined in both %s and %s; '
                                           'Orthanc refuses this. Keep it in one file.'
@@ -149,11 +197,23 @@ class OrthancConfig:
             return name, users[name]
         return None, None
 
+    def secrets(self):
+        """The passwords the configuration holds (database sections, ConnectionUri, RegisteredUsers), literal
+        or from ${NAME}: values no output may show."""
+        found = set()
+        for section in self.values.values():
+            if isinstance(section, dict):
+                found.update(str(section[key]) for key in ('Password', 'ConnectionUri') if section.get(key))
+        users = self.get('RegisteredUsers')
+        if isinstance(users, dict):
+            found.update(str(password) for password in users.values() if password)
+        return found
+
     def sections_enabling(self, option):
         """Names of the plugin sections that set ``option`` (EnableIndex, EnableStorage) to true."""
         return sorted(key for key, value in self.values.items()
                       if isinstance(value, dict) and value.get(option) is True)
 
 
-def load(path):
-    return OrthancConfig(path)
+def load(path, environment=None):
+    return OrthancConfig(path, environment)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import load_configuration
 
 MASK = '********'
 DATABASE_KEYS = ('Host', 'Port', 'Database', 'Username', 'Password', 'ConnectionUri', 'UnixSocket',
@@ -30,7 +31,7 @@ def masked_database(section):
 
 def gather(module):
     params = module.params
-    config = _config.load(params['config'])
+    config = load_configuration(module)
     index_backend, index_section = _backends.index_backend(config)
     storage_backend, storage_section = _backends.storage_backend(config)
     section = index_section or storage_section

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service, check_runs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service, check_runs, load_configuration
 
 
 class Phase:
@@ -18,7 +18,7 @@ class Phase:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.config = _config.load(self.params['config'])
+        self.config = load_configuration(module)
         self.backend = _backends.for_config(module, self.config)
         self.rest = _rest.from_params(self.params, self.config)
         self.service = Service(module, self.rest, self.config.http_port)

@@ -16,8 +16,9 @@ import datetime
 import re
 import time
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _config, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import load_configuration
 
 DICOM_DATE = '%Y%m%d'
 SINCE_PATTERN = re.compile(r'^(\d{4})-?(\d{2})-?(\d{2})(T\d{6}Z)?$')
@@ -67,7 +68,7 @@ class Resend:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.config = _config.load(self.params['config'])
+        self.config = load_configuration(module)
         self.rest = _rest.from_params(self.params, self.config)
 
     def local_count(self, study_uid):

@@ -16,12 +16,15 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _config
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError
 
 POLL_INTERVAL = 0.05
@@ -95,6 +98,88 @@ def shown(path):
     """A path from configuration_of as its process names it."""
     parts = path.split('/', 4)
     return '/' + parts[4] if len(parts) == 5 and parts[1] == 'proc' and parts[3] == 'root' else path
+
+
+def running_orthanc(config_path):
+    """The pid of the Orthanc on this host that runs the configuration at ``config_path``, or None."""
+    for pid in orthanc_pids():
+        other = configuration_of(pid)
+        if other and same_path(other, config_path):
+            return pid
+    return None
+
+
+def process_environment(pid):
+    """{name: value} of the environment ``pid`` was started with."""
+    with open('/proc/%d/environ' % pid, 'rb') as handle:
+        items = handle.read().split(b'\0')
+    return dict(item.decode(errors='surrogateescape').split('=', 1) for item in items if b'=' in item)
+
+
+def environment_file(path):
+    """{name: value} of a systemd EnvironmentFile= (KEY=VALUE lines, # and ; comments, quotes)."""
+    values = {}
+    try:
+        with open(path, errors='surrogateescape') as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.strip()
+        if not line or line[0] in '#;' or '=' not in line:
+            continue
+        name, value = line.split('=', 1)
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] and value[0] in '"\'':
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+def parse_systemd_environment(output, read_file=environment_file):
+    """{name: value} from ``systemctl show -p Environment -p EnvironmentFiles``: EnvironmentFile= settings
+    override Environment= ones, as systemd applies them."""
+    values, files = {}, []
+    for line in output.splitlines():
+        key, dummy, value = line.partition('=')
+        if key == 'Environment' and value:
+            values.update(item.split('=', 1) for item in shlex.split(value) if '=' in item)
+        elif key == 'EnvironmentFiles' and value:
+            files.append(value.rsplit(' (', 1)[0])
+    for path in files:
+        values.update(read_file(path.lstrip('-')))
+    return values
+
+
+def load_configuration(module):
+    """The configuration of O(config) as the Orthanc that runs it sees it; its secrets kept out of all output."""
+    config = _config.load(module.params['config'], environment_of(module))
+    module.no_log_values.update(config.secrets())
+    return config
+
+
+def environment_of(module):
+    """Where the configuration's ``${NAME}`` get their values: the environment of the Orthanc that runs
+    it, exactly; when none runs, its systemd unit's Environment= and EnvironmentFile=, then this
+    module's own environment (a task's ``environment:``)."""
+    params = module.params
+    pid = running_orthanc(params['config'])
+    if pid:
+        try:
+            return Environment([('the environment of the running Orthanc (pid %d)' % pid, process_environment(pid))],
+                               complete=True)
+        except OSError:
+            pass
+    sources = []
+    systemctl = module.get_bin_path('systemctl')
+    name = params.get('service_name') or 'orthanc'
+    if params.get('service_manager', 'auto') in ('auto', 'systemd') and systemctl and os.path.isdir('/run/systemd/system'):
+        rc, out, dummy = module.run_command([systemctl, 'show', '--property=Environment', '--property=EnvironmentFiles',
+                                             name])
+        if rc == 0:
+            sources.append(('the systemd unit %s' % name, parse_systemd_environment(out)))
+    sources.append(("this module's environment (the task's environment:)", dict(os.environ)))
+    return Environment(sources)
 
 
 def check_runs(config_path, port):

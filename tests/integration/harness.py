@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -95,8 +96,9 @@ class Orthanc:
     """A real Orthanc with its own folders and ports, started by start-stop-daemon."""
 
     def __init__(self, root, layout='file', compression=False, relative=False, auth=True, separate_index=False,
-                 database=None, settings=None):
+                 database=None, settings=None, environment=None):
         self.root = root
+        self.environment = environment or {}
         os.makedirs(root, exist_ok=True)
         self.port, self.dicom_port = free_port(), (settings or {}).get('DicomPort') or free_port()
         self.pidfile = os.path.join(root, 'orthanc.pid')
@@ -144,8 +146,10 @@ class Orthanc:
 
     @property
     def start_command(self):
-        return ('start-stop-daemon --start --quiet --background --make-pidfile --pidfile %s --exec %s -- '
-                '--logdir=%s %s' % (self.pidfile, ORTHANC, self.logdir, self.config))
+        variables = ''.join('%s=%s ' % (name, shlex.quote(value)) for name, value in sorted(self.environment.items()))
+        return ('%sstart-stop-daemon --start --quiet --background --make-pidfile --pidfile %s --exec %s -- '
+                '--logdir=%s %s' % ('env ' + variables if variables else '', self.pidfile, ORTHANC, self.logdir,
+                                    self.config))
 
     @property
     def stop_command(self):

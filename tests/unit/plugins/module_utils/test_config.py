@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load, strip_comments
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment, load, strip_comments
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import parse_systemd_environment
 
 
 def test_comments_are_removed_but_not_inside_strings():
@@ -63,3 +64,39 @@ def test_url_and_credentials_from_the_configuration(tmp_path):
 def test_missing_configuration(tmp_path):
     with pytest.raises(OrthancOpsError, match='does not exist'):
         load(str(tmp_path / 'nope'))
+
+
+def write(tmp_path, text):
+    path = tmp_path / 'orthanc.json'
+    path.write_text(text)
+    return str(path)
+
+
+def test_variables_are_expanded_as_orthanc_does(tmp_path):
+    path = write(tmp_path, '{"StorageDirectory": "${STORE}", "Name": "${NONE:-dflt}|'
+                           "${NONE:-'s q'}\", // ${ONLY_IN_A_COMMENT}\n"
+                           '"PostgreSQL": {"Password": "${PW}"}}')
+    environment = Environment([('here', {'STORE': '/srv/st', 'PW': 's3cret'})])
+    config = load(path, environment)
+    assert config.storage_dir == '/srv/st' and config.get('Name') == 'dflt|s q'
+    assert config.secrets() == {'s3cret'} and environment.used == {'STORE', 'NONE', 'PW'}
+
+
+def test_an_unset_variable_names_itself_and_where_the_module_looked(tmp_path):
+    path = write(tmp_path, '{"StorageDirectory": "${MISSING}"}')
+    with pytest.raises(OrthancOpsError, match=r'uses \$\{MISSING\}, which is set in none of: unit; task'):
+        load(path, Environment([('unit', {}), ('task', {'OTHER': '1'})]))
+
+
+def test_orthancs_own_environment_makes_an_unset_variable_empty(tmp_path):
+    path = write(tmp_path, '{"Name": "a${MISSING}b"}')
+    assert load(path, Environment([('pid 1', {})], complete=True)).get('Name') == 'ab'
+
+
+def test_systemd_environment_files_override_environment(tmp_path):
+    env_file = tmp_path / 'orthanc.env'
+    env_file.write_text('# comment\nSTORE="/from/file"\n; other comment\nEXTRA=\'x y\'\n')
+    output = ('Environment=STORE=/from/unit "NAME=with space" LANG=C\n'
+              'EnvironmentFiles=-%s (ignore_errors=yes)\n' % env_file)
+    assert parse_systemd_environment(output) == {'STORE': '/from/file', 'NAME': 'with space', 'LANG': 'C',
+                                                 'EXTRA': 'x y'}
