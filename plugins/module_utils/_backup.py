@@ -107,11 +107,12 @@ class Backup(Phase):
 
     def _run_locked(self, started, live_files, previous_id, previous, was_running):
         started_at = _utc_iso()
-        system = self.rest.system() if was_running else {}
+        software = self.rest.software() if was_running else {}
         backup_id, partial = self.repository.new_partial()
         try:
             manifest = self._make(backup_id, partial, live_files, previous_id, previous, was_running)
-            manifest.update(started_at=started_at, finished_at=_utc_iso(), orthanc_version=system.get('Version'))
+            manifest.update(started_at=started_at, finished_at=_utc_iso(), orthanc_version=software.get('orthanc_version'),
+                            database_version=software.get('database_version'), plugins=software.get('plugins'))
             manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
             path = self.repository.finalize(backup_id, partial, manifest)
         except BaseException as exc:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.six.moves import http_client
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import urlparse
+from ansible.module_utils.six.moves.urllib.parse import quote, urlparse
 from ansible.module_utils.urls import Request, make_context
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
@@ -158,6 +158,15 @@ class OrthancRest:
 
     def statistics(self):
         return self.get('/statistics')
+
+    def software(self):
+        """What a backup needs to be restorable later: Orthanc's version, its database schema version and
+        every loaded plugin with its version."""
+        system = self.system()
+        plugins = dict((name, self.get('/plugins/%s' % quote(name, safe='')).get('Version'))
+                       for name in self.get('/plugins') if not name.endswith('.js'))
+        return {'orthanc_version': system.get('Version'), 'database_version': system.get('DatabaseVersion'),
+                'plugins': plugins}
 
 
 def orthanc_reason(error):

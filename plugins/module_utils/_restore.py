@@ -19,6 +19,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import or
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_files
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
 # Problems a refused restore returns: the count says how many there were in all.
 PROBLEMS_SHOWN = 1000
@@ -43,6 +44,15 @@ class Restore(Phase):
             raise OrthancOpsError('The backup in %s holds a %s index but the configuration %s uses %s. '
                                   'Restore it with a matching configuration.'
                                   % (self.folder, manifest['index_backend'], self.config.path, self.backend.name))
+        if self.service.is_running():
+            missing = too_old(manifest, self.rest.software())
+            if missing:
+                raise OrthancOpsError('The Orthanc at %s cannot take the backup in %s: it has %s. Upgrade Orthanc and its '
+                                      'plugins to at least the versions that wrote the backup; nothing was changed.'
+                                      % (self.rest.url, self.folder, '; '.join(missing)))
+        else:
+            self.module.warn('Orthanc is not running: the versions of its database schema and plugins could not be '
+                             'compared with those that wrote the backup (%s).' % manifest.get('orthanc_version'))
         problems = _manifest.problems(self.folder, manifest, check_md5=self.params['verify'])
         if problems:
             raise OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; restore '

@@ -12,8 +12,12 @@ short_description: Restore an Orthanc server from a backup, with a way back
 version_added: 0.1.0
 description:
   - Restores a backup made by M(orthanc_ops.backup.orthanc_backup) into the paths the Orthanc configuration names.
-  - The backup is checked first, before anything live is touched; the manifest must be complete and every file
-    present with its size (and MD5 with O(verify)).
+  - The backup is checked first, before anything live is touched; the manifest must be complete and well formed,
+    every file present with its size (and MD5 with O(verify)), and nothing else in the backup folder (a backup
+    folder is untrusted input; only the regular files its manifest lists are read, never through a link).
+  - A running Orthanc whose database schema, or whose database plugin (C(postgresql-index), C(mysql-index), ...),
+    is older than the one that wrote the backup is refused with the versions needed. When Orthanc is not
+    running this cannot be checked; the module warns.
   - The backup is staged while Orthanc still runs; the storage files and a SQLite index are copied into
     C(.orthanc-restore-*) folders beside the live ones, a PostgreSQL dump is restored into a fresh database
     C(<db>_restore_<time>). Then Orthanc is stopped, the live data is moved aside by renames (folders

@@ -74,3 +74,24 @@ def test_a_database_password_from_a_variable_stays_secret(make_database, make_or
             with open(os.path.join(current, name), 'rb') as handle:
                 assert database.password.encode() not in handle.read(), name
     assert complete_backups(repository) == [backup['backup_id']]
+
+
+def test_the_manifest_says_what_wrote_the_backup_and_a_restore_needs_as_much(backed_up, ansible, repository):
+    orthanc, backup, live = backed_up
+    manifest_path = os.path.join(backup['path'], 'manifest.json')
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    system = orthanc.api('GET', '/system')
+    assert manifest['orthanc_version'] == system['Version'] and manifest['database_version'] == system['DatabaseVersion']
+    assert isinstance(manifest['plugins'], dict)
+
+    manifest['database_version'] = system['DatabaseVersion'] + 1
+    manifest['plugins']['postgresql-index'] = '99.0'    # not loaded here: not compared
+    with open(manifest_path, 'w') as handle:
+        json.dump(manifest, handle)
+    pid = orthanc.pid()
+    result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc != 0 and 'database schema version %d, the backup has %d' % (
+        system['DatabaseVersion'], system['DatabaseVersion'] + 1) in result['msg'], output
+    assert 'Upgrade Orthanc' in result['msg'] and 'postgresql-index' not in result['msg']
+    assert orthanc.pid() == pid and orthanc.md5s() == live

@@ -12,6 +12,7 @@ import pytest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment, load, strip_comments
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import parse_systemd_environment
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
 
 def test_comments_are_removed_but_not_inside_strings():
@@ -100,3 +101,19 @@ def test_systemd_environment_files_override_environment(tmp_path):
               'EnvironmentFiles=-%s (ignore_errors=yes)\n' % env_file)
     assert parse_systemd_environment(output) == {'STORE': '/from/file', 'NAME': 'with space', 'LANG': 'C',
                                                  'EXTRA': 'x y'}
+
+
+@pytest.mark.parametrize('backup, live, problems', [
+    ({'database_version': 6, 'plugins': {'postgresql-index': '4.0'}},
+     {'database_version': 6, 'plugins': {'postgresql-index': '4.0'}}, []),
+    ({'database_version': 7, 'orthanc_version': '1.13.0'}, {'database_version': 6},
+     ['database schema version 6, the backup has 7 (written by Orthanc 1.13.0)']),
+    ({'plugins': {'postgresql-index': '6.2', 'dicom-web': '9.0'}}, {'plugins': {'postgresql-index': '4.0', 'dicom-web': '1.0'}},
+     ['plugin postgresql-index 4.0, the backup was written by 6.2']),
+    ({'plugins': {'mysql-index': '4.9'}}, {'plugins': {'mysql-index': '4.10'}}, []),
+    ({'plugins': {'mysql-index': 'mainline'}}, {'plugins': {'mysql-index': '5.1'}},
+     ['plugin mysql-index 5.1, the backup was written by mainline']),
+    ({}, {'database_version': 6}, []),
+])
+def test_too_old(backup, live, problems):
+    assert too_old(backup, live) == problems
