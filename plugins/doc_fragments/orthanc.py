@@ -13,10 +13,32 @@ options:
   config:
     description:
       - The Orthanc configuration Orthanc is started with, a JSON file or a folder of C(*.json) files.
+        Defaults to C(/etc/orthanc); for Orthanc in a container, to the configuration the container runs,
+        and a given path is a path inside the container.
       - Files are read as Orthanc reads them, with C(//) and C(/* */) comments; a top-level key defined
         in two files is an error, as in Orthanc. Relative paths resolve against the configuration folder.
+      - C(${NAME}), C(${NAME:-default}) and C(${NAME:-'default'}) are expanded as Orthanc expands them, from
+        the environment of the Orthanc process that runs the configuration (a container's environment for a
+        container); when none runs, from the systemd unit's C(Environment=) and C(EnvironmentFile=), then
+        from the module's own environment (a task's C(environment:)). A variable found nowhere is an error.
     type: path
-    default: /etc/orthanc
+  service_manager:
+    description:
+      - How Orthanc is deployed, stopped and started.
+      - V(auto) takes a Docker or Podman container named O(service_name) when there is one, else V(systemd)
+        when systemd runs, else V(sysvinit) when C(/etc/init.d/<service_name>) exists.
+      - V(docker) and V(podman) act on the container O(service_name) through the engine's CLI; its data
+        must be on volumes or bind mounts, which are mapped to host paths.
+      - V(command) runs the module's C(stop_command) and C(start_command) with C(/bin/sh -c).
+      - V(none) never stops or starts Orthanc; an operation that needs it stopped fails while it runs.
+    type: str
+    choices: [auto, systemd, sysvinit, command, none, docker, podman]
+    default: auto
+  service_name:
+    description:
+      - Name of the systemd unit, init script or container.
+    type: str
+    default: orthanc
   url:
     description:
       - URL of Orthanc's REST API.
@@ -41,20 +63,6 @@ options:
     # Stopping and starting Orthanc.
     SERVICE = r'''
 options:
-  service_manager:
-    description:
-      - How Orthanc is stopped and started.
-      - V(auto) picks V(systemd) when systemd runs, else V(sysvinit) when C(/etc/init.d/<service_name>) exists.
-      - V(command) runs O(stop_command) and O(start_command) with C(/bin/sh -c).
-      - V(none) never stops or starts Orthanc; an operation that needs it stopped fails while it runs.
-    type: str
-    choices: [auto, systemd, sysvinit, command, none]
-    default: auto
-  service_name:
-    description:
-      - Name of the systemd unit or init script.
-    type: str
-    default: orthanc
   stop_command:
     description:
       - Shell command that stops Orthanc, for O(service_manager=command).
@@ -76,7 +84,8 @@ options:
 notes:
   - Before Orthanc is stopped, a small detached watcher process is started; if the module's process
     disappears (killed, out of memory, connection lost) before it has started Orthanc again, the
-    watcher starts it and writes a line to C(orthanc-ops-watcher.log) in the temporary folder.
+    watcher starts it and writes its log to C(watcher.log) in a private C(orthanc-ops-watch-*) folder of
+    the temporary folder.
 '''
 
     # The backup repository on the managed host.

@@ -12,7 +12,9 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import
 
 def orthanc_argument_spec():
     return dict(
-        config=dict(type='path', default='/etc/orthanc'),
+        config=dict(type='path'),
+        service_manager=dict(type='str', default='auto', choices=list(MANAGERS)),
+        service_name=dict(type='str', default='orthanc'),
         url=dict(type='str'),
         url_username=dict(type='str'),
         url_password=dict(type='str', no_log=True),
@@ -22,8 +24,6 @@ def orthanc_argument_spec():
 
 def service_argument_spec():
     return dict(
-        service_manager=dict(type='str', default='auto', choices=list(MANAGERS)),
-        service_name=dict(type='str', default='orthanc'),
         stop_command=dict(type='str'),
         start_command=dict(type='str'),
         start_timeout=dict(type='int', default=60),

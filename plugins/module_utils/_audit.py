@@ -25,12 +25,13 @@ from urllib.parse import urlparse
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, create_file, file_md5, make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
+    configuration_of, orthanc_pids, process_environment, same_path, shown)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository, new_backup_id
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import (
-    check_runs, configuration_of, load_configuration, orthanc_pids, process_environment, same_path, shown)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import relative_path, scan_storage
 
 ORPHANS_LIST = 'orphans.json'
@@ -190,7 +191,7 @@ class Audit:
         cleaning = self.params['orphans'] != 'report' and bool(orphans)
         repairing = self.params['repair'] and bool(broken)
         changing = (cleaning or repairing) and not self.module.check_mode
-        with orthanc_lock(self.config.path, 'audit') if changing else nullcontext():
+        with orthanc_lock(self.config.identity, 'audit') if changing else nullcontext():
             if repairing:
                 repaired, unrepaired = self.repair(broken)
                 result['changed'] = bool(repaired)

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import describe_deployment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
@@ -82,7 +83,7 @@ class Backup(Phase):
             self._check_storage_not_lost()
         if self.module.check_mode:
             return {'changed': True, 'plan': plan, 'msg': 'check mode: nothing was stopped or written'}
-        with self.repository.locked('backup'), orthanc_lock(self.config.path, 'backup'):
+        with self.repository.locked('backup'), orthanc_lock(self.config.identity, 'backup'):
             self.repository.clean_partials()
             self._check_space(plan['bytes_to_copy'])
             return self._run_locked(started, live_files, previous_id, previous, plan['orthanc_running'])
@@ -200,7 +201,8 @@ class Backup(Phase):
             'index_backend': self.index_backend,
             'storage_backend': self.storage_backend,
             'storage_compression': self.config.storage_compression,
-            'config_path': self.config.path,
+            'config_path': self.config.inside,
+            'deployment': describe_deployment(self.module, self.config),
             'config_is_folder': os.path.isdir(self.config.path),
             'storage_dir': self.storage_dir,
             'index_dir': self.config.index_dir,

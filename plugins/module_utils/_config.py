@@ -120,23 +120,58 @@ def parse_file(path, environment=None):
     return value
 
 
-class OrthancConfig:
-    """The merged configuration and the paths it implies; ``environment`` expands ``${NAME}`` as Orthanc does."""
+class HostPaths:
+    """The paths of an Orthanc that runs on this host, as they are (a container maps them, see _container)."""
 
-    def __init__(self, path, environment=None):
-        self.path = os.path.abspath(path)
+    container = None
+
+    @staticmethod
+    def inside(path):
+        return os.path.abspath(path)
+
+    @staticmethod
+    def readable(path):
+        return path
+
+    @staticmethod
+    def on_host(path, what):
+        return path
+
+    @staticmethod
+    def published_port(port):
+        return port
+
+    @staticmethod
+    def identity(path):
+        return os.path.realpath(path)
+
+
+class OrthancConfig:
+    """The merged configuration and the paths it implies; ``environment`` expands ``${NAME}`` as Orthanc does.
+
+    ``paths`` maps the paths Orthanc sees to this host's (HostPaths, or a container). ``path`` and
+    ``base_dir`` are where this host reads and writes the configuration; every data path the
+    configuration names (``storage_dir``, ``index_dir``) is a host path.
+    """
+
+    def __init__(self, path, environment=None, paths=None):
+        self.paths = paths or HostPaths
+        self.container = self.paths.container
+        self.inside = inside = self.paths.inside(path)
+        self.path = self.paths.readable(inside)
+        self.identity = self.paths.identity(inside)
         self.environment = environment
         if os.path.isdir(self.path):
-            self.base_dir = self.path
+            self.base_dir, self.inner_base = self.path, inside
             # Orthanc reads every *.json of the folder, the extension in any case.
             self.files = sorted(os.path.join(self.path, name) for name in os.listdir(self.path)
                                 if name.lower().endswith('.json') and os.path.isfile(os.path.join(self.path, name)))
         elif os.path.exists(self.path):
-            self.base_dir = os.path.dirname(self.path)
+            self.base_dir, self.inner_base = os.path.dirname(self.path), os.path.dirname(inside)
             self.files = [self.path]
         else:
             raise OrthancOpsError('The Orthanc configuration %s does not exist. Set "config" to the '
-                                  'configuration file or folder that Orthanc is started with.' % self.path)
+                                  'configuration file or folder that Orthanc is started with.' % inside)
         self.values = {}
         origin = {}
         for file_path in self.files:
@@ -155,17 +190,18 @@ class OrthancConfig:
     def get(self, key, default=None):
         return self.values.get(key, default)
 
-    def resolve(self, path):
-        """A path of the configuration, relative to the configuration folder."""
-        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(path)))
+    def resolve(self, path, what):
+        """The host path of a path of the configuration (relative to the configuration folder)."""
+        return self.paths.on_host(os.path.normpath(os.path.join(self.inner_base, os.path.expanduser(path))), what)
 
     @property
     def storage_dir(self):
-        return self.resolve(self.get('StorageDirectory', DEFAULT_STORAGE_DIRECTORY))
+        return self.resolve(self.get('StorageDirectory', DEFAULT_STORAGE_DIRECTORY), 'the storage folder')
 
     @property
     def index_dir(self):
-        return self.resolve(self.get('IndexDirectory', self.get('StorageDirectory', DEFAULT_STORAGE_DIRECTORY)))
+        return self.resolve(self.get('IndexDirectory', self.get('StorageDirectory', DEFAULT_STORAGE_DIRECTORY)),
+                            'the index folder')
 
     @property
     def storage_compression(self):
@@ -185,9 +221,14 @@ class OrthancConfig:
     def http_port(self):
         return self.port('HttpPort', DEFAULT_HTTP_PORT)
 
+    @property
+    def host_http_port(self):
+        """The port of this host that reaches Orthanc's HTTP port (a container may publish it elsewhere)."""
+        return self.paths.published_port(self.http_port)
+
     def default_url(self):
         scheme = 'https' if self.get('SslEnabled', False) else 'http'
-        return '%s://127.0.0.1:%d' % (scheme, self.http_port)
+        return '%s://127.0.0.1:%d' % (scheme, self.host_http_port)
 
     def default_credentials(self):
         """The first registered user, when authentication is on."""
@@ -215,5 +256,5 @@ class OrthancConfig:
                       if isinstance(value, dict) and value.get(option) is True)
 
 
-def load(path, environment=None):
-    return OrthancConfig(path, environment)
+def load(path, environment=None, paths=None):
+    return OrthancConfig(path, environment, paths)

@@ -11,7 +11,7 @@ import re
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import load_configuration
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import describe_deployment, load_configuration
 
 MASK = '********'
 DATABASE_KEYS = ('Host', 'Port', 'Database', 'Username', 'Password', 'ConnectionUri', 'UnixSocket',
@@ -38,6 +38,7 @@ def gather(module):
     rest = _rest.from_params(params, config)
     facts = {
         'changed': False,
+        'deployment': describe_deployment(module, config),
         'config_files': config.files,
         'index_backend': index_backend,
         'storage_backend': storage_backend,

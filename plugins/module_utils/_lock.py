@@ -77,8 +77,7 @@ def _private_lock_dir():
     return folder
 
 
-def orthanc_lock(config_path, operation):
-    """Take the lock of the Orthanc that the configuration at ``config_path`` describes on this host."""
-    real = os.path.realpath(config_path)
-    name = hashlib.sha256(real.encode()).hexdigest()[:24] + '.lock'
-    return Lock(os.path.join(_private_lock_dir(), name), 'The Orthanc configured by %s' % real).acquire(operation)
+def orthanc_lock(identity, operation):
+    """Take the lock of one Orthanc of this host, named by its configuration's ``identity`` (see _config)."""
+    name = hashlib.sha256(identity.encode()).hexdigest()[:24] + '.lock'
+    return Lock(os.path.join(_private_lock_dir(), name), 'The Orthanc configured by %s' % identity).acquire(operation)

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service, check_runs, load_configuration
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service
 
 
 class Phase:
@@ -21,11 +22,11 @@ class Phase:
         self.config = load_configuration(module)
         self.backend = _backends.for_config(module, self.config)
         self.rest = _rest.from_params(self.params, self.config)
-        self.service = Service(module, self.rest, self.config.http_port)
+        self.service = Service(module, self.rest, self.config)
 
     def check_target(self):
         """Before anything is stopped: the Orthanc on the configured port is the one configured."""
-        check_runs(self.config.path, self.config.http_port)
+        check_runs(self.config.path, self.config.host_http_port)
 
     def open_repository(self):
         return Repository.from_params(self.module)

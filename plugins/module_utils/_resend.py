@@ -18,7 +18,7 @@ import time
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import load_configuration
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import load_configuration
 
 DICOM_DATE = '%Y%m%d'
 SINCE_PATTERN = re.compile(r'^(\d{4})-?(\d{2})-?(\d{2})(T\d{6}Z)?$')

@@ -65,7 +65,7 @@ class Restore(Phase):
         (no backup, audit clean-up or prune of them meanwhile)."""
         if self.module.check_mode:
             return self._run()
-        with orthanc_lock(self.config.path, 'restore'):
+        with orthanc_lock(self.config.identity, 'restore'):
             with self.repository.locked('restore') if self.repository else nullcontext():
                 return self._run()
 

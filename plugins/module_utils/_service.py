@@ -16,190 +16,19 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _config
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive, listening_pids
 
 POLL_INTERVAL = 0.05
 
-MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none')
+MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none', 'docker', 'podman')
 WATCHER_LOG = 'watcher.log'
-
-
-def listening_pids(port):
-    """PIDs of the processes listening on TCP ``port``: Orthanc itself, whatever its backend."""
-    sockets = set()
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
-        try:
-            with open(table) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
-                sockets.add('socket:[%s]' % fields[9])
-    pids = []
-    for pid in os.listdir('/proc') if sockets else ():
-        if not pid.isdigit():
-            continue
-        fd_dir = '/proc/%s/fd' % pid
-        try:
-            if any(os.readlink(os.path.join(fd_dir, fd)) in sockets for fd in os.listdir(fd_dir)):
-                pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
-
-
-def orthanc_pids():
-    """PIDs of every Orthanc process on this host, containers included (by the name of the executable)."""
-    pids = []
-    for name in os.listdir('/proc'):
-        if name.isdigit():
-            try:
-                if os.path.basename(os.readlink('/proc/%s/exe' % name)).startswith('Orthanc'):
-                    pids.append(int(name))
-            except OSError:
-                continue
-    return pids
-
-
-def configuration_of(pid):
-    """The configuration file or folder Orthanc ``pid`` was started with, as a path this host can open
-    (through the process's own root, so a container's too); None when it names none or is gone."""
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            argv = handle.read().split(b'\0')
-        args = [arg.decode(errors='surrogateescape') for arg in argv[1:] if arg and not arg.startswith(b'-')]
-        if not args:
-            return None
-        path = args[-1] if os.path.isabs(args[-1]) else os.path.join(os.readlink('/proc/%d/cwd' % pid), args[-1])
-    except OSError:
-        return None
-    return os.path.join('/proc/%d/root' % pid, path.lstrip('/'))
-
-
-def same_path(first, second):
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return False
-
-
-def shown(path):
-    """A path from configuration_of as its process names it."""
-    parts = path.split('/', 4)
-    return '/' + parts[4] if len(parts) == 5 and parts[1] == 'proc' and parts[3] == 'root' else path
-
-
-def running_orthanc(config_path):
-    """The pid of the Orthanc on this host that runs the configuration at ``config_path``, or None."""
-    for pid in orthanc_pids():
-        other = configuration_of(pid)
-        if other and same_path(other, config_path):
-            return pid
-    return None
-
-
-def process_environment(pid):
-    """{name: value} of the environment ``pid`` was started with."""
-    with open('/proc/%d/environ' % pid, 'rb') as handle:
-        items = handle.read().split(b'\0')
-    return dict(item.decode(errors='surrogateescape').split('=', 1) for item in items if b'=' in item)
-
-
-def environment_file(path):
-    """{name: value} of a systemd EnvironmentFile= (KEY=VALUE lines, # and ; comments, quotes)."""
-    values = {}
-    try:
-        with open(path, errors='surrogateescape') as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return values
-    for line in lines:
-        line = line.strip()
-        if not line or line[0] in '#;' or '=' not in line:
-            continue
-        name, value = line.split('=', 1)
-        value = value.strip()
-        if len(value) > 1 and value[0] == value[-1] and value[0] in '"\'':
-            value = value[1:-1]
-        values[name.strip()] = value
-    return values
-
-
-def parse_systemd_environment(output, read_file=environment_file):
-    """{name: value} from ``systemctl show -p Environment -p EnvironmentFiles``: EnvironmentFile= settings
-    override Environment= ones, as systemd applies them."""
-    values, files = {}, []
-    for line in output.splitlines():
-        key, dummy, value = line.partition('=')
-        if key == 'Environment' and value:
-            values.update(item.split('=', 1) for item in shlex.split(value) if '=' in item)
-        elif key == 'EnvironmentFiles' and value:
-            files.append(value.rsplit(' (', 1)[0])
-    for path in files:
-        values.update(read_file(path.lstrip('-')))
-    return values
-
-
-def load_configuration(module):
-    """The configuration of O(config) as the Orthanc that runs it sees it; its secrets kept out of all output."""
-    config = _config.load(module.params['config'], environment_of(module))
-    module.no_log_values.update(config.secrets())
-    return config
-
-
-def environment_of(module):
-    """Where the configuration's ``${NAME}`` get their values: the environment of the Orthanc that runs
-    it, exactly; when none runs, its systemd unit's Environment= and EnvironmentFile=, then this
-    module's own environment (a task's ``environment:``)."""
-    params = module.params
-    pid = running_orthanc(params['config'])
-    if pid:
-        try:
-            return Environment([('the environment of the running Orthanc (pid %d)' % pid, process_environment(pid))],
-                               complete=True)
-        except OSError:
-            pass
-    sources = []
-    systemctl = module.get_bin_path('systemctl')
-    name = params.get('service_name') or 'orthanc'
-    if params.get('service_manager', 'auto') in ('auto', 'systemd') and systemctl and os.path.isdir('/run/systemd/system'):
-        rc, out, dummy = module.run_command([systemctl, 'show', '--property=Environment', '--property=EnvironmentFiles',
-                                             name])
-        if rc == 0:
-            sources.append(('the systemd unit %s' % name, parse_systemd_environment(out)))
-    sources.append(("this module's environment (the task's environment:)", dict(os.environ)))
-    return Environment(sources)
-
-
-def check_runs(config_path, port):
-    """Refuse when an Orthanc listening on ``port`` runs another configuration than ``config_path``:
-    a wrong or empty configuration (default port 8042) must not make us stop or judge another server."""
-    for pid in listening_pids(port):
-        other = configuration_of(pid)
-        if other and not same_path(other, config_path):
-            raise OrthancOpsError('The Orthanc listening on port %d (pid %d) runs the configuration %s, not %s. '
-                                  'Nothing was stopped or changed: point "config" (and "url") at the configuration '
-                                  'of the Orthanc to act on.' % (port, pid, shown(other), config_path))
-
-
-def alive(pid):
-    """True while ``pid`` runs (a zombie has finished)."""
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (OSError, IndexError):
-        return False
 
 
 # Runs detached with the interpreter of the module; argv[1] is a JSON spec. Whoever
@@ -243,11 +72,12 @@ def command_failure(rc, out, err):
 class Service:
     """Orthanc as a service: its commands, its state and the restart guarantee."""
 
-    def __init__(self, module, rest, port):
+    def __init__(self, module, rest, config):
         params = module.params
         self.module = module
         self.rest = rest
-        self.port = port
+        self.port = config.host_http_port
+        self.container = config.container
         self.pids = []
         self.name = params['service_name']
         self.start_timeout = params['start_timeout']
@@ -262,6 +92,8 @@ class Service:
         self._token = None
 
     def _resolve_manager(self, manager):
+        if self.container:
+            return self.container.engine
         if manager != 'auto':
             return manager
         if os.path.isdir('/run/systemd/system') and self.module.get_bin_path('systemctl'):
@@ -273,6 +105,8 @@ class Service:
                               'start_command).' % self.name)
 
     def _commands(self, params):
+        if self.container:
+            return self.container.stop_argv(self.stop_timeout), self.container.start_argv()
         if self.manager == 'systemd':
             systemctl = self.module.get_bin_path('systemctl', required=True)
             return [systemctl, 'stop', self.name], [systemctl, 'start', self.name]

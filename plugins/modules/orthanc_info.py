@@ -30,6 +30,11 @@ EXAMPLES = r'''
   orthanc_ops.backup.orthanc_info:
   register: orthanc
 
+- name: Describe the Orthanc of the Docker Compose service "orthanc" (container pacs-orthanc-1)
+  orthanc_ops.backup.orthanc_info:
+    service_manager: docker
+    service_name: pacs-orthanc-1
+
 - name: Describe an Orthanc configured in one file, with REST credentials
   orthanc_ops.backup.orthanc_info:
     config: /srv/orthanc/orthanc.json
@@ -39,8 +44,17 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+deployment:
+  description:
+    - How this Orthanc is deployed. C(kind) is V(container) (with C(engine), C(name), C(image) and C(running)),
+      V(service) (with C(manager), V(systemd) or V(sysvinit), and C(name)), V(command), V(none) or V(unknown).
+  returned: success
+  type: dict
+  sample: {"kind": "container", "engine": "podman", "name": "orthanc", "image": "orthancteam/orthanc", "running": true}
 config_files:
-  description: The configuration files read, in the order Orthanc reads them.
+  description:
+    - The configuration files read, in the order Orthanc reads them.
+    - For a running container, paths through the Orthanc process's root (C(/proc/<pid>/root/...)).
   returned: success
   type: list
   elements: str

@@ -15,7 +15,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import LAYOUTS, SERVICES, Ansible, Orthanc, make_instances, server_answers  # noqa: E402
+from harness import (  # noqa: E402
+    LAYOUTS, SERVICES, Ansible, ContainerOrthanc, ContainerPostgres, Orthanc, container_image, make_instances,
+    server_answers)
 
 
 @pytest.fixture
@@ -73,6 +75,36 @@ def make_orthanc(tmp_path):
     yield factory
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope='session')
+def orthanc_image():
+    """The container image of Debian's Orthanc, built once for the whole run (and kept by the machine)."""
+    return container_image()
+
+
+@pytest.fixture
+def make_container_orthanc(tmp_path, orthanc_image):
+    """Factory of running Orthanc containers, each with its own folders and ports; all removed at teardown."""
+    containers = []
+
+    def factory(name='container', start=True, **options):
+        container = ContainerOrthanc(str(tmp_path / name), orthanc_image, **options)
+        containers.append(container)
+        if start:
+            container.start()
+        return container
+
+    yield factory
+    for container in containers:
+        container.remove()
+
+
+@pytest.fixture
+def container_postgres(orthanc_image):
+    database = ContainerPostgres(orthanc_image)
+    yield database
+    database.remove()
 
 
 @pytest.fixture

@@ -227,6 +227,144 @@ class Orthanc:
         shutil.rmtree(self.index_dir, ignore_errors=True)
 
 
+# A local image of Debian's Orthanc packages (no registry is reachable): built once per machine.
+CONTAINER_IMAGE = 'localhost/orthanc-ops-test:bookworm-2'
+CONTAINERS_CONF = """[containers]
+netns = "host"
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+"""
+
+
+def container_image():
+    """Build the test image unless the machine has it: a minbase bookworm with Orthanc, its plugins and
+    PostgreSQL (for a database in a second container)."""
+    if not os.path.exists('/etc/containers/containers.conf'):
+        # What the admin of such a host sets up: host networking, runc, cgroupfs, limits it may keep.
+        os.makedirs('/etc/containers', exist_ok=True)
+        with open('/etc/containers/containers.conf', 'w') as handle:
+            handle.write(CONTAINERS_CONF)
+    if subprocess.run(['podman', 'image', 'exists', CONTAINER_IMAGE], check=False).returncode != 0:
+        rootfs = subprocess.Popen(['mmdebstrap', '--quiet', '--variant=minbase',
+                                   '--include=orthanc,orthanc-postgresql,orthanc-mysql,postgresql', 'bookworm', '-'],
+                                  stdout=subprocess.PIPE)
+        subprocess.run(['podman', 'import', '--quiet', '-', CONTAINER_IMAGE], stdin=rootfs.stdout, check=True,
+                       stdout=subprocess.DEVNULL)
+        rootfs.stdout.close()
+        assert rootfs.wait() == 0, 'mmdebstrap failed'
+    return CONTAINER_IMAGE
+
+
+class ContainerOrthanc(Orthanc):
+    """A real Orthanc in a Podman container: configuration on a read-only bind mount, its storage folder
+    and HTTP port given by the container's environment (${NAME} in the configuration), the storage on a
+    bind mount unless ``volume`` is false."""
+
+    def __init__(self, root, image, settings=None, volume=True, environment=None):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.name = 'orthanc-ops-%s' % base64.b32encode(os.urandom(5)).decode().lower()
+        self.port, self.dicom_port = free_port(), free_port()
+        self.auth, self.environment = True, {}
+        config_dir = os.path.join(root, 'config')
+        os.makedirs(config_dir, exist_ok=True)
+        values = {'Name': self.name, 'DicomPort': self.dicom_port, 'StorageDirectory': '${ORTHANC_STORAGE}',
+                  'RemoteAccessAllowed': False, 'AuthenticationEnabled': True,
+                  'RegisteredUsers': {USER: PASSWORD}, 'Plugins': []}
+        values.update(settings or {})
+        text = json.dumps(values, indent=2)
+        # A number from the environment: the text is substituted before it is parsed, as Orthanc does.
+        text = text.replace('{\n', '{\n  "HttpPort": ${ORTHANC_HTTP_PORT},\n', 1)
+        with open(os.path.join(config_dir, 'orthanc.json'), 'w') as handle:
+            handle.write('// mounted read-only at /etc/orthanc\n' + text + '\n')
+        self.config = None    # what the container runs
+        self.storage_dir = self.index_dir = os.path.join(root, 'data')
+        os.makedirs(self.storage_dir, exist_ok=True)
+        self.url = 'http://127.0.0.1:%d' % self.port
+        self.logdir = None
+        command = ['podman', 'create', '--name', self.name,
+                   '-e', 'ORTHANC_STORAGE=/var/lib/orthanc/db', '-e', 'ORTHANC_HTTP_PORT=%d' % self.port,
+                   '-v', '%s:/etc/orthanc:ro' % config_dir]
+        if volume:
+            command += ['-v', '%s:/var/lib/orthanc/db' % self.storage_dir]
+        for name, value in sorted((environment or {}).items()):
+            command += ['-e', '%s=%s' % (name, value)]
+        subprocess.run(command + [image, '/usr/sbin/Orthanc', '/etc/orthanc/'], check=True, capture_output=True)
+
+    def module_params(self, **extra):
+        params = {'service_name': self.name, 'start_timeout': 30, 'stop_timeout': 30}
+        params.update(extra)
+        return params
+
+    def start(self):
+        subprocess.run(['podman', 'start', self.name], check=True, capture_output=True)
+        self.wait()
+
+    def stop(self):
+        subprocess.run(['podman', 'stop', '--time', '10', self.name], check=False, capture_output=True)
+
+    def remove(self):
+        subprocess.run(['podman', 'rm', '--force', self.name], check=False, capture_output=True)
+
+    def pid(self):
+        return int(subprocess.run(['podman', 'inspect', '--format', '{{.State.Pid}}', self.name], check=True,
+                                  capture_output=True, text=True).stdout)
+
+    def log_tail(self):
+        return subprocess.run(['podman', 'logs', '--tail', '20', self.name], capture_output=True, text=True,
+                              check=False).stderr
+
+    def wipe(self):
+        """Stop the container and empty its storage folder (the volume stays)."""
+        self.stop()
+        for name in os.listdir(self.storage_dir):
+            path = os.path.join(self.storage_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+
+class ContainerPostgres:
+    """A PostgreSQL server in its own container (the image's PostgreSQL 15), on a port of its own, with an
+    Orthanc database owned by a user with a password: what a Compose file puts beside Orthanc."""
+
+    def __init__(self, image):
+        self.name = 'orthanc-ops-pg-%s' % base64.b32encode(os.urandom(5)).decode().lower()
+        self.port = free_port()
+        self.user = self.database = 'orthanc'
+        self.password = 'pg-' + base64.b32encode(os.urandom(10)).decode().lower()
+        script = ('/usr/lib/postgresql/15/bin/initdb -D /tmp/pgdata -U postgres --auth-local=trust '
+                  '--auth-host=scram-sha-256 >/dev/null && exec /usr/lib/postgresql/15/bin/postgres -D /tmp/pgdata '
+                  '-p %d -k /tmp -c listen_addresses=127.0.0.1' % self.port)
+        subprocess.run(['podman', 'run', '--detach', '--name', self.name, '--user', 'postgres', image,
+                        '/bin/sh', '-c', script], check=True, capture_output=True)
+        deadline = time.monotonic() + 60
+        while subprocess.run(['pg_isready', '-q', '-h', '127.0.0.1', '-p', str(self.port)], check=False).returncode:
+            assert time.monotonic() < deadline, 'PostgreSQL did not start in its container'
+            time.sleep(0.2)
+        self.admin("CREATE ROLE orthanc LOGIN CREATEDB PASSWORD '%s'" % self.password)
+        self.recreate()
+
+    def admin(self, statement):
+        subprocess.run(['podman', 'exec', self.name, 'psql', '-h', '/tmp', '-p', str(self.port), '-U', 'postgres',
+                        '-v', 'ON_ERROR_STOP=1', '-qc', statement], check=True, capture_output=True)
+
+    def recreate(self):
+        """An empty Orthanc database (again)."""
+        self.admin('DROP DATABASE IF EXISTS orthanc WITH (FORCE)')
+        self.admin('CREATE DATABASE orthanc OWNER orthanc')
+
+    def orthanc_settings(self):
+        """The configuration of the Orthanc container: the password from its environment."""
+        return {'Plugins': [PLUGINS + 'libOrthancPostgreSQLIndex.so'], 'PostgreSQL': {
+            'EnableIndex': True, 'EnableStorage': False, 'Host': '127.0.0.1', 'Port': self.port,
+            'Database': self.database, 'Username': self.user, 'Password': '${ORTHANC_DB_PASSWORD}', 'Lock': True}}
+
+    def remove(self):
+        subprocess.run(['podman', 'rm', '--force', self.name], check=False, capture_output=True)
+
+
 def complete_backups(repository, instance='pacs'):
     folder = os.path.join(repository, instance)
     if not os.path.isdir(folder):

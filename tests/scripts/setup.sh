@@ -9,7 +9,7 @@ venv=${ORTHANC_OPS_VENV:-$HOME/.cache/orthanc-ops/venv}
 
 packages=(orthanc orthanc-postgresql orthanc-mysql postgresql mariadb-server postgresql-client
           mariadb-client rsync sqlite3 openssh-server openssh-client python3 python3-psycopg2 python3-pymysql
-          python3-apt make shellcheck chromium)
+          python3-apt make shellcheck chromium podman runc mmdebstrap)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

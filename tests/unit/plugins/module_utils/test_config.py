@@ -10,8 +10,8 @@ import json
 import pytest
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment, load, strip_comments
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import parse_systemd_environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import parse_systemd_environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
 

@@ -1,0 +1,105 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""What ``/proc`` says about the processes of this host: who listens on a port, which Orthancs run
+and with which configuration and environment (containers included, through each process's root)."""
+
+from __future__ import annotations
+
+import os
+
+
+def listening_pids(port):
+    """PIDs of the processes listening on TCP ``port``: Orthanc itself, whatever its backend."""
+    sockets = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
+                sockets.add('socket:[%s]' % fields[9])
+    pids = []
+    for pid in os.listdir('/proc') if sockets else ():
+        if not pid.isdigit():
+            continue
+        fd_dir = '/proc/%s/fd' % pid
+        try:
+            if any(os.readlink(os.path.join(fd_dir, fd)) in sockets for fd in os.listdir(fd_dir)):
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def alive(pid):
+    """True while ``pid`` runs (a zombie has finished)."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (OSError, IndexError):
+        return False
+
+
+def orthanc_pids():
+    """PIDs of every Orthanc process on this host, containers included (by the name of the executable)."""
+    return [int(name) for name in os.listdir('/proc') if name.isdigit() and is_orthanc(int(name))]
+
+
+def is_orthanc(pid):
+    try:
+        return os.path.basename(os.readlink('/proc/%d/exe' % pid)).startswith('Orthanc')
+    except OSError:
+        return False
+
+
+def configuration_of(pid):
+    """The configuration file or folder Orthanc ``pid`` was started with, as a path this host can open
+    (through the process's own root, so a container's too); None when it is not an Orthanc (a proxy
+    that publishes a container's port), names none, or is gone."""
+    if not is_orthanc(pid):
+        return None
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            argv = handle.read().split(b'\0')
+        args = [arg.decode(errors='surrogateescape') for arg in argv[1:] if arg and not arg.startswith(b'-')]
+        if not args:
+            return None
+        path = args[-1] if os.path.isabs(args[-1]) else os.path.join(os.readlink('/proc/%d/cwd' % pid), args[-1])
+    except OSError:
+        return None
+    return os.path.join('/proc/%d/root' % pid, path.lstrip('/'))
+
+
+def same_path(first, second):
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def shown(path):
+    """A path from configuration_of as its process names it."""
+    parts = path.split('/', 4)
+    return '/' + parts[4] if len(parts) == 5 and parts[1] == 'proc' and parts[3] == 'root' else path
+
+
+def running_orthanc(config_path):
+    """The pid of the Orthanc on this host that runs the configuration at ``config_path``, or None."""
+    for pid in orthanc_pids():
+        other = configuration_of(pid)
+        if other and same_path(other, config_path):
+            return pid
+    return None
+
+
+def process_environment(pid):
+    """{name: value} of the environment ``pid`` was started with."""
+    with open('/proc/%d/environ' % pid, 'rb') as handle:
+        items = handle.read().split(b'\0')
+    return dict(item.decode(errors='surrogateescape').split('=', 1) for item in items if b'=' in item)

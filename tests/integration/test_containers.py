@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Orthanc in a Podman container, as Docker Compose deployments run it: the configuration is what the
+container runs (with ${NAME} from the container's environment), the storage is on a bind mount, and
+the container is stopped and started through the engine."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from harness import complete_backups, make_instances
+
+
+def test_backup_wipe_restore_of_a_container(make_container_orthanc, ansible, repository):
+    orthanc = make_container_orthanc()
+    orthanc.upload(make_instances(patients=2))
+    before = orthanc.md5s()
+
+    info, rc, output = ansible.run('orthanc_info', {'service_name': orthanc.name})
+    assert rc == 0, output
+    assert info['deployment'] == {'kind': 'container', 'engine': 'podman', 'name': orthanc.name, 'running': True,
+                                  'image': info['deployment']['image']}
+    assert info['storage_dir'] == orthanc.storage_dir and info['http_port'] == orthanc.port
+
+    pid = orthanc.pid()
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    assert backup['files'] == len(before) + 2 and backup['live_missing_count'] == 0    # + index + orthanc.json
+    assert backup['downtime_seconds'] > 0 and orthanc.answers() and orthanc.pid() != pid
+    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
+        manifest = json.load(handle)
+    assert manifest['config_path'] == '/etc/orthanc' and manifest['deployment']['engine'] == 'podman'
+    assert manifest['storage_dir'] == orthanc.storage_dir
+
+    orthanc.wipe()
+    orthanc.start()
+    assert orthanc.instances() == []
+    restored, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository,
+                                                                                instance='pacs'))
+    assert rc == 0 and restored['statistics']['CountInstances'] == len(before), output
+    assert orthanc.md5s() == before
+
+
+def test_a_container_that_does_not_exist_is_a_clear_error(ansible, repository):
+    result, rc, output = ansible.run('orthanc_backup', {'service_manager': 'podman', 'service_name': 'no-such-orthanc',
+                                                        'repository': repository})
+    assert rc != 0 and 'There is no podman container named "no-such-orthanc"' in result['msg']
+    assert complete_backups(repository) == []
+
+
+def test_storage_in_the_writable_layer_is_refused_before_anything_is_stopped(make_container_orthanc, ansible,
+                                                                             repository):
+    orthanc = make_container_orthanc(volume=False)
+    orthanc.upload(make_instances(patients=1))
+    pid = orthanc.pid()
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc != 0 and 'folder /var/lib/orthanc/db is not on a volume or bind mount' in result['msg']
+    assert "writable layer" in result['msg'] and orthanc.pid() == pid and orthanc.answers()
+    assert complete_backups(repository) == []
+
+
+def test_postgresql_index_in_a_second_container(make_container_orthanc, container_postgres, ansible, repository):
+    database = container_postgres
+    orthanc = make_container_orthanc(settings=database.orthanc_settings(),
+                                     environment={'ORTHANC_DB_PASSWORD': database.password})
+    orthanc.upload(make_instances(patients=2))
+    before = orthanc.md5s()
+    pid = orthanc.pid()
+
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'),
+                                     verbosity=2)
+    assert rc == 0, output
+    assert backup['index_backend'] == 'postgresql' and backup['downtime_seconds'] == 0 and orthanc.pid() == pid
+    assert backup['counts']['instances'] == len(before) and backup['live_missing_count'] == 0
+    assert database.password not in output and database.password not in json.dumps(backup)
+
+    orthanc.wipe()
+    database.recreate()
+    orthanc.start()
+    assert orthanc.instances() == []
+    restored, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository,
+                                                                                instance='pacs'))
+    assert rc == 0, output
+    assert orthanc.md5s() == before
