@@ -14,6 +14,7 @@ import os
 import random
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,8 +38,11 @@ _PORTS_HANDED_OUT = set()
 
 
 def free_port():
+    # Parallel test workers (pytest-xdist's gw0, gw1, ...) draw from ranges of their own.
+    worker = int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:] or 0)
+    low = 20000 + (worker % 4) * 3000
     while True:
-        port = random.randrange(20000, 32000)
+        port = random.randrange(low, low + 3000)
         if port in _PORTS_HANDED_OUT:
             continue
         with socket.socket() as sock:
@@ -363,6 +367,51 @@ class ContainerPostgres:
 
     def remove(self):
         subprocess.run(['podman', 'rm', '--force', self.name], check=False, capture_output=True)
+
+
+def descendants(pid):
+    """PIDs of every process below ``pid`` (its children, theirs, ...), from /proc."""
+    children = {}
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                with open('/proc/%s/stat' % name) as handle:
+                    parent = int(handle.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def kill_module(process, module):
+    """SIGKILL the module ``module`` that the ansible-playbook ``process`` runs (not another test's)."""
+    killed = []
+    for pid in descendants(process.pid):
+        try:
+            with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+                if ('AnsiballZ_%s' % module).encode() in handle.read():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+        except OSError:
+            continue
+    return killed
+
+
+def kill_while_stopped(ansible, orthanc, params, module='orthanc_backup'):
+    """Run ``module``, SIGKILL it once Orthanc stops answering, wait for ansible-playbook; its Popen."""
+    process, dummy = ansible.start(module, params)
+    deadline = time.monotonic() + 60
+    while orthanc.answers():
+        assert time.monotonic() < deadline and process.poll() is None, 'the module never stopped Orthanc'
+        time.sleep(0.02)
+    assert kill_module(process, module)
+    process.communicate(timeout=120)
+    return process
 
 
 def complete_backups(repository, instance='pacs'):

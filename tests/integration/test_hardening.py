@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from harness import complete_backups, make_instances, partials
+from harness import complete_backups, kill_while_stopped, make_instances, partials
 
 SECRET = b'a root-only secret\n'
 UUID = 'abcd0000-0000-4000-8000-000000000000'
@@ -158,15 +158,7 @@ def test_watcher_ignores_planted_files_and_brings_orthanc_back(loaded, ansible, 
         os.unlink(old_fixed_name)
     os.symlink(str(appended), old_fixed_name)
     try:
-        process, out = ansible.start('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
-        deadline = time.monotonic() + 60
-        while orthanc.answers():
-            assert time.monotonic() < deadline and process.poll() is None, 'the backup never stopped Orthanc'
-            time.sleep(0.02)
-        for pid in subprocess.run(['pgrep', '-f', 'AnsiballZ_orthanc_backup'], capture_output=True, text=True,
-                                  check=False).stdout.split():
-            os.kill(int(pid), signal.SIGKILL)
-        process.communicate(timeout=120)
+        kill_while_stopped(ansible, orthanc, orthanc.module_params(repository=repository, instance='pacs'))
         orthanc.wait(timeout=60)
     finally:
         os.unlink(old_fixed_name)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 
 import pytest
 
-from harness import complete_backups, partials
+from harness import complete_backups, kill_while_stopped, partials
 
 
 def test_stop_command_fails(loaded, ansible, repository):
@@ -86,16 +85,7 @@ def test_unwritable_repository(loaded, ansible, tmp_path):
 
 def test_module_killed_while_orthanc_is_stopped(loaded, ansible, repository):
     orthanc, before = loaded
-    process, out = ansible.start('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
-    deadline = time.monotonic() + 60
-    while orthanc.answers():
-        assert time.monotonic() < deadline and process.poll() is None, 'the backup never stopped Orthanc'
-        time.sleep(0.02)
-    pids = subprocess.run(['pgrep', '-f', 'AnsiballZ_orthanc_backup'], capture_output=True, text=True, check=False).stdout.split()
-    assert pids
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
-    process.communicate(timeout=120)
+    process = kill_while_stopped(ansible, orthanc, orthanc.module_params(repository=repository, instance='pacs'))
     assert process.returncode != 0
     orthanc.wait(timeout=60)    # the watcher brought it back
     assert orthanc.md5s() == before
