@@ -130,6 +130,7 @@ class Backup(Phase):
             'index_backend': self.index_backend,
             'storage_backend': self.storage_backend,
             'downtime_seconds': manifest['timings']['downtime_seconds'],
+            'pause_seconds': manifest['timings']['pause_seconds'],
             'duration_seconds': manifest['timings']['duration_seconds'],
             'files': len(manifest['files']),
             'bytes_copied': manifest['bytes_copied'],
@@ -153,7 +154,8 @@ class Backup(Phase):
         snapshot = StorageSnapshot(self.storage_dir, os.path.join(partial, 'storage'),
                                    self.repository.backup_path(previous_id) + '/storage' if previous_id else None,
                                    previous)
-        timings = {'snapshot_seconds': 0.0, 'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0}
+        timings = {'snapshot_seconds': 0.0, 'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0,
+                   'pause_seconds': 0.0}
         step = time.monotonic()
         if self.files_on_disk:
             make_dirs(snapshot.target_root)
@@ -172,6 +174,14 @@ class Backup(Phase):
                 timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
             if was_running:
                 timings['downtime_seconds'] = time.monotonic() - step
+        elif self.mode == 'freeze' and was_running:
+            # Every thread stopped by the kernel at once: the index files are what a crash at that instant
+            # leaves, which SQLite recovers to the last committed transaction (its WAL is copied too).
+            with self.service.frozen() as pause:
+                index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot, pause)
+            timings['pause_seconds'] = pause.seconds
+            timings['capture_seconds'] = time.monotonic() - step
+            self._check_pause(pause)
         else:
             index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot)
             timings['capture_seconds'] = time.monotonic() - step
@@ -220,17 +230,28 @@ class Backup(Phase):
             'files': files,
         }
 
-    def _capture(self, partial, snapshot):
+    def _capture(self, partial, snapshot, pause=None):
         """The index (copy or dump), with the snapshot brought to exactly the files it references, and the
-        referenced files absent from the live storage."""
+        referenced files absent from the live storage. During a ``pause`` (Orthanc frozen), a pause already
+        longer than max_pause ends the capture before the files are taken."""
         live_missing = []
 
         def hold(attachments):
+            if pause:
+                self._check_pause(pause)
             if not self.files_on_disk:
                 return []
             live_missing.extend(snapshot.absent_from_live(attachments))
             return snapshot.reconcile(attachments)[0]
         return self.backend.capture(partial, hold) + (live_missing,)
+
+    def _check_pause(self, pause):
+        if pause.seconds > self.params['max_pause']:
+            raise OrthancOpsError('Orthanc was frozen for %.3f s, longer than max_pause (%g s): it was continued and '
+                                  'this backup was not completed, so the previous backup stays the latest. Raise '
+                                  'max_pause, or use mode=cold for this index (%d MiB).'
+                                  % (pause.seconds, self.params['max_pause'], self.backend.estimate_bytes() // 2**20),
+                                  pause_seconds=round(pause.seconds, 3))
 
     def _check_live_files(self, live_missing, referenced):
         """A backup that cannot hold what its index references is not complete, unless told so."""

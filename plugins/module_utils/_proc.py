@@ -37,13 +37,27 @@ def listening_pids(port):
     return pids
 
 
+def state(pid, task=None):
+    """The state letter of ``pid`` (or of its thread ``task``): R, S, T for stopped, Z ...; None when gone."""
+    try:
+        with open('/proc/%d/task/%s/stat' % (pid, task) if task else '/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def alive(pid):
     """True while ``pid`` runs (a zombie has finished)."""
+    return state(pid) not in ('Z', 'X', None)
+
+
+def all_stopped(pid):
+    """True when every thread of ``pid`` is stopped by a signal (or the process is gone)."""
     try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (OSError, IndexError):
-        return False
+        tasks = os.listdir('/proc/%d/task' % pid)
+    except OSError:
+        return True
+    return all(state(pid, task) in ('T', None) for task in tasks)
 
 
 def orthanc_pids():

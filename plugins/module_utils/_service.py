@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,9 +24,12 @@ import time
 from contextlib import contextmanager
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive, listening_pids
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
+    all_stopped, alive, is_orthanc, listening_pids, state)
 
 POLL_INTERVAL = 0.05
+# Seconds SIGSTOP may take to stop every thread of Orthanc (it takes well under a millisecond).
+FREEZE_TIMEOUT = 5
 
 MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none', 'docker', 'podman')
 WATCHER_LOG = 'watcher.log'
@@ -33,14 +37,15 @@ WATCHER_LOG = 'watcher.log'
 
 # Runs detached with the interpreter of the module; argv[1] is a JSON spec. Whoever
 # removes the token first (the module when it is done, or this watcher when the
-# module is gone) owns the restart. Orthanc's processes are waited for first, so
-# that the start command does not meet an Orthanc that is still shutting down.
-WATCHER_SOURCE = inspect.getsource(alive) + r'''
-import json, os, subprocess, sys, time
+# module is gone) owns the restart, or the thaw of a frozen Orthanc. Orthanc's
+# processes are waited for first, so that the start command does not meet an
+# Orthanc that is still shutting down.
+WATCHER_SOURCE = inspect.getsource(state) + inspect.getsource(alive) + r'''
+import json, os, signal, subprocess, sys, time
 spec = json.loads(sys.argv[1])
 while os.path.exists(spec["token"]):
     if alive(spec["pid"]):
-        time.sleep(0.1)
+        time.sleep(0.02 if spec["thaw"] else 0.1)
         continue
     try:
         os.unlink(spec["token"])
@@ -48,6 +53,15 @@ while os.path.exists(spec["token"]):
         break
     # The log sits in the module's private folder, created here and never through a link.
     with os.fdopen(os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "ab") as log:
+        if spec["thaw"]:
+            for pid in spec["thaw"]:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except OSError:
+                    pass
+            log.write(("module %d vanished while Orthanc was frozen; continued pids %s\n"
+                       % (spec["pid"], spec["thaw"])).encode())
+            break
         deadline = time.monotonic() + spec["stop_timeout"]
         while any(alive(pid) for pid in spec["orthanc"]) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -61,6 +75,19 @@ while os.path.exists(spec["token"]):
         log.write(("exit code %d\n" % rc).encode())
     break
 '''
+
+
+class Pause:
+    """How long Orthanc was frozen: ``seconds`` so far, or in all once it was continued."""
+
+    def __init__(self):
+        self.started = self.ended = None
+
+    @property
+    def seconds(self):
+        if self.started is None:
+            return 0.0
+        return (self.ended or time.monotonic()) - self.started
 
 
 def command_failure(rc, out, err):
@@ -188,14 +215,47 @@ class Service:
         finally:
             self._dismiss_watcher()
 
-    def _arm_watcher(self):
+    @contextmanager
+    def frozen(self):
+        """Every Orthanc process stopped by the kernel (SIGSTOP) for the body of the ``with`` and continued
+        (SIGCONT) whatever happens in it; the watcher continues them if this module dies meanwhile.
+
+        Yields a Pause: its ``seconds`` from the moment every process is stopped.
+        """
+        pids = [pid for pid in listening_pids(self.port) if is_orthanc(pid)]
+        if not pids:
+            raise OrthancOpsError('No Orthanc process listens on port %d, so there is nothing to freeze. Use mode=cold, '
+                                  'or check the configuration\'s HttpPort.' % self.port)
+        self._arm_watcher(thaw=pids)
+        pause = Pause()
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            deadline = time.monotonic() + FREEZE_TIMEOUT
+            while not all(all_stopped(pid) for pid in pids):
+                if time.monotonic() >= deadline:
+                    raise OrthancOpsError('Orthanc (pids %s) did not stop within %g s of SIGSTOP; it was continued and '
+                                          'nothing was backed up.' % (pids, FREEZE_TIMEOUT))
+                time.sleep(0.0005)
+            pause.started = time.monotonic()
+            yield pause
+        finally:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            pause.ended = time.monotonic()
+            self._dismiss_watcher()
+
+    def _arm_watcher(self, thaw=()):
         # A private folder (mkdtemp: 0700, a new name) for the token and the watcher's log: nothing
         # planted in the temporary folder can redirect either.
         folder = tempfile.mkdtemp(prefix='orthanc-ops-watch-')
         token = os.path.join(folder, 'token')
         os.close(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv, 'orthanc': self.pids,
-                'stop_timeout': self.stop_timeout, 'log': os.path.join(folder, WATCHER_LOG)}
+                'thaw': list(thaw), 'stop_timeout': self.stop_timeout, 'log': os.path.join(folder, WATCHER_LOG)}
         # The one process not run through run_command: it must outlive this module.
         subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],  # pylint: disable=ansible-bad-function
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

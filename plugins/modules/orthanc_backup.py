@@ -44,10 +44,25 @@ options:
   mode:
     description:
       - V(cold) stops Orthanc while the index is copied; V(hot) keeps it serving.
-      - V(auto) takes the index backend's default; SQLite supports only V(cold), PostgreSQL defaults to V(hot).
+      - "V(freeze) (SQLite): Orthanc keeps running but every one of its threads is stopped by the kernel
+        (C(SIGSTOP)) while its index files (C(index), C(index-wal)) are copied and the files that index
+        references are taken, then continued (C(SIGCONT)); clients see a pause of milliseconds, not a
+        refusal. The copy is what a crash at that instant would leave, which SQLite recovers to the last
+        committed transaction when the index is opened (U(https://www.sqlite.org/atomiccommit.html),
+        U(https://www.sqlite.org/wal.html)). If the module dies while Orthanc is frozen, the detached
+        watcher continues Orthanc."
+      - V(auto) takes the index backend's default; SQLite defaults to V(cold) (V(freeze) is opt-in until its
+        torture test runs in CI), PostgreSQL and MySQL to V(hot).
     type: str
-    choices: [auto, cold, hot]
+    choices: [auto, cold, hot, freeze]
     default: auto
+  max_pause:
+    description:
+      - With O(mode=freeze), the longest Orthanc may stay frozen, in seconds. A freeze that reaches it
+        (a huge index) continues Orthanc and fails the backup, which is not counted complete; use
+        O(mode=cold) for such an index, or raise this.
+    type: float
+    default: 1.0
   link:
     description:
       - Hard-link files that the previous complete backup of the instance already holds instead of copying them.
@@ -135,6 +150,13 @@ downtime_seconds:
   returned: success and not check mode
   type: float
   sample: 3.1
+pause_seconds:
+  description:
+    - With O(mode=freeze), the seconds Orthanc was frozen (its clients saw a pause, not a refusal); 0 otherwise.
+    - Returned too when a freeze went over O(max_pause) and the backup failed.
+  returned: success and not check mode
+  type: float
+  sample: 0.012
 duration_seconds:
   description: Seconds the whole backup took.
   returned: success and not check mode
@@ -199,6 +221,9 @@ timings:
     downtime_seconds:
       description: From the stop command until the REST API answers again.
       type: float
+    pause_seconds:
+      description: With O(mode=freeze), how long Orthanc was frozen.
+      type: float
     duration_seconds:
       description: The whole backup.
       type: float
@@ -254,7 +279,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import op
 def main():
     argument_spec = operation_argument_spec(repository_required=True)
     argument_spec.update(
-        mode=dict(type='str', default='auto', choices=['auto', 'cold', 'hot']),
+        mode=dict(type='str', default='auto', choices=['auto', 'cold', 'hot', 'freeze']),
+        max_pause=dict(type='float', default=1.0),
         link=dict(type='bool', default=True),
         include_config=dict(type='bool', default=True),
         allow_missing_files=dict(type='bool', default=False),

@@ -38,9 +38,10 @@ _PORTS_HANDED_OUT = set()
 
 
 def free_port():
-    # Parallel test workers (pytest-xdist's gw0, gw1, ...) draw from ranges of their own.
-    worker = int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:] or 0)
-    low = 20000 + (worker % 4) * 3000
+    # Parallel test workers (pytest-xdist's gw0, gw1, gw2) draw from ranges of their own; a run without
+    # workers (one test file by hand) from the last, so that it never meets a whole suite's ports.
+    worker = os.environ.get('PYTEST_XDIST_WORKER')
+    low = 20000 + (int(worker[2:]) % 3 if worker else 3) * 3000
     while True:
         port = random.randrange(low, low + 3000)
         if port in _PORTS_HANDED_OUT:
@@ -388,17 +389,24 @@ def descendants(pid):
     return found
 
 
-def kill_module(process, module):
-    """SIGKILL the module ``module`` that the ansible-playbook ``process`` runs (not another test's)."""
-    killed = []
+def module_pids(process, module):
+    """PIDs of the module ``module`` that the ansible-playbook ``process`` runs (not another test's)."""
+    found = []
     for pid in descendants(process.pid):
         try:
             with open('/proc/%d/cmdline' % pid, 'rb') as handle:
                 if ('AnsiballZ_%s' % module).encode() in handle.read():
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+                    found.append(pid)
         except OSError:
             continue
+    return found
+
+
+def kill_module(process, module):
+    """SIGKILL the module ``module`` that the ansible-playbook ``process`` runs."""
+    killed = module_pids(process, module)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
     return killed
 
 

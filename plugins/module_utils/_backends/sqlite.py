@@ -25,7 +25,7 @@ class SQLiteBackend:
     """The SQLite index; the interface every backend offers (see _backends/__init__.py)."""
 
     name = 'sqlite'
-    modes = ('cold',)
+    modes = ('cold', 'freeze')
     folder = 'index'
     FILES = ('index', 'index-wal', 'index-shm')
 
