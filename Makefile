@@ -27,11 +27,8 @@ changelog-lint: setup
 units: tree
 	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/unit
 
-# Integration tests wait on Orthanc's stops and starts more than they compute: three workers, each
-# test file on one worker (a file's fixtures, such as the fleet over SSH, are built once).
-INTEGRATION_WORKERS ?= 3
 integration: tree
-	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration
+	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/integration
 
 demo: tree
 	PATH=$(VENV)/bin:$$PATH bash tests/scripts/demo.sh $(TREE_ROOT)
