@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import base64
+import glob
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -396,6 +398,28 @@ def module_pids(process, module):
         except OSError:
             continue
     return found
+
+
+def watcher_logs(mention):
+    """The watcher logs (in their private folders of the temporary folder) that mention ``mention``."""
+    found = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), 'orthanc-ops-watch-*', 'watcher.log')):
+        with open(path) as handle:
+            if mention in handle.read():
+                found.append(path)
+    return found
+
+
+def module_interpreter(process, module):
+    """The Python process that runs ``module`` (not the shell that started it), or None yet."""
+    for pid in module_pids(process, module):
+        try:
+            with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+                if b'python' in os.path.basename(handle.read().split(b'\0')[0]):
+                    return pid
+        except OSError:
+            continue
+    return None
 
 
 def kill_module(process, module):

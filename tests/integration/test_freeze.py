@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 
-from harness import complete_backups, make_instances, module_pids, partials
+from harness import complete_backups, make_instances, module_interpreter, partials, watcher_logs
 
 
 def orthanc_state(orthanc):
@@ -81,17 +81,20 @@ def test_a_pause_over_max_pause_continues_orthanc_and_completes_nothing(loaded, 
 def test_module_killed_while_orthanc_is_frozen_is_continued_by_the_watcher(loaded, ansible, repository):
     orthanc, before = loaded
     pid = orthanc.pid()
+    stat = '/proc/%d/stat' % pid
     params = orthanc.module_params(repository=repository, instance='pacs', mode='freeze', max_pause=30)
     for dummy in range(20):
         process, out = ansible.start('orthanc_backup', params)
         module = None
         while module is None and process.poll() is None:
-            module = next(iter(module_pids(process, 'orthanc_backup')), None)
+            module = module_interpreter(process, 'orthanc_backup')
         caught = False
         while module and process.poll() is None:
-            if orthanc_state(orthanc) == 'T':
+            with open(stat) as handle:
+                frozen = handle.read().rsplit(')', 1)[1].split()[0] == 'T'
+            if frozen:    # the freeze lasts milliseconds: hold the module still inside it, then kill it
                 try:
-                    os.kill(module, signal.SIGSTOP)    # the module holds still while Orthanc is frozen
+                    os.kill(module, signal.SIGSTOP)
                     caught = orthanc_state(orthanc) == 'T'
                     os.kill(module, signal.SIGKILL if caught else signal.SIGCONT)
                 except ProcessLookupError:    # it had finished already
@@ -106,3 +109,4 @@ def test_module_killed_while_orthanc_is_frozen_is_continued_by_the_watcher(loade
         assert time.monotonic() < deadline, 'the watcher did not continue Orthanc'
         time.sleep(0.01)
     assert orthanc.answers() and orthanc.pid() == pid and orthanc.md5s() == before
+    assert watcher_logs('continued pids [%d]' % pid), 'the watcher left no word of the thaw'

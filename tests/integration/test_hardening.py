@@ -9,7 +9,6 @@ with a clear message before anything changes."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ import time
 
 import pytest
 
-from harness import complete_backups, kill_while_stopped, make_instances, partials
+from harness import complete_backups, kill_while_stopped, make_instances, partials, watcher_logs
 
 SECRET = b'a root-only secret\n'
 UUID = 'abcd0000-0000-4000-8000-000000000000'
@@ -163,13 +162,12 @@ def test_watcher_ignores_planted_files_and_brings_orthanc_back(loaded, ansible, 
     finally:
         os.unlink(old_fixed_name)
     assert orthanc.md5s() == before and appended.read_bytes() == b''
-    logs = sorted(glob.glob(os.path.join(tempfile.gettempdir(), 'orthanc-ops-watch-*', 'watcher.log')),
-                  key=os.path.getmtime)
-    assert logs, 'the watcher left no log in its private folder'
-    assert os.stat(os.path.dirname(logs[-1])).st_mode & 0o777 == 0o700
-    with open(logs[-1]) as handle:
+    logs = watcher_logs(orthanc.pidfile)    # its start command names this Orthanc's pidfile
+    assert len(logs) == 1, 'the watcher left no log in its private folder'
+    assert os.stat(os.path.dirname(logs[0])).st_mode & 0o777 == 0o700
+    with open(logs[0]) as handle:
         assert 'vanished while Orthanc was stopped' in handle.read()
-    shutil.rmtree(os.path.dirname(logs[-1]))
+    shutil.rmtree(os.path.dirname(logs[0]))
 
 
 # 6. A planted index never replaces the live one, and a failed start is reported as it happened.
