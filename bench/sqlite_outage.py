@@ -1,11 +1,12 @@
 # Copyright (c) orthanc_ops developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Outage and wall time of a cold SQLite backup: orthanc_backup against the naive ways.
+"""Outage and wall time of a SQLite backup: orthanc_backup against the naive ways.
 
 For each N, a fresh Orthanc with N synthetic instances, and in the same run:
   (0) stop + start, the floor; (a) the Orthanc Book's procedure: stop, cp -a, start;
-  (b) orthanc_backup; (c) orthanc_backup again with nothing changed; and, as the anchor
-  for (c), rsync -a --link-dest of the same storage against a previous rsync copy.
+  (b) orthanc_backup; (c) orthanc_backup again with nothing changed; (d) the same with
+  mode=freeze (Orthanc paused, not stopped); and, as the anchor for (c), rsync -a
+  --link-dest of the same storage against a previous rsync copy.
 The outage is what a client sees: GET /system every 20 ms, the longest gap between answers.
 
     make bench BENCH_ARGS="--instances 2000 20000"
@@ -14,6 +15,7 @@ The outage is what a client sees: GET /system every 20 ms, the longest gap betwe
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import shutil
 import statistics
@@ -42,7 +44,7 @@ class Prober(threading.Thread):
             try:
                 self.orthanc.api('GET', '/system', timeout=1)
                 self.answers.append(time.monotonic())
-            except OSError:
+            except (OSError, http.client.HTTPException):    # refused, or cut off by the shutdown
                 pass
             time.sleep(0.02)
 
@@ -94,7 +96,7 @@ def bench(collections, count, pixels, repeat, work):
     repository = os.path.join(work, 'repository')
     params = orthanc.module_params(repository=repository, instance='bench')
     book_copy = os.path.join(work, 'book')
-    results, modules = {}, {'b': [], 'c': []}
+    results, modules = {}, {'b': [], 'c': [], 'd': []}
 
     def restart():
         stopping = timed_stop(orthanc)
@@ -108,9 +110,9 @@ def bench(collections, count, pixels, repeat, work):
         orthanc.start()
         return stopping
 
-    def module(label):
+    def module(label, **extra):
         def run():
-            result, rc, output = ansible.run('orthanc_backup', params)
+            result, rc, output = ansible.run('orthanc_backup', dict(params, **extra))
             assert rc == 0, output
             modules[label].append(result)
             return result['timings']['stop_seconds']
@@ -122,6 +124,7 @@ def bench(collections, count, pixels, repeat, work):
     results['b orthanc_backup, first'] = measured(orthanc, module('b'), repeat,
                                                   before=lambda: shutil.rmtree(repository, ignore_errors=True))
     results['c orthanc_backup, unchanged'] = measured(orthanc, module('c'), repeat)
+    results['d orthanc_backup mode=freeze'] = measured(orthanc, module('d', mode='freeze'), repeat)
 
     rsync_walls = []
     for number in range(repeat):
@@ -152,6 +155,10 @@ def bench(collections, count, pixels, repeat, work):
                   label, median(label, 'duration_seconds'), median(label, 'downtime_seconds'),
                   median(label, 'stop_seconds'), median(label, 'capture_seconds'),
                   median(label, 'bytes_copied'), median(label, 'bytes_linked')))
+    print('  (d) freeze: Orthanc paused %.3f s (pause_seconds), never stopped; client-seen gap %.3f s with a '
+          'probe every 20 ms; freeze outage / book outage %.3f' % (
+              median('d', 'pause_seconds'), results['d orthanc_backup mode=freeze'][0],
+              results['d orthanc_backup mode=freeze'][0] / results['a book: stop, cp -a, start'][0]))
     print('  (c) linked %d of the %d storage bytes; what it copied is the index and the configuration' % (
         median('c', 'bytes_linked'), storage_bytes))
     work_outside = median('c', 'duration_seconds') - median('c', 'downtime_seconds')
