@@ -97,9 +97,9 @@ class Container:
     def environment(self):
         """The environment Orthanc runs with: the running process's, else the container's definition."""
         if self.pid:
-            return Environment([('the environment of the %s container "%s"' % (self.engine, self.name),
-                                 process_environment(self.pid))], complete=True)
-        values = dict(item.split('=', 1) for item in self.info['Config'].get('Env') or [] if '=' in item)
+            values = process_environment(self.pid)
+        else:
+            values = dict(item.split('=', 1) for item in self.info['Config'].get('Env') or [] if '=' in item)
         return Environment([('the environment of the %s container "%s"' % (self.engine, self.name), values)],
                            complete=True)
 
