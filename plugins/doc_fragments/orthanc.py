@@ -132,6 +132,15 @@ options:
     description:
       - Unix socket (MySQL) or socket folder (PostgreSQL) to connect through instead of host and port.
     type: str
+  database_container:
+    description:
+      - Name of the Docker or Podman container that runs the database, for a database this host cannot
+        reach by the address or name Orthanc uses (a Compose network, a socket inside a container).
+      - Connections and the host's client tools (C(pg_dump), C(mariadb-dump), ...) then start inside that
+        container's network namespace and reach the database on its loopback (C(127.0.0.1), unless
+        O(login_host) says otherwise) and the port of the plugin section; the container must run.
+      - The engine is O(service_manager) when that is V(docker) or V(podman), else whichever has the container.
+    type: str
   dump_jobs:
     description:
       - Parallel jobs for the dump and the restore (PostgreSQL; more than 1 makes a directory-format dump).

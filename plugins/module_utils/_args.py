@@ -46,6 +46,7 @@ def database_argument_spec():
         login_password=dict(type='str', no_log=True),
         login_db=dict(type='str'),
         login_unix_socket=dict(type='str'),
+        database_container=dict(type='str'),
         dump_jobs=dict(type='int', default=1),
     )
 

@@ -13,13 +13,15 @@ only in the container's writable layer cannot be backed up or restored safely an
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import posixpath
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import process_environment
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import network_namespace, process_environment
 
 ENGINES = ('docker', 'podman')
 
@@ -158,3 +160,24 @@ def find(module):
         return next((container for container in (Container.find(module, engine, name) for engine in ENGINES)
                      if container), None)
     return None
+
+
+def database_network(module):
+    """Where connections to the database start from, and words for messages: the host's network, or with
+    O(database_container) the network namespace of that running container (reached there whatever the
+    host can route to or resolve)."""
+    name = module.params.get('database_container')
+    if not name:
+        return contextlib.nullcontext, ''
+    manager = module.params.get('service_manager')
+    engines = (manager,) if manager in ENGINES else ENGINES
+    container = next((found for found in (Container.find(module, engine, name) for engine in engines) if found), None)
+    if container is None:
+        raise OrthancOpsError('There is no %s container named "%s" (database_container) on this host. Set '
+                              'database_container to the name of the database\'s container.'
+                              % (' or '.join(engines), name))
+    if not container.pid:
+        raise OrthancOpsError('The database container "%s" is not running: start it ("%s start %s") and run the '
+                              'task again.' % (name, container.engine, name))
+    return (functools.partial(network_namespace, container.pid),
+            ' in the network of the %s container "%s"' % (container.engine, name))

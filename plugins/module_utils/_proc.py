@@ -8,7 +8,11 @@ and with which configuration and environment (containers included, through each 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+
+CLONE_NEWNET = 0x40000000
 
 
 def listening_pids(port):
@@ -117,3 +121,25 @@ def process_environment(pid):
     with open('/proc/%d/environ' % pid, 'rb') as handle:
         items = handle.read().split(b'\0')
     return dict(item.decode(errors='surrogateescape').split('=', 1) for item in items if b'=' in item)
+
+
+def _enter_network(libc, handle):
+    if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+@contextlib.contextmanager
+def network_namespace(pid):
+    """Sockets opened and commands started in this block live in the network namespace of ``pid``.
+
+    Only the calling thread changes namespace (setns), and it comes back at the end of the block;
+    a socket keeps the namespace it was opened in, and a child process inherits its parent's.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open('/proc/thread-self/ns/net', 'rb') as own, open('/proc/%d/ns/net' % pid, 'rb') as target:
+        _enter_network(libc, target)
+        try:
+            yield
+        finally:
+            _enter_network(libc, own)

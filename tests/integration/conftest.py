@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -105,6 +106,15 @@ def container_postgres(orthanc_image):
     database = ContainerPostgres(orthanc_image)
     yield database
     database.remove()
+
+
+@pytest.fixture
+def container_network(orthanc_image):
+    """A Podman bridge network of its own, as Docker Compose makes for a project."""
+    name = 'orthanc-ops-%s' % base64.b32encode(os.urandom(5)).decode().lower()
+    subprocess.run(['podman', 'network', 'create', name], check=True, capture_output=True)
+    yield name
+    subprocess.run(['podman', 'network', 'rm', '--force', name], check=False, capture_output=True)
 
 
 @pytest.fixture

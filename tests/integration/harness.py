@@ -264,9 +264,10 @@ def container_image():
 class ContainerOrthanc(Orthanc):
     """A real Orthanc in a Podman container: configuration on a read-only bind mount, its storage folder
     and HTTP port given by the container's environment (${NAME} in the configuration), the storage on a
-    bind mount unless ``volume`` is false."""
+    bind mount unless ``volume`` is false; on the host's network, or on ``network`` with its HTTP port
+    published and ``hosts`` ({name: address}) in its /etc/hosts, as Compose names its services."""
 
-    def __init__(self, root, image, settings=None, volume=True, environment=None):
+    def __init__(self, root, image, settings=None, volume=True, environment=None, network=None, hosts=None):
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.name = 'orthanc-ops-%s' % base64.b32encode(os.urandom(5)).decode().lower()
@@ -293,6 +294,10 @@ class ContainerOrthanc(Orthanc):
                    '-v', '%s:/etc/orthanc:ro' % config_dir]
         if volume:
             command += ['-v', '%s:/var/lib/orthanc/db' % self.storage_dir]
+        if network:
+            command += ['--network', network, '--publish', '127.0.0.1:%d:%d' % (self.port, self.port)]
+        for name, address in sorted((hosts or {}).items()):
+            command += ['--add-host', '%s:%s' % (name, address)]
         for name, value in sorted((environment or {}).items()):
             command += ['-e', '%s=%s' % (name, value)]
         subprocess.run(command + [image, '/usr/sbin/Orthanc', '/etc/orthanc/'], check=True, capture_output=True)
@@ -330,20 +335,27 @@ class ContainerOrthanc(Orthanc):
 
 class ContainerPostgres:
     """A PostgreSQL server in its own container (the image's PostgreSQL 15), on a port of its own, with an
-    Orthanc database owned by a user with a password: what a Compose file puts beside Orthanc."""
+    Orthanc database owned by a user with a password: what a Compose file puts beside Orthanc. On the
+    host's network, or on ``network`` (then nothing is published: the host has no name for it)."""
 
-    def __init__(self, image):
+    def __init__(self, image, network=None):
         self.name = 'orthanc-ops-pg-%s' % base64.b32encode(os.urandom(5)).decode().lower()
         self.port = free_port()
         self.user = self.database = 'orthanc'
         self.password = 'pg-' + base64.b32encode(os.urandom(10)).decode().lower()
         script = ('/usr/lib/postgresql/15/bin/initdb -D /tmp/pgdata -U postgres --auth-local=trust '
-                  '--auth-host=scram-sha-256 >/dev/null && exec /usr/lib/postgresql/15/bin/postgres -D /tmp/pgdata '
-                  '-p %d -k /tmp -c listen_addresses=127.0.0.1' % self.port)
-        subprocess.run(['podman', 'run', '--detach', '--name', self.name, '--user', 'postgres', image,
-                        '/bin/sh', '-c', script], check=True, capture_output=True)
+                  '--auth-host=scram-sha-256 >/dev/null && echo "host all all all scram-sha-256" >> '
+                  '/tmp/pgdata/pg_hba.conf && exec /usr/lib/postgresql/15/bin/postgres -D /tmp/pgdata '
+                  "-p %d -k /tmp -c listen_addresses='%s'" % (self.port, '*' if network else '127.0.0.1'))
+        subprocess.run(['podman', 'run', '--detach', '--name', self.name, '--user', 'postgres']
+                       + (['--network', network] if network else []) + [image, '/bin/sh', '-c', script],
+                       check=True, capture_output=True)
+        self.address = subprocess.run(
+            ['podman', 'inspect', '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', self.name],
+            check=True, capture_output=True, text=True).stdout.strip() or '127.0.0.1'
         deadline = time.monotonic() + 60
-        while subprocess.run(['pg_isready', '-q', '-h', '127.0.0.1', '-p', str(self.port)], check=False).returncode:
+        while subprocess.run(['podman', 'exec', self.name, 'pg_isready', '-q', '-h', '/tmp', '-p', str(self.port)],
+                             check=False).returncode:
             assert time.monotonic() < deadline, 'PostgreSQL did not start in its container'
             time.sleep(0.2)
         self.admin("CREATE ROLE orthanc LOGIN CREATEDB PASSWORD '%s'" % self.password)
@@ -358,11 +370,14 @@ class ContainerPostgres:
         self.admin('DROP DATABASE IF EXISTS orthanc WITH (FORCE)')
         self.admin('CREATE DATABASE orthanc OWNER orthanc')
 
-    def orthanc_settings(self):
+    def orthanc_settings(self, host='127.0.0.1'):
         """The configuration of the Orthanc container: the password from its environment."""
         return {'Plugins': [PLUGINS + 'libOrthancPostgreSQLIndex.so'], 'PostgreSQL': {
-            'EnableIndex': True, 'EnableStorage': False, 'Host': '127.0.0.1', 'Port': self.port,
+            'EnableIndex': True, 'EnableStorage': False, 'Host': host, 'Port': self.port,
             'Database': self.database, 'Username': self.user, 'Password': '${ORTHANC_DB_PASSWORD}', 'Lock': True}}
+
+    def stop(self):
+        subprocess.run(['podman', 'stop', '--time', '10', self.name], check=False, capture_output=True)
 
     def remove(self):
         subprocess.run(['podman', 'rm', '--force', self.name], check=False, capture_output=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-from harness import complete_backups, make_instances
+from harness import ContainerPostgres, complete_backups, make_instances
 
 
 def test_backup_wipe_restore_of_a_container(make_container_orthanc, ansible, repository):
@@ -86,3 +86,50 @@ def test_postgresql_index_in_a_second_container(make_container_orthanc, containe
                                                                                 instance='pacs'))
     assert rc == 0, output
     assert orthanc.md5s() == before
+
+
+def test_postgresql_on_a_compose_network_through_the_database_container(
+        make_container_orthanc, container_network, orthanc_image, ansible, repository):
+    # As Compose runs it: both containers on a network of their own, Orthanc naming the database by its
+    # service name, only Orthanc's HTTP port published. The host has neither the name nor a port.
+    database = ContainerPostgres(orthanc_image, network=container_network)
+    try:
+        # Requests through the published port come from the network's gateway, not from Orthanc's loopback.
+        orthanc = make_container_orthanc(settings=dict(database.orthanc_settings(host='postgres'),
+                                                       RemoteAccessAllowed=True),
+                                         environment={'ORTHANC_DB_PASSWORD': database.password},
+                                         network=container_network, hosts={'postgres': database.address})
+        orthanc.upload(make_instances(patients=2))
+        before = orthanc.md5s()
+        pid = orthanc.pid()
+
+        result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository,
+                                                                                 instance='pacs'))
+        assert rc != 0 and 'Cannot connect to the PostgreSQL database "orthanc" at postgres:' in result['msg']
+        assert 'set database_container' in result['msg'], result['msg']
+        result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
+            repository=repository, instance='pacs', database_container='no-such-database'))
+        assert rc != 0 and 'There is no docker or podman container named "no-such-database"' in result['msg']
+        assert complete_backups(repository) == [] and orthanc.pid() == pid and orthanc.answers()
+
+        params = orthanc.module_params(repository=repository, instance='pacs', database_container=database.name)
+        backup, rc, output = ansible.run('orthanc_backup', params, verbosity=3)
+        assert rc == 0, output
+        assert backup['index_backend'] == 'postgresql' and backup['counts']['instances'] == len(before)
+        assert backup['downtime_seconds'] == 0 and orthanc.pid() == pid
+        assert database.password not in output and database.password not in json.dumps(backup)
+
+        orthanc.wipe()
+        database.recreate()
+        orthanc.start()
+        assert orthanc.instances() == []
+        restored, rc, output = ansible.run('orthanc_restore', params)
+        assert rc == 0, output
+        assert orthanc.md5s() == before
+
+        database.stop()
+        result, rc, output = ansible.run('orthanc_backup', params)
+        assert rc != 0 and 'The database container "%s" is not running' % database.name in result['msg']
+        assert complete_backups(repository) == [backup['backup_id']]
+    finally:
+        database.remove()

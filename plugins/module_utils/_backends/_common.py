@@ -18,6 +18,12 @@ LOGIN_OPTIONS = ('login_host', 'login_port', 'login_user', 'login_password', 'lo
 LOGIN_KEYS = {'login_db': 'database'}
 
 
+def connect_error(where, section, error):
+    return OrthancOpsError('Cannot connect to the %s: %s. Check the %s section of the configuration or the login_* '
+                           'options; for a database in a container whose address or name this host cannot reach, '
+                           'set database_container to that container\'s name.' % (where, error, section))
+
+
 def expected_file(size, compression, uncompressed_md5, compressed_md5):
     """Size and MD5 the file on disk must have: with zlib compression, the compressed ones."""
     return {'size': size, 'md5': (compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5) or None}
@@ -51,11 +57,17 @@ def check_staged(expected, staged, where):
 
 def connection_settings(defaults, section, fields, params):
     """Settings from the plugin ``section`` (``fields`` maps a setting to its key there), overridden
-    by the module's login_* options (``login_host`` -> ``host`` ..., ``login_db`` -> the database)."""
+    by the module's login_* options (``login_host`` -> ``host`` ..., ``login_db`` -> the database);
+    with a database container, the host is that container's loopback unless login_host says otherwise."""
     settings = dict(defaults)
     for key, option in fields.items():
         if section.get(option) not in (None, ''):
             settings[key] = section[option]
+    if params.get('database_container'):
+        # Reached inside the container's own network: its loopback, not the name or socket Orthanc uses.
+        settings['host'] = '127.0.0.1'
+        if 'unix_socket' in settings:
+            settings['unix_socket'] = None
     for option in LOGIN_OPTIONS:
         if params.get(option) not in (None, ''):
             settings[LOGIN_KEYS.get(option, option[len('login_'):])] = params[option]

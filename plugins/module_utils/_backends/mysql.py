@@ -17,7 +17,8 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    attachments_and_counts, check_staged, connection_settings, count_resources)
+    attachments_and_counts, check_staged, connect_error, connection_settings, count_resources)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
 
@@ -85,20 +86,22 @@ class MySQLBackend:
         self.module = module
         self.settings = settings_for(config.get('MySQL') or {}, module.params)
         self.database = self.settings['database']
+        self.network, self.network_words = database_network(module)
 
     def _where(self):
         place = self.settings['unix_socket'] or '%s:%s' % (self.settings['host'], self.settings['port'])
-        return 'MySQL database "%s" at %s as "%s"' % (self.database, place, self.settings['user'])
+        return 'MySQL database "%s" at %s%s as "%s"' % (self.database, place, self.network_words,
+                                                        self.settings['user'])
 
     def connect(self, database=None):
         try:
-            return pymysql.connect(host=self.settings['host'], port=self.settings['port'],
-                                   unix_socket=self.settings['unix_socket'], user=self.settings['user'],
-                                   password=self.settings['password'], database=database or self.database,
-                                   autocommit=True)
+            with self.network():
+                return pymysql.connect(host=self.settings['host'], port=self.settings['port'],
+                                       unix_socket=self.settings['unix_socket'], user=self.settings['user'],
+                                       password=self.settings['password'], database=database or self.database,
+                                       autocommit=True)
         except pymysql.MySQLError as exc:
-            raise OrthancOpsError('Cannot connect to the %s: %s. Check the MySQL section of the configuration or '
-                                  'the login_* options.' % (self._where(), exc))
+            raise connect_error(self._where(), 'MySQL', exc)
 
     def _client(self, names, args):
         """Run a client tool with a 0600 option file, so that the password is never on argv."""
@@ -116,7 +119,8 @@ class MySQLBackend:
                     handle.write('socket=%s\n' % self.settings['unix_socket'])
                 else:
                     handle.write('host=%s\nport=%d\nprotocol=tcp\n' % (self.settings['host'], self.settings['port']))
-            rc, out, err = self.module.run_command([binary, '--defaults-extra-file=' + options] + args)
+            with self.network():
+                rc, out, err = self.module.run_command([binary, '--defaults-extra-file=' + options] + args)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if rc != 0:

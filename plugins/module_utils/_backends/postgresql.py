@@ -14,7 +14,8 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    attachments_and_counts, check_staged, connection_settings, count_resources)
+    attachments_and_counts, check_staged, connect_error, connection_settings, count_resources)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
 
@@ -71,17 +72,18 @@ class PostgreSQLBackend:
         self.settings = settings_for(config.get('PostgreSQL') or {}, module.params)
         self.database = self.settings['dbname']
         self.jobs = module.params.get('dump_jobs') or 1
+        self.network, self.network_words = database_network(module)
 
     def _where(self):
-        return 'PostgreSQL database "%s" at %s:%s as "%s"' % (
-            self.database, self.settings['host'], self.settings['port'], self.settings['user'])
+        return 'PostgreSQL database "%s" at %s:%s%s as "%s"' % (
+            self.database, self.settings['host'], self.settings['port'], self.network_words, self.settings['user'])
 
     def connect(self, dbname=None, autocommit=False):
         try:
-            connection = psycopg2.connect(**dict(self.settings, dbname=dbname or self.database))
+            with self.network():
+                connection = psycopg2.connect(**dict(self.settings, dbname=dbname or self.database))
         except psycopg2.Error as exc:
-            raise OrthancOpsError('Cannot connect to the %s: %s. Check the PostgreSQL section of the configuration '
-                                  'or the login_* options.' % (self._where(), str(exc).strip()))
+            raise connect_error(self._where(), 'PostgreSQL', str(exc).strip())
         connection.autocommit = autocommit
         return connection
 
@@ -94,7 +96,8 @@ class PostgreSQLBackend:
                    'PGUSER': self.settings['user']}
         if self.settings.get('password'):
             environ['PGPASSWORD'] = self.settings['password']
-        rc, out, err = self.module.run_command([binary] + args, environ_update=environ)
+        with self.network():
+            rc, out, err = self.module.run_command([binary] + args, environ_update=environ)
         if rc != 0:
             raise OrthancOpsError('%s failed for the %s (exit code %d): %s' % (name, self._where(), rc, err.strip()))
 

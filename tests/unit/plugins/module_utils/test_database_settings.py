@@ -35,3 +35,13 @@ def test_mysql_socket_from_configuration_unless_a_host_is_given():
     over = mysql.settings_for(section, dict(NO_LOGIN, login_host='10.0.0.5'))
     assert over['unix_socket'] is None and over['host'] == '10.0.0.5' and over['port'] == 3307
     assert mysql.settings_for(dict(section, UnixSocket=''), NO_LOGIN)['unix_socket'] is None
+
+
+def test_a_database_container_is_reached_on_its_own_loopback_at_the_configured_port():
+    in_container = dict(NO_LOGIN, database_container='pacs-postgres-1')
+    settings = postgresql.settings_for({'Host': 'postgres', 'Port': 5432, 'Password': 'p'}, in_container)
+    assert (settings['host'], settings['port'], settings['password']) == ('127.0.0.1', 5432, 'p')
+    section = {'Host': 'mariadb', 'Port': 3307, 'UnixSocket': '/run/mysqld/mysqld.sock'}
+    settings = mysql.settings_for(section, in_container)
+    assert (settings['host'], settings['port'], settings['unix_socket']) == ('127.0.0.1', 3307, None)
+    assert mysql.settings_for(section, dict(in_container, login_host='10.0.0.5'))['host'] == '10.0.0.5'
