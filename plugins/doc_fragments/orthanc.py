@@ -13,8 +13,10 @@ options:
   config:
     description:
       - The Orthanc configuration Orthanc is started with, a JSON file or a folder of C(*.json) files.
-        Defaults to C(/etc/orthanc); for Orthanc in a container, to the configuration the container runs,
-        and a given path is a path inside the container.
+        Defaults to C(/etc/orthanc); for Orthanc in a container, to the configuration the container runs
+        (its Orthanc command line; for a stopped container whose entrypoint generates the configuration, as
+        C(orthancteam/orthanc) does, the C(/tmp/orthanc.json) it generated when it last ran), and a given
+        path is a path inside the container.
       - Files are read as Orthanc reads them, with C(//) and C(/* */) comments; a top-level key defined
         in two files is an error, as in Orthanc. Relative paths resolve against the configuration folder.
       - C(${NAME}), C(${NAME:-default}) and C(${NAME:-'default'}) are expanded as Orthanc expands them, from

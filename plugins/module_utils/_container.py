@@ -24,6 +24,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import network_namespace, process_environment
 
 ENGINES = ('docker', 'podman')
+# Where the entrypoint of orthancteam/orthanc writes the configuration it generates and runs.
+GENERATED_CONFIGURATION = '/tmp/orthanc.json'
 
 
 def command_configuration(argv):
@@ -82,7 +84,7 @@ class Container:
 
     def configuration_path(self):
         """The configuration Orthanc runs inside the container: from the running Orthanc's command line,
-        else from the container's command."""
+        else from the container's command, else the one its entrypoint generated when it last ran."""
         if self.pid:
             with open('/proc/%d/cmdline' % self.pid, 'rb') as handle:
                 argv = [arg.decode(errors='surrogateescape') for arg in handle.read().split(b'\0') if arg]
@@ -90,11 +92,15 @@ class Container:
             if path:
                 return posixpath.join(self.info['Config'].get('WorkingDir') or '/', path)
         path = command_configuration(self._command())
-        if not path:
-            raise OrthancOpsError('Cannot tell which configuration the %s container "%s" runs (its command is %s). Set '
-                                  '"config" to the configuration path inside the container.'
-                                  % (self.engine, self.name, ' '.join(self._command()) or 'empty'))
-        return posixpath.join(self.info['Config'].get('WorkingDir') or '/', path)
+        if path:
+            return posixpath.join(self.info['Config'].get('WorkingDir') or '/', path)
+        # A stopped container whose entrypoint generates the configuration: the one it generated last time.
+        if os.path.isfile(self.readable(GENERATED_CONFIGURATION)):
+            return GENERATED_CONFIGURATION
+        raise OrthancOpsError('Cannot tell which configuration the %s container "%s" runs (its command is %s, and it '
+                              'holds no generated %s). Start it, or set "config" to the configuration path inside '
+                              'the container.' % (self.engine, self.name, ' '.join(self._command()) or 'empty',
+                                                  GENERATED_CONFIGURATION))
 
     def environment(self):
         """The environment Orthanc runs with: the running process's, else the container's definition."""
@@ -122,10 +128,26 @@ class Container:
         return posixpath.normpath(posixpath.join(best['Source'], relative))
 
     def readable(self, path):
-        """A host path to read ``path`` of the container: through the running process's root, else its mount."""
+        """A host path to read ``path`` of the container: through the running process's root, else its mount,
+        else a private copy the engine takes from the stopped container's own files."""
         if self.pid:
             return '/proc/%d/root%s' % (self.pid, posixpath.normpath(path))
-        return self.on_host(path, 'the configuration')
+        try:
+            return self.on_host(path, 'the configuration')
+        except OrthancOpsError:
+            return self._copied(path)
+
+    def _copied(self, path):
+        """``path`` copied out of the container into the module's private temporary folder (removed at
+        exit); where it would be when the container has no such file."""
+        copy = os.path.join(self.module.tmpdir, 'container-files', posixpath.normpath(path).lstrip('/'))
+        if not os.path.lexists(copy):
+            os.makedirs(os.path.dirname(copy), mode=0o700, exist_ok=True)
+            self.module.run_command([self.binary, 'cp', '%s:%s' % (self.name, path), copy])
+        if os.path.islink(copy):
+            raise OrthancOpsError('%s in the %s container "%s" is a symbolic link; set "config" to the file it names.'
+                                  % (path, self.engine, self.name))
+        return copy
 
     def published_port(self, port):
         """The host port that reaches ``port`` of the container (itself with the host's network)."""

@@ -265,9 +265,12 @@ class ContainerOrthanc(Orthanc):
     """A real Orthanc in a Podman container: configuration on a read-only bind mount, its storage folder
     and HTTP port given by the container's environment (${NAME} in the configuration), the storage on a
     bind mount unless ``volume`` is false; on the host's network, or on ``network`` with its HTTP port
-    published and ``hosts`` ({name: address}) in its /etc/hosts, as Compose names its services."""
+    published and ``hosts`` ({name: address}) in its /etc/hosts, as Compose names its services. With
+    ``generated``, an entrypoint writes the configuration to /tmp/orthanc.json and runs that, as
+    orthancteam/orthanc's does."""
 
-    def __init__(self, root, image, settings=None, volume=True, environment=None, network=None, hosts=None):
+    def __init__(self, root, image, settings=None, volume=True, environment=None, network=None, hosts=None,
+                 generated=False):
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.name = 'orthanc-ops-%s' % base64.b32encode(os.urandom(5)).decode().lower()
@@ -300,7 +303,9 @@ class ContainerOrthanc(Orthanc):
             command += ['--add-host', '%s:%s' % (name, address)]
         for name, value in sorted((environment or {}).items()):
             command += ['-e', '%s=%s' % (name, value)]
-        subprocess.run(command + [image, '/usr/sbin/Orthanc', '/etc/orthanc/'], check=True, capture_output=True)
+        run = ['/bin/sh', '-c', 'cp /etc/orthanc/orthanc.json /tmp/orthanc.json && exec /usr/sbin/Orthanc '
+               '/tmp/orthanc.json'] if generated else ['/usr/sbin/Orthanc', '/etc/orthanc/']
+        subprocess.run(command + [image] + run, check=True, capture_output=True)
 
     def module_params(self, **extra):
         params = {'service_name': self.name, 'start_timeout': 30, 'stop_timeout': 30}

@@ -45,6 +45,30 @@ def test_backup_wipe_restore_of_a_container(make_container_orthanc, ansible, rep
     assert orthanc.md5s() == before
 
 
+def test_a_stopped_container_runs_the_configuration_its_entrypoint_generated(
+        make_container_orthanc, ansible, repository):
+    # As orthancteam/orthanc does: the entrypoint writes /tmp/orthanc.json (in the container's own layer)
+    # and runs Orthanc with it; once the container is stopped, only that file says what it runs.
+    orthanc = make_container_orthanc(generated=True)
+    orthanc.upload(make_instances(patients=1))
+    before = orthanc.md5s()
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0 and backup['counts']['instances'] == len(before), output
+    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
+        assert json.load(handle)['config_path'] == '/tmp/orthanc.json'
+
+    orthanc.wipe()
+    info, rc, output = ansible.run('orthanc_info', {'service_name': orthanc.name})
+    assert rc == 0, output
+    assert info['deployment']['running'] is False and info['storage_dir'] == orthanc.storage_dir
+    restored, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository,
+                                                                                instance='pacs'))
+    assert rc == 0, output
+    assert 'Orthanc was not running' in ' '.join(restored.get('warnings', []))
+    orthanc.start()
+    assert orthanc.md5s() == before
+
+
 def test_a_container_that_does_not_exist_is_a_clear_error(ansible, repository):
     result, rc, output = ansible.run('orthanc_backup', {'service_manager': 'podman', 'service_name': 'no-such-orthanc',
                                                         'repository': repository})
