@@ -21,7 +21,8 @@ import posixpath
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import network_namespace, process_environment
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
+    is_orthanc, network_namespace, process_environment, process_tree)
 
 ENGINES = ('docker', 'podman')
 # Where the entrypoint of orthancteam/orthanc writes the configuration it generates and runs.
@@ -72,6 +73,10 @@ class Container:
     @property
     def pid(self):
         return self.info['State'].get('Pid') if self.running else None
+
+    def orthanc_pids(self):
+        """The Orthanc processes of the running container, whatever network it is on."""
+        return [pid for pid in process_tree(self.pid) if is_orthanc(pid)] if self.pid else []
 
     def describe(self):
         return {'kind': 'container', 'engine': self.engine, 'name': self.name, 'running': self.running,

@@ -94,6 +94,25 @@ def configuration_of(pid):
     return os.path.join('/proc/%d/root' % pid, path.lstrip('/'))
 
 
+def process_tree(pid):
+    """``pid`` and every process below it, from /proc."""
+    children = {}
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                with open('/proc/%s/stat' % name) as handle:
+                    parent = int(handle.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
 def same_path(first, second):
     try:
         return os.path.samefile(first, second)

@@ -222,10 +222,15 @@ class Service:
 
         Yields a Pause: its ``seconds`` from the moment every process is stopped.
         """
-        pids = [pid for pid in listening_pids(self.port) if is_orthanc(pid)]
+        if self.container:
+            pids = self.container.orthanc_pids()
+            where = 'runs in the %s container "%s"' % (self.container.engine, self.container.name)
+        else:
+            pids = [pid for pid in listening_pids(self.port) if is_orthanc(pid)]
+            where = 'listens on port %d' % self.port
         if not pids:
-            raise OrthancOpsError('No Orthanc process listens on port %d, so there is nothing to freeze. Use mode=cold, '
-                                  'or check the configuration\'s HttpPort.' % self.port)
+            raise OrthancOpsError('No Orthanc process %s, so there is nothing to freeze. Use mode=cold, or check the '
+                                  'configuration\'s HttpPort.' % where)
         self._arm_watcher(thaw=pids)
         pause = Pause()
         try:

@@ -52,8 +52,12 @@ def test_a_stopped_container_runs_the_configuration_its_entrypoint_generated(
     orthanc = make_container_orthanc(generated=True)
     orthanc.upload(make_instances(patients=1))
     before = orthanc.md5s()
-    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    # Frozen through the container's own processes (no port of the host is Orthanc's own).
+    pid = orthanc.pid()
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs',
+                                                                             mode='freeze'))
     assert rc == 0 and backup['counts']['instances'] == len(before), output
+    assert backup['downtime_seconds'] == 0 and 0 < backup['pause_seconds'] < 1 and orthanc.pid() == pid
     with open(os.path.join(backup['path'], 'manifest.json')) as handle:
         assert json.load(handle)['config_path'] == '/tmp/orthanc.json'
 
