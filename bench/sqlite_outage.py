@@ -121,9 +121,9 @@ def bench(collections, count, pixels, repeat, work):
     results['0 stop+start (floor)'] = measured(orthanc, restart, repeat)
     results['a book: stop, cp -a, start'] = measured(orthanc, book, repeat,
                                                      before=lambda: shutil.rmtree(book_copy, ignore_errors=True))
-    results['b orthanc_backup, first'] = measured(orthanc, module('b'), repeat,
+    results['b orthanc_backup, first'] = measured(orthanc, module('b', mode='cold'), repeat,
                                                   before=lambda: shutil.rmtree(repository, ignore_errors=True))
-    results['c orthanc_backup, unchanged'] = measured(orthanc, module('c'), repeat)
+    results['c orthanc_backup, unchanged'] = measured(orthanc, module('c', mode='cold'), repeat)
     results['d orthanc_backup mode=freeze'] = measured(orthanc, module('d', mode='freeze'), repeat)
 
     rsync_walls = []

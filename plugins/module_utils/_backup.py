@@ -29,6 +29,17 @@ SPACE_MARGIN_RATIO = 1.1
 LIVE_MISSING_LISTED = 100
 
 
+class PauseTooLong(OrthancOpsError):
+    """A freeze that reached max_pause: Orthanc was continued and nothing counts as backed up."""
+
+    def __init__(self, seconds, max_pause, index_bytes):
+        self.freeze = 'Orthanc was frozen for %.3f s, longer than max_pause (%g s): it was continued.' % (
+            seconds, max_pause)
+        super().__init__('%s This backup was not completed, so the previous backup stays the latest. Raise max_pause, '
+                         'or use mode=cold (or auto) for this index (%d MiB).' % (self.freeze, index_bytes // 2**20),
+                         pause_seconds=round(seconds, 3))
+
+
 def _utc_iso():
     return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
 
@@ -40,12 +51,15 @@ class Backup(Phase):
         self.index_backend = self.backend.name
         self.storage_backend, dummy = _backends.storage_backend(self.config)
         self.mode = self.backend.modes[0] if params['mode'] == 'auto' else params['mode']
+        # Only the default may trade a freeze that would be too long for a stop; an explicit mode is kept.
+        self.may_fall_back = params['mode'] == 'auto' and 'cold' in self.backend.modes
         if self.mode not in self.backend.modes:
             raise OrthancOpsError('mode=%s is not possible with the %s index (possible: %s).'
                                   % (self.mode, self.index_backend, ', '.join(self.backend.modes)))
         self.repository = self.open_repository()
         self.storage_dir = self.config.storage_dir
         self.files_on_disk = _backends.files_on_disk(self.config)
+        self.consistent_at = None
 
     def _previous(self):
         if not self.params['link']:
@@ -127,6 +141,7 @@ class Backup(Phase):
             'backup_id': backup_id,
             'path': path,
             'previous_backup': previous_id,
+            'consistent_at': manifest['consistent_at'],
             'index_backend': self.index_backend,
             'storage_backend': self.storage_backend,
             'downtime_seconds': manifest['timings']['downtime_seconds'],
@@ -167,6 +182,24 @@ class Backup(Phase):
                 os.sync()
         timings['snapshot_seconds'] = time.monotonic() - step
         step = time.monotonic()
+        if self.mode == 'freeze' and was_running:
+            # Every thread stopped by the kernel at once: the index files are what a crash at that instant
+            # leaves, which SQLite recovers to the last committed transaction (its WAL is copied too).
+            try:
+                with self.service.frozen() as pause:
+                    index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot, pause)
+                timings['pause_seconds'] = pause.seconds
+                timings['capture_seconds'] = time.monotonic() - step
+                self._check_pause(pause)
+            except PauseTooLong as exc:
+                if not self.may_fall_back:
+                    raise
+                self.module.warn('%s mode=auto takes it cold instead: Orthanc is stopped for the index copy.'
+                                 % exc.freeze)
+                timings['pause_seconds'] = exc.details['pause_seconds']
+                shutil.rmtree(os.path.join(partial, self.backend.folder))
+                self.mode = 'cold'
+                step = time.monotonic()
         if self.mode == 'cold':
             with self.service.stopped() if was_running else nullcontext():
                 timings['stop_seconds'] = time.monotonic() - step
@@ -174,15 +207,7 @@ class Backup(Phase):
                 timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
             if was_running:
                 timings['downtime_seconds'] = time.monotonic() - step
-        elif self.mode == 'freeze' and was_running:
-            # Every thread stopped by the kernel at once: the index files are what a crash at that instant
-            # leaves, which SQLite recovers to the last committed transaction (its WAL is copied too).
-            with self.service.frozen() as pause:
-                index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot, pause)
-            timings['pause_seconds'] = pause.seconds
-            timings['capture_seconds'] = time.monotonic() - step
-            self._check_pause(pause)
-        else:
+        elif self.mode != 'freeze' or not was_running:
             index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot)
             timings['capture_seconds'] = time.monotonic() - step
         self._check_live_files(live_missing, len(attachments))
@@ -217,6 +242,7 @@ class Backup(Phase):
             'storage_dir': self.storage_dir,
             'index_dir': self.config.index_dir,
             'previous_backup': previous_id,
+            'consistent_at': self.consistent_at,
             'counts': counts,
             'orphans_skipped': len(orphans),
             'missing_attachments': missing,
@@ -237,6 +263,8 @@ class Backup(Phase):
         live_missing = []
 
         def hold(attachments):
+            # Orthanc can neither add nor delete an attachment now: the backup holds its state of this instant.
+            self.consistent_at = _utc_iso()
             if pause:
                 self._check_pause(pause)
             if not self.files_on_disk:
@@ -247,11 +275,7 @@ class Backup(Phase):
 
     def _check_pause(self, pause):
         if pause.seconds > self.params['max_pause']:
-            raise OrthancOpsError('Orthanc was frozen for %.3f s, longer than max_pause (%g s): it was continued and '
-                                  'this backup was not completed, so the previous backup stays the latest. Raise '
-                                  'max_pause, or use mode=cold for this index (%d MiB).'
-                                  % (pause.seconds, self.params['max_pause'], self.backend.estimate_bytes() // 2**20),
-                                  pause_seconds=round(pause.seconds, 3))
+            raise PauseTooLong(pause.seconds, self.params['max_pause'], self.backend.estimate_bytes())
 
     def _check_live_files(self, live_missing, referenced):
         """A backup that cannot hold what its index references is not complete, unless told so."""

@@ -13,11 +13,11 @@ version_added: 0.1.0
 description:
   - Backs up the index, the DICOM files and the configuration of an Orthanc server into
     C(<repository>/<instance>/<backup_id>), where C(backup_id) is the UTC start time (C(YYYYMMDDTHHMMSSZ)).
-  - "SQLite index (cold backup, with Orthanc stopped as briefly as possible): while Orthanc runs,
-    the storage is snapshotted: files the previous complete backup holds are hard-linked from it
-    (same uuid, same bytes), the rest is copied. Then Orthanc is stopped, the index is copied, the
-    snapshot is brought to exactly the attachments that index references, and Orthanc is started
-    again before the manifest is written."
+  - "SQLite index (Orthanc frozen for milliseconds, or with O(mode=cold) stopped as briefly as possible):
+    while Orthanc runs, the storage is snapshotted: files the previous complete backup holds are hard-linked
+    from it (same uuid, same bytes), the rest is copied. Then Orthanc is frozen (or stopped), the index is
+    copied, the snapshot is brought to exactly the attachments that index references, and Orthanc is
+    continued (or started again) before the manifest is written."
   - "PostgreSQL index (hot backup, Orthanc keeps serving): C(pg_dump) runs inside a REPEATABLE READ snapshot
     exported by the module, which reads the attachments in that same snapshot; the storage snapshot then
     holds exactly the files that dump references (from the previous backup when Orthanc deleted one meanwhile).
@@ -51,16 +51,19 @@ options:
         committed transaction when the index is opened (U(https://www.sqlite.org/atomiccommit.html),
         U(https://www.sqlite.org/wal.html)). If the module dies while Orthanc is frozen, the detached
         watcher continues Orthanc."
-      - V(auto) takes the index backend's default; SQLite defaults to V(cold) (V(freeze) is opt-in until its
-        torture test runs in CI), PostgreSQL and MySQL to V(hot).
+      - V(auto) takes the index backend's default; SQLite defaults to V(freeze) (its torture test, 100 freezes
+        under uploads and deletes, runs in CI), PostgreSQL and MySQL to V(hot). Use V(cold) for Orthanc's own
+        clean shutdown.
+      - With V(auto), a freeze that reaches O(max_pause) (an index too large to copy in that time) is
+        continued and the backup is taken V(cold) instead, with a warning; an explicit V(freeze) fails.
     type: str
     choices: [auto, cold, hot, freeze]
     default: auto
   max_pause:
     description:
-      - With O(mode=freeze), the longest Orthanc may stay frozen, in seconds. A freeze that reaches it
-        (a huge index) continues Orthanc and fails the backup, which is not counted complete; use
-        O(mode=cold) for such an index, or raise this.
+      - With O(mode=freeze) (or V(auto) for SQLite), the longest Orthanc may stay frozen, in seconds. A freeze
+        that reaches it (a huge index) continues Orthanc; with O(mode=freeze) the backup then fails and is not
+        counted complete, with O(mode=auto) it is taken V(cold).
     type: float
     default: 1.0
   link:
@@ -150,6 +153,14 @@ downtime_seconds:
   returned: success and not check mode
   type: float
   sample: 3.1
+consistent_at:
+  description:
+    - The instant (UTC, ISO 8601) whose state of Orthanc the backup holds, taken while Orthanc could neither
+      add nor delete an attachment (stopped, frozen, or its attachment table locked).
+    - Every instance stored before it is in the backup, and no instance deleted before it.
+  returned: success and not check mode
+  type: str
+  sample: '2026-11-28T02:00:03.517204Z'
 pause_seconds:
   description:
     - With O(mode=freeze), the seconds Orthanc was frozen (its clients saw a pause, not a refusal); 0 otherwise.

@@ -27,7 +27,8 @@ def test_backup_wipe_restore_of_a_container(make_container_orthanc, ansible, rep
     assert info['storage_dir'] == orthanc.storage_dir and info['http_port'] == orthanc.port
 
     pid = orthanc.pid()
-    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs',
+                                                                             mode='cold'))
     assert rc == 0, output
     assert backup['files'] == len(before) + 2 and backup['live_missing_count'] == 0    # + index + orthanc.json
     assert backup['downtime_seconds'] > 0 and orthanc.answers() and orthanc.pid() != pid

@@ -68,7 +68,7 @@ def fleet(tmp_path_factory, collections_root):
         for number, (name, server) in enumerate(servers.items(), start=2):
             server.start()
             server.upload(make_instances(patients=2, studies=1, series=2, instances=3))
-            broken = {'orthanc_backup_stop_command': '/bin/false',
+            broken = {'orthanc_backup_mode': 'cold', 'orthanc_backup_stop_command': '/bin/false',
                       'orthanc_restore_stop_command': server.stop_command} if name == 'site-broken' else {}
             fleet.add_orthanc(name, '127.0.0.%d' % number, server, **broken)
         fleet.hosts['centre-pg'].update(orthanc_backup_repository_keep_last=2, orthanc_backup_repository_keep_monthly=2)

@@ -8,6 +8,7 @@ uploads; always continued, by the module or by its watcher."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -66,6 +67,20 @@ def test_freeze_backup_under_uploads_restores_what_was_acknowledged(loaded, ansi
     assert expected <= instances and len(instances) == backup['counts']['instances']
     md5s = orthanc.md5s()
     assert all(md5s[iid] == before[iid] for iid in before)
+
+
+def test_by_default_a_pause_over_max_pause_is_taken_cold_instead(loaded, ansible, repository):
+    orthanc, before = loaded
+    pid = orthanc.pid()
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
+        repository=repository, instance='pacs', max_pause=0.000001))
+    assert rc == 0, output
+    assert any('longer than max_pause' in warning and 'takes it cold' in warning for warning in backup['warnings'])
+    assert backup['pause_seconds'] > 0 and backup['downtime_seconds'] > 0 and orthanc.pid() != pid
+    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
+        assert json.load(handle)['mode'] == 'cold'
+    assert backup['counts']['instances'] == len(before) and complete_backups(repository) == [backup['backup_id']]
+    assert orthanc.md5s() == before
 
 
 def test_a_pause_over_max_pause_continues_orthanc_and_completes_nothing(loaded, ansible, repository):

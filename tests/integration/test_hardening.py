@@ -157,7 +157,8 @@ def test_watcher_ignores_planted_files_and_brings_orthanc_back(loaded, ansible, 
         os.unlink(old_fixed_name)
     os.symlink(str(appended), old_fixed_name)
     try:
-        kill_while_stopped(ansible, orthanc, orthanc.module_params(repository=repository, instance='pacs'))
+        kill_while_stopped(ansible, orthanc, orthanc.module_params(repository=repository, instance='pacs',
+                                                                   mode='cold'))
         orthanc.wait(timeout=60)
     finally:
         os.unlink(old_fixed_name)

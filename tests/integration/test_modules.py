@@ -190,7 +190,7 @@ def test_orthanc_that_does_not_stop(make_orthanc, ansible, repository):
     orthanc.upload(make_instances(patients=1))
     pid = open(orthanc.pidfile).read()
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
-        repository=repository, instance='pacs', stop_command='true', stop_timeout=2))
+        repository=repository, instance='pacs', mode='cold', stop_command='true', stop_timeout=2))
     assert rc != 0 and 'did not stop within 2 s' in result['msg']
     assert orthanc.answers() and open(orthanc.pidfile).read() == pid
     assert os.listdir(os.path.join(repository, 'pacs')) == ['.lock']

@@ -22,7 +22,7 @@ def test_stop_command_fails(loaded, ansible, repository):
     orthanc, before = loaded
     pid = orthanc.pid()
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
-        repository=repository, instance='pacs', stop_command='echo cannot stop >&2; false'))
+        repository=repository, instance='pacs', mode='cold', stop_command='echo cannot stop >&2; false'))
     assert rc != 0 and result['failed']
     assert 'The stop command' in result['msg'] and 'cannot stop' in result['msg']
     assert orthanc.pid() == pid and orthanc.md5s() == before
@@ -67,7 +67,7 @@ def test_repository_fills_up_during_the_copy(loaded, ansible, small_disk):
     filler = os.path.join(small_disk, 'filler')
     stop = 'fallocate -l $(($(stat -f -c "%%a*%%S" %s))) %s; %s' % (small_disk, filler, orthanc.stop_command)
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
-        repository=small_disk, instance='pacs', stop_command=stop))
+        repository=small_disk, instance='pacs', mode='cold', stop_command=stop))
     assert rc != 0 and 'No space left on device' in result['msg'] and 'partial backup was removed' in result['msg']
     assert orthanc.answers() and orthanc.md5s() == before
     assert complete_backups(small_disk) == [] and partials(small_disk) == []
@@ -85,7 +85,8 @@ def test_unwritable_repository(loaded, ansible, tmp_path):
 
 def test_module_killed_while_orthanc_is_stopped(loaded, ansible, repository):
     orthanc, before = loaded
-    process = kill_while_stopped(ansible, orthanc, orthanc.module_params(repository=repository, instance='pacs'))
+    process = kill_while_stopped(ansible, orthanc, orthanc.module_params(repository=repository, instance='pacs',
+                                                                         mode='cold'))
     assert process.returncode != 0
     orthanc.wait(timeout=60)    # the watcher brought it back
     assert orthanc.md5s() == before
@@ -98,7 +99,7 @@ def test_module_killed_while_orthanc_is_stopped(loaded, ansible, repository):
 
 def test_second_concurrent_backup_fails_at_once(loaded, ansible, repository):
     orthanc, before = loaded
-    slow = orthanc.module_params(repository=repository, instance='pacs',
+    slow = orthanc.module_params(repository=repository, instance='pacs', mode='cold',
                                  stop_command='sleep 4; ' + orthanc.stop_command)
     first, first_out = ansible.start('orthanc_backup', slow)
     lock = os.path.join(repository, 'pacs', '.lock')

@@ -25,7 +25,7 @@ class SQLiteBackend:
     """The SQLite index; the interface every backend offers (see _backends/__init__.py)."""
 
     name = 'sqlite'
-    modes = ('cold', 'freeze')
+    modes = ('freeze', 'cold')
     folder = 'index'
     FILES = ('index', 'index-wal', 'index-shm')
 
@@ -51,7 +51,7 @@ class SQLiteBackend:
     def capture(self, backup_folder, hold):
         """Copy the index (and the WAL files a crash may have left), read that copy, hold its files.
 
-        Orthanc is stopped: nothing changes between the copy and ``hold``.
+        Orthanc is stopped or frozen: nothing changes between the copy and ``hold``.
         """
         target = os.path.join(backup_folder, self.folder)
         os.mkdir(target, 0o700)
