@@ -27,7 +27,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, create_file, file_md5, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    copy_file, create_file, file_md5, make_dirs, set_owner)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
     configuration_of, orthanc_pids, process_environment, same_path, shown)
@@ -265,7 +266,7 @@ class Audit:
             if copy_file(source[1], temporary, mode=0o644, beneath=source[0])[1] != md5:
                 raise OrthancOpsError('The copy of %s in the backup %s does not have the MD5 Orthanc recorded; verify '
                                       'that backup.' % source[::-1])
-            os.chown(temporary, owner.st_uid, owner.st_gid)
+            set_owner(temporary, owner.st_uid, owner.st_gid)
             os.rename(temporary, path)
         finally:
             if os.path.lexists(temporary):

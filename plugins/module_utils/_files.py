@@ -85,6 +85,12 @@ def open_regular(path, beneath=None):
     return os.fdopen(fd, 'rb')
 
 
+def set_owner(path, uid, gid):
+    """Give ``path`` the owner of the files it replaces; only root can, and only root needs to."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+
+
 def copy_file(src, dst, mode=FILE_MODE, beneath=None):
     """Copy the regular file ``src`` (see open_regular) to the new file ``dst``; return (size, md5)."""
     digest = hashlib.md5()

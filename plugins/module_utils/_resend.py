@@ -21,7 +21,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import load_configuration
 
 DICOM_DATE = '%Y%m%d'
-SINCE_PATTERN = re.compile(r'^(\d{4})-?(\d{2})-?(\d{2})(T\d{6}Z)?$')
+# A date, a backup id, or an ISO 8601 date-time (only its date counts: a day earlier is asked for anyway).
+SINCE_PATTERN = re.compile(r'^(\d{4})-?(\d{2})-?(\d{2})([T ]\d{2}(:?\d{2}(:?\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$')
 
 
 def _day(value, option):
@@ -29,8 +30,8 @@ def _day(value, option):
     try:
         return datetime.date(*(int(part) for part in match.groups()[:3]))
     except (AttributeError, ValueError):
-        raise OrthancOpsError('%s %r is neither a date (YYYYMMDD or YYYY-MM-DD) nor a backup id '
-                              '(YYYYMMDDTHHMMSSZ).' % (option, value))
+        raise OrthancOpsError('%s %r is neither a date (YYYYMMDD or YYYY-MM-DD), an ISO 8601 date-time '
+                              '(2026-11-28T12:00:36Z) nor a backup id (YYYYMMDDTHHMMSSZ).' % (option, value))
 
 
 def first_study_date(since):

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import set_owner
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry
@@ -150,8 +151,7 @@ class Restore(Phase):
             if os.path.exists(live):    # the live file's mode and owner (credentials are often 0640)
                 info = os.stat(live)
                 os.chmod(os.path.join(swap.staging, name), info.st_mode & 0o777)
-                if os.geteuid() == 0:
-                    os.chown(os.path.join(swap.staging, name), info.st_uid, info.st_gid)
+                set_owner(os.path.join(swap.staging, name), info.st_uid, info.st_gid)
         return swap
 
     def _compare_statistics(self, manifest):

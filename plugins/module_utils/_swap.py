@@ -11,7 +11,7 @@ import os
 import shutil
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, make_dirs, set_owner
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -67,8 +67,7 @@ class Swap:
 
 def _own(path, owner, mode):
     os.chmod(path, mode)
-    if os.geteuid() == 0:
-        os.chown(path, owner[0], owner[1])
+    set_owner(path, owner[0], owner[1])
 
 
 def stage_files(source, relatives, target, label, stamp, owned):

@@ -29,8 +29,9 @@ extends_documentation_fragment:
 options:
   since:
     description:
-      - Resend the studies dated from this day on, a date (C(YYYYMMDD) or C(YYYY-MM-DD)) or the id of the
-        backup that was restored (C(YYYYMMDDTHHMMSSZ)).
+      - Resend the studies dated from this day on, a date (C(YYYYMMDD) or C(YYYY-MM-DD)), an ISO 8601 date-time
+        (C(2026-11-28T12:00:36Z); only its date counts) or the id of the backup that was restored
+        (C(YYYYMMDDTHHMMSSZ)).
     type: str
     required: true
   until:

@@ -68,6 +68,10 @@ def quoted(name):
     return '`%s`' % name.replace('`', '``')
 
 
+def literal(text):
+    return "'%s'" % text.replace('\\', '\\\\').replace("'", "''")
+
+
 class MySQLBackend:
     name = 'mysql'
     modes = ('hot', 'cold')
@@ -221,8 +225,8 @@ class TableSwap:
 
     def _tables(self, database):
         return [row[0] for row in self.execute(
-            ["SELECT table_name FROM information_schema.tables WHERE table_schema = '%s' AND table_type = 'BASE TABLE'"
-             % database.replace("'", "''")])]
+            ["SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'"
+             % literal(database)])]
 
     def _take_triggers(self, database):
         """Drop the triggers of ``database`` and return their definitions."""
@@ -250,8 +254,8 @@ class TableSwap:
         self.swapped = True
         self.execute(self.live_triggers, database=self.previous)
         self.execute(staged_triggers, database=live)
-        existing = set(row[1] for row in self.execute(["SHOW PROCEDURE STATUS WHERE Db = '%s'" % live]))
-        for row in self.execute(["SHOW PROCEDURE STATUS WHERE Db = '%s'" % self.staging]):
+        existing = set(row[1] for row in self.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(live)]))
+        for row in self.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(self.staging)]):
             if row[1] not in existing:
                 create = self.execute(['SHOW CREATE PROCEDURE %s.%s' % (quoted(self.staging), quoted(row[1]))])[0][2]
                 self.execute([create], database=live)

@@ -16,12 +16,16 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._resend import 
     ('20261127', '20261126'),
     ('2026-03-01', '20260228'),
     ('20250101', '20241231'),
+    ('2026-11-28T12:00:36Z', '20261127'),    # ISO 8601 date-times, as people and AWX surveys write them
+    ('2026-11-28T12:00:36.250+01:00', '20261127'),
+    ('2026-11-27T23:10:45', '20261126'),
+    ('2026-11-28 12:00', '20261127'),
 ])
 def test_first_study_date_is_a_day_before(since, first):
     assert first_study_date(since) == first
 
 
-@pytest.mark.parametrize('since', ['', 'yesterday', '20261332', '2026-11-27T23:10:45', '261127'])
+@pytest.mark.parametrize('since', ['', 'yesterday', '20261332', '261127', '2026-11-28T', '2026-11-28Tnoon'])
 def test_bad_since_is_explained(since):
     with pytest.raises(OrthancOpsError, match='is neither a date'):
         first_study_date(since)
