@@ -19,7 +19,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment imp
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, file_md5, make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import StorageSnapshot, list_storage, relative_path
 
 # Room kept free beyond the estimate: the index may grow and new files may arrive meanwhile.
@@ -213,6 +213,9 @@ class Backup(Phase):
         self._check_live_files(live_missing, len(attachments))
         orphans = [uuid for uuid in live_files if uuid not in attachments
                    and os.path.exists(os.path.join(self.storage_dir, relative_path(uuid)))]
+        for relative, entry in index_files.items():
+            if entry['md5'] is None:    # left by a capture that had to be quick: Orthanc runs again now
+                entry['md5'] = file_md5(relative, beneath=partial)
         files.update(index_files)
         for uuid, entry in snapshot.files.items():
             files['storage/' + relative_path(uuid)] = {'size': entry['size'], 'md5': entry['md5']}

@@ -91,16 +91,18 @@ def set_owner(path, uid, gid):
         os.chown(path, uid, gid)
 
 
-def copy_file(src, dst, mode=FILE_MODE, beneath=None):
-    """Copy the regular file ``src`` (see open_regular) to the new file ``dst``; return (size, md5)."""
-    digest = hashlib.md5()
+def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True):
+    """Copy the regular file ``src`` (see open_regular) to the new file ``dst``; return (size, md5), the
+    MD5 None when not ``hashed`` (a copy that must be quick, hashed later)."""
+    digest = hashlib.md5() if hashed else None
     size = 0
     with open_regular(src, beneath) as source, create_file(dst, mode) as target:
         for chunk in iter(lambda: source.read(CHUNK), b''):
-            digest.update(chunk)
+            if digest:
+                digest.update(chunk)
             target.write(chunk)
             size += len(chunk)
-    return size, digest.hexdigest()
+    return size, digest.hexdigest() if digest else None
 
 
 def file_md5(path, beneath=None):

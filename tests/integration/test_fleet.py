@@ -127,9 +127,9 @@ def test_second_run_ships_only_new_files(fleet):
     (first, first_rows), (second, second_rows) = fleet.reports
     sqlite_first, sqlite_second = first_rows['site-sqlite'], second_rows['site-sqlite']
     assert sqlite_second['status'] == 'ok' and sqlite_second['backup_id'] != sqlite_first['backup_id']
-    # Only the two new instances, the index, the configuration and the manifest travel again.
-    assert sqlite_second['shipped_bytes'] < sqlite_first['shipped_bytes']
-    assert sqlite_second['sent_bytes'] < sqlite_first['sent_bytes']
+    # Only the two new instances travel again with the index, its write-ahead log (the backup froze
+    # Orthanc: up to 4 MB, more than these small instances, so bytes do not compare), the configuration
+    # and the manifest: the old instances are links to the first copy.
     folder = os.path.join(fleet.root, 'central', 'site-sqlite', sqlite_second['backup_id'], 'storage')
     links = [os.stat(os.path.join(current, name)).st_nlink for current, dummy, names in os.walk(folder)
              for name in names]

@@ -32,7 +32,7 @@ def test_stop_command_fails(loaded, ansible, repository):
 def test_start_command_fails_loudly(loaded, ansible, repository):
     orthanc, before = loaded
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
-        repository=repository, instance='pacs', start_command='false'))
+        repository=repository, instance='pacs', mode='cold', start_command='false'))
     assert rc != 0 and result['failed'] and result['orthanc_down'] is True
     assert 'ORTHANC IS DOWN' in result['msg'] and '"/bin/sh -c false"' in result['msg']
     assert not orthanc.answers()

@@ -11,7 +11,8 @@ import os
 import sqlite3
 from urllib.parse import quote
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import attachments_and_counts, count_resources
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
+    attachments_and_counts, attachments_with_resources, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_files
@@ -28,6 +29,10 @@ class SQLiteBackend:
     modes = ('freeze', 'cold')
     folder = 'index'
     FILES = ('index', 'index-wal', 'index-shm')
+    # What a copy takes: the database and its write-ahead log. The -shm is the wal-index of the processes
+    # that have it open, which SQLite rebuilds from the WAL when a database is first opened; a copy of
+    # a running Orthanc's would not match the copied WAL, and reading the copy rewrites it.
+    COPIED = ('index', 'index-wal')
 
     @staticmethod
     def missing(module):
@@ -39,7 +44,7 @@ class SQLiteBackend:
         self.index_path = os.path.join(self.index_dir, 'index')
 
     def _live_entries(self):
-        return [name for name in self.FILES if os.path.exists(os.path.join(self.index_dir, name))]
+        return [name for name in self.COPIED if os.path.exists(os.path.join(self.index_dir, name))]
 
     def estimate_bytes(self):
         """The index's size, once it is known to be there: called before Orthanc is stopped."""
@@ -48,38 +53,55 @@ class SQLiteBackend:
                                   'configuration; nothing was stopped.' % self.index_path)
         return sum(os.path.getsize(os.path.join(self.index_dir, name)) for name in self._live_entries())
 
+    def _copy(self, target):
+        """Copy the index files into ``target``, unhashed (Orthanc may be frozen meanwhile): {name: size}."""
+        os.mkdir(target, 0o700)
+        return dict((name, copy_file(name, os.path.join(target, name), beneath=self.index_dir, hashed=False)[0])
+                    for name in self._live_entries())
+
     def capture(self, backup_folder, hold):
         """Copy the index (and the WAL files a crash may have left), read that copy, hold its files.
 
-        Orthanc is stopped or frozen: nothing changes between the copy and ``hold``.
+        Orthanc is stopped or frozen: nothing changes between the copy and ``hold``. The copies' MD5s
+        are left to the phase (None), to be computed once Orthanc runs again.
         """
         target = os.path.join(backup_folder, self.folder)
-        os.mkdir(target, 0o700)
-        files = {}
-        for name in self._live_entries():
-            size, md5 = copy_file(name, os.path.join(target, name), beneath=self.index_dir)
-            files['%s/%s' % (self.folder, name)] = {'size': size, 'md5': md5}
+        sizes = self._copy(target)
         attachments, counts = self._read(os.path.join(target, 'index'))
         for name in self.FILES:
             # SQLite creates -wal and -shm beside a WAL database it reads: not part of the backup.
-            if '%s/%s' % (self.folder, name) not in files and os.path.lexists(os.path.join(target, name)):
+            if name not in sizes and os.path.lexists(os.path.join(target, name)):
                 os.unlink(os.path.join(target, name))
+        files = dict(('%s/%s' % (self.folder, name), {'size': size, 'md5': None}) for name, size in sizes.items())
         return files, attachments, counts, hold(attachments)
 
+    def referenced(self, scratch, frozen):
+        """Every attachment the index references, with its resource, read from a copy of the index
+        taken into ``scratch`` while Orthanc is ``frozen()`` (its own connection excludes any other)."""
+        with frozen():
+            self._copy(scratch)
+        return self._query(os.path.join(scratch, 'index'), lambda cursor: attachments_with_resources(cursor.execute(
+            'SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedMD5, a.compressedMD5, r.resourceType, '
+            'r.publicId, a.fileType FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id').fetchall(),
+            CORE_RESOURCE_TYPES))
+
     def _read(self, path):
+        return self._query(path, lambda cursor: attachments_and_counts(
+            cursor.execute('SELECT uuid, compressedSize, compressionType, uncompressedMD5, compressedMD5 '
+                           'FROM AttachedFiles').fetchall(),
+            count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType',
+                            CORE_RESOURCE_TYPES)))
+
+    def _query(self, path, read):
+        """``read(cursor)`` on the index copy at ``path``, opened read-only."""
         try:
             connection = sqlite3.connect('file:%s?mode=ro' % quote(path), uri=True)
             try:
-                cursor = connection.cursor()
-                rows = cursor.execute('SELECT uuid, compressedSize, compressionType, uncompressedMD5, '
-                                      'compressedMD5 FROM AttachedFiles').fetchall()
-                counts = count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType',
-                                         CORE_RESOURCE_TYPES)
+                return read(connection.cursor())
             finally:
                 connection.close()
         except sqlite3.Error as exc:
             raise OrthancOpsError('Cannot read the Orthanc index copied from %s: %s.' % (self.index_path, exc))
-        return attachments_and_counts(rows, counts)
 
     def stage(self, backup_folder, stamp, manifest):
         """While Orthanc runs: copy the index files the manifest lists beside the live ones; return their Swap.
