@@ -8,7 +8,8 @@ In the same run, medians of a few runs of:
   - the naive way (one client, as that tool);
   - orthanc_audit with check_md5=true (reads every file too, and finds orphans);
   - orthanc_audit with check_md5=false (sizes only: reads no data);
-both modules through ansible-playbook, start-up included, and their own duration_seconds.
+both modules through ansible-playbook, start-up included, and their own duration_seconds; the audit
+reads the index directly (a copy of the SQLite index taken while Orthanc is frozen: pause_seconds).
 
     make bench-audit BENCH_ARGS="--instances 5000 --pixels 512"
 """
@@ -52,7 +53,7 @@ def bench(collections, count, pixels, repeat, work):
         orthanc.start()
         seed(orthanc, count, pixels=pixels)
         ansible = Ansible(collections, work)
-        naive, full, sizes, full_own, sizes_own = [], [], [], [], []
+        naive, full, sizes, full_own, sizes_own, pauses = [], [], [], [], [], []
         for dummy in range(repeat):
             seconds, (instances, problems) = timed(lambda: naive_check(orthanc))
             assert instances == count and problems == 0
@@ -61,8 +62,10 @@ def bench(collections, count, pixels, repeat, work):
                 seconds, (result, rc, output) = timed(
                     lambda: ansible.run('orthanc_audit', {'config': orthanc.config, 'check_md5': md5}))
                 assert rc == 0 and result['healthy'] and result['referenced'] >= count, output
+                assert result['index_read'] == 'direct', output
                 walls.append(seconds)
                 owns.append(result['duration_seconds'])
+                pauses.append(result['pause_seconds'])
         base = statistics.median(naive)
         print('storage audit, N=%d instances of %d KiB (%d attachments), medians of %d runs:' % (
             count, pixels * pixels // 1024, result['referenced'], repeat))
@@ -72,6 +75,8 @@ def bench(collections, count, pixels, repeat, work):
             print('  %s (playbook) %6.2f s = %.2fx the naive way; the module itself %.2f s = %.2fx' % (
                 label, statistics.median(walls), statistics.median(walls) / base,
                 statistics.median(owns), statistics.median(owns) / base))
+        print('  Orthanc frozen for the index copy: median %.3f s, at most %.3f s (no request refused)'
+              % (statistics.median(pauses), max(pauses)))
     finally:
         orthanc.stop()
 

@@ -143,6 +143,11 @@ options:
         O(login_host) says otherwise) and the port of the plugin section; the container must run.
       - The engine is O(service_manager) when that is V(docker) or V(podman), else whichever has the container.
     type: str
+'''
+
+    # Database dumps and restores.
+    DUMP = r'''
+options:
   dump_jobs:
     description:
       - Parallel jobs for the dump and the restore (PostgreSQL; more than 1 makes a directory-format dump).

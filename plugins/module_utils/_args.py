@@ -47,7 +47,6 @@ def database_argument_spec():
         login_db=dict(type='str'),
         login_unix_socket=dict(type='str'),
         database_container=dict(type='str'),
-        dump_jobs=dict(type='int', default=1),
     )
 
 
@@ -56,5 +55,6 @@ def operation_argument_spec(repository_required):
     spec = orthanc_argument_spec()
     spec.update(service_argument_spec())
     spec.update(database_argument_spec())
+    spec.update(dump_jobs=dict(type='int', default=1))
     spec.update(repository_argument_spec(required=repository_required))
     return spec

@@ -7,9 +7,12 @@
 
 Orphans are files no attachment references; missing and damaged files are referenced ones that
 are absent or differ in size (or MD5) from what Orthanc recorded. The storage is listed first,
-then the index (over REST: it works for every backend, and SQLite's index cannot be read beside
-Orthanc). A file is an orphan only if it is older than ``min_age``, so a file whose instance is
-being stored right now is never taken for one. Orphans go to a quarantine folder (or are
+then the index, read directly: a SQLite index from a copy taken while Orthanc is frozen for
+milliseconds (no other process may open it while Orthanc runs), PostgreSQL and MySQL with one
+read-only query; an index this collection does not know, or whose driver the host lacks, over
+REST. A file is an orphan only if it is older than ``min_age``, so a file whose instance is
+being stored right now is never taken for one; a referenced file found missing or damaged is
+confirmed over REST (its resource may have been deleted since the index was read). Orphans go to a quarantine folder (or are
 deleted); missing and damaged files can be repaired from the backups of the repository, which
 hold the very same bytes under the same uuid.
 """
@@ -20,10 +23,10 @@ import json
 import os
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from urllib.parse import urlparse
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest, _service
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
@@ -157,11 +160,18 @@ def sources_in(repository, wanted):
 
 
 class Audit:
+    """The audit of one Orthanc's storage folder against its index, and the cleaning and repairs it allows."""
+
     def __init__(self, module):
         self.module = module
         self.params = module.params
         self.config = load_configuration(module)
         self.rest = _rest.from_params(self.params, self.config)
+        self.backend, self.direct_refusal = None, None
+        try:
+            self.backend = _backends.for_config(module, self.config)
+        except OrthancOpsError as exc:    # an index plugin we do not know, or a host without its driver
+            self.direct_refusal = str(exc)
         self.storage_dir = self.config.storage_dir
         self.quarantine = self.params['quarantine'] or self.storage_dir.rstrip('/') + '-quarantine'
         self.audit_id = new_backup_id()
@@ -180,10 +190,11 @@ class Audit:
         check_identity(self.rest, self.config)
         cutoff = time.time() - self.params['min_age']
         on_disk = list_disk(self.storage_dir)
-        referenced = self.rest.attachments(self.params['threads'])
+        referenced = self.read_index(result)
         # A file stored after the listing is absent from it, not missing.
         on_disk.update(stat_files(self.storage_dir, [uuid for uuid in referenced if uuid not in on_disk]))
         orphans, young, missing, damaged = classify(on_disk, referenced, cutoff, self.params['check_md5'])
+        missing, damaged = self.confirmed(missing), self.confirmed(damaged)
         broken = missing + damaged
         repaired, unrepaired = [], [entry['uuid'] for entry in broken]
         result.update(audited=True, referenced=len(referenced), on_disk=len(on_disk), young_unreferenced=young,
@@ -211,6 +222,27 @@ class Audit:
         if refusal:
             raise OrthancOpsError('The %d orphan(s) were left in place: %s' % (len(orphans), refusal), **result)
         return result
+
+    def read_index(self, result):
+        """{uuid: expected file, resource, attachment} of every attachment the index references."""
+        if self.backend is None:
+            self.module.warn('The index is read over the REST API, which is slower: %s' % self.direct_refusal)
+            result.update(index_read='rest', pause_seconds=0.0)
+            return self.rest.attachments(self.params['threads'])
+        result.update(index_read='direct', pause_seconds=0.0)
+
+        @contextmanager
+        def frozen():
+            with _service.frozen(self.config.host_http_port, self.config.container) as pause:
+                yield
+            result['pause_seconds'] = round(pause.seconds, 3)
+        return self.backend.referenced(os.path.join(self.module.tmpdir, 'index'), frozen)
+
+    def confirmed(self, entries):
+        """Those of the missing or damaged ``entries`` whose attachment Orthanc still has (over REST: a
+        resource deleted since the index was read has taken its file with it)."""
+        return [entry for entry in entries
+                if self.rest.read('/%s/attachments/%s/info' % (entry['resource'], entry['attachment']))]
 
     def clean(self, orphans):
         """Move the orphans to ``<quarantine>/<audit id>/`` (with a list of them), or delete them."""

@@ -165,7 +165,7 @@ class Service:
             raise OrthancOpsError('Orthanc is running and service_manager is none, so it cannot be stopped. '
                                   'Stop Orthanc first or set service_manager.')
         self.pids = listening_pids(self.port)
-        self._arm_watcher()
+        self._token = arm_watcher(self.start_argv, self.pids, self.stop_timeout)
         rc, out, err = self.module.run_command(self.stop_argv)
         if rc != 0:
             raise OrthancOpsError('The stop command "%s" failed (%s). Fix the service setup '
@@ -213,65 +213,76 @@ class Service:
                               'it back (%s). Start it by hand and read its log.'
                               % (' '.join(self.start_argv), detail), '"%s": %s' % (' '.join(self.start_argv), detail))
         finally:
-            self._dismiss_watcher()
-
-    @contextmanager
-    def frozen(self):
-        """Every Orthanc process stopped by the kernel (SIGSTOP) for the body of the ``with`` and continued
-        (SIGCONT) whatever happens in it; the watcher continues them if this module dies meanwhile.
-
-        Yields a Pause: its ``seconds`` from the moment every process is stopped.
-        """
-        if self.container:
-            pids = self.container.orthanc_pids()
-            where = 'runs in the %s container "%s"' % (self.container.engine, self.container.name)
-        else:
-            pids = [pid for pid in listening_pids(self.port) if is_orthanc(pid)]
-            where = 'listens on port %d' % self.port
-        if not pids:
-            raise OrthancOpsError('No Orthanc process %s, so there is nothing to freeze. Use mode=cold, or check the '
-                                  'configuration\'s HttpPort.' % where)
-        self._arm_watcher(thaw=pids)
-        pause = Pause()
-        try:
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-            deadline = time.monotonic() + FREEZE_TIMEOUT
-            while not all(all_stopped(pid) for pid in pids):
-                if time.monotonic() >= deadline:
-                    raise OrthancOpsError('Orthanc (pids %s) did not stop within %g s of SIGSTOP; it was continued and '
-                                          'nothing was backed up.' % (pids, FREEZE_TIMEOUT))
-                time.sleep(0.0005)
-            pause.started = time.monotonic()
-            yield pause
-        finally:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-            pause.ended = time.monotonic()
-            self._dismiss_watcher()
-
-    def _arm_watcher(self, thaw=()):
-        # A private folder (mkdtemp: 0700, a new name) for the token and the watcher's log: nothing
-        # planted in the temporary folder can redirect either.
-        folder = tempfile.mkdtemp(prefix='orthanc-ops-watch-')
-        token = os.path.join(folder, 'token')
-        os.close(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        spec = {'pid': os.getpid(), 'token': token, 'start': self.start_argv, 'orthanc': self.pids,
-                'thaw': list(thaw), 'stop_timeout': self.stop_timeout, 'log': os.path.join(folder, WATCHER_LOG)}
-        # The one process not run through run_command: it must outlive this module.
-        subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],  # pylint: disable=ansible-bad-function
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         close_fds=True, start_new_session=True)
-        self._token = token
-
-    def _dismiss_watcher(self):
-        if self._token:
-            for remove, path in ((os.unlink, self._token), (os.rmdir, os.path.dirname(self._token))):
-                try:
-                    remove(path)
-                except OSError:    # the watcher acted: its log stays in the folder
-                    pass
+            dismiss_watcher(self._token)
             self._token = None
+
+    def frozen(self):
+        """Orthanc frozen for the body of the ``with`` (see the module-level ``frozen``)."""
+        return frozen(self.port, self.container)
+
+
+@contextmanager
+def frozen(port, container=None):
+    """Every Orthanc process stopped by the kernel (SIGSTOP) for the body of the ``with`` and continued
+    (SIGCONT) whatever happens in it; the watcher continues them if this module dies meanwhile. The
+    processes are those listening on ``port``, or the Orthanc processes of ``container``.
+
+    Yields a Pause: its ``seconds`` from the moment every process is stopped.
+    """
+    if container:
+        pids = container.orthanc_pids()
+        where = 'runs in the %s container "%s"' % (container.engine, container.name)
+    else:
+        pids = [pid for pid in listening_pids(port) if is_orthanc(pid)]
+        where = 'listens on port %d' % port
+    if not pids:
+        raise OrthancOpsError('No Orthanc process %s, so there is nothing to freeze. Use mode=cold, or check the '
+                              'configuration\'s HttpPort.' % where)
+    token = arm_watcher(thaw=pids)
+    pause = Pause()
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + FREEZE_TIMEOUT
+        while not all(all_stopped(pid) for pid in pids):
+            if time.monotonic() >= deadline:
+                raise OrthancOpsError('Orthanc (pids %s) did not stop within %g s of SIGSTOP; it was continued and '
+                                      'nothing was backed up.' % (pids, FREEZE_TIMEOUT))
+            time.sleep(0.0005)
+        pause.started = time.monotonic()
+        yield pause
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        pause.ended = time.monotonic()
+        dismiss_watcher(token)
+
+
+def arm_watcher(start=None, orthanc=(), stop_timeout=0, thaw=()):
+    """Start the detached watcher that runs ``start`` once the ``orthanc`` pids are gone, or continues
+    the ``thaw`` pids, if this module's process dies first; return its token for dismiss_watcher."""
+    # A private folder (mkdtemp: 0700, a new name) for the token and the watcher's log: nothing
+    # planted in the temporary folder can redirect either.
+    folder = tempfile.mkdtemp(prefix='orthanc-ops-watch-')
+    token = os.path.join(folder, 'token')
+    os.close(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    spec = {'pid': os.getpid(), 'token': token, 'start': start, 'orthanc': list(orthanc), 'thaw': list(thaw),
+            'stop_timeout': stop_timeout, 'log': os.path.join(folder, WATCHER_LOG)}
+    # The one process not run through run_command: it must outlive this module.
+    subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],  # pylint: disable=ansible-bad-function
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     close_fds=True, start_new_session=True)
+    return token
+
+
+def dismiss_watcher(token):
+    """Tell the watcher that this module is done (its folder stays only when the watcher acted)."""
+    if token:
+        for remove, path in ((os.unlink, token), (os.rmdir, os.path.dirname(token))):
+            try:
+                remove(path)
+            except OSError:    # the watcher acted: its log stays in the folder
+                pass

@@ -13,9 +13,14 @@ version_added: 0.1.0
 description:
   - Compares the files of Orthanc's storage folder with the attachments its index references, while
     Orthanc keeps running, for every index backend.
-  - The storage folder is listed first, then the index over the REST API (SQLite's index cannot be read
-    beside a running Orthanc). A file no attachment references is an orphan only when it is older than
-    O(min_age), so the file of an instance being stored during the audit is never taken for one.
+  - The storage folder is listed first, then the index, read directly. A SQLite index is copied while
+    Orthanc is frozen for milliseconds (C(SIGSTOP)/C(SIGCONT), as O(orthanc_ops.backup.orthanc_backup#module:mode=freeze)
+    does; no other process may open it while Orthanc runs); a PostgreSQL or MySQL index is read with one
+    query (connection as for a backup, see the C(login_*) options). An index plugin this collection does not
+    know, or a host without the database's Python driver, is read over the REST API instead, with a warning.
+  - A file no attachment references is an orphan only when it is older than O(min_age), so the file of an
+    instance being stored during the audit is never taken for one. A referenced file found missing or
+    damaged is confirmed over the REST API, since its resource may have been deleted after the index was read.
   - A missing file is referenced but absent; a damaged file differs in size (or, with O(check_md5=true),
     in MD5) from what Orthanc recorded for it.
   - O(orphans=quarantine) moves orphans to O(quarantine) (with a list of them, so they can be put back);
@@ -31,6 +36,7 @@ author:
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.orthanc.DATABASE
 options:
   orphans:
     description:
@@ -62,7 +68,7 @@ options:
     default: false
   threads:
     description:
-      - Concurrent requests to the REST API while the index is listed.
+      - Concurrent requests to the REST API when the index is listed over it.
     type: int
     default: 4
   list_limit:
@@ -193,17 +199,29 @@ duration_seconds:
   description: Seconds the audit took.
   returned: when audited
   type: float
+pause_seconds:
+  description: How long Orthanc was frozen while its SQLite index was copied (0 for the other backends).
+  returned: when audited
+  type: float
+  sample: 0.011
+index_read:
+  description: How the index was read, V(direct) (a frozen copy or one query) or V(rest) (over the REST API).
+  returned: when audited
+  type: str
+  sample: direct
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _audit
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import orthanc_argument_spec, repository_argument_spec
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
+    database_argument_spec, orthanc_argument_spec, repository_argument_spec)
 
 
 def main():
     argument_spec = orthanc_argument_spec()
     argument_spec.update(repository_argument_spec())
+    argument_spec.update(database_argument_spec())
     argument_spec.update(
         orphans=dict(type='str', default='report', choices=['report', 'quarantine', 'delete']),
         quarantine=dict(type='path'),

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.SERVICE
   - orthanc_ops.backup.orthanc.REPOSITORY
   - orthanc_ops.backup.orthanc.DATABASE
+  - orthanc_ops.backup.orthanc.DUMP
 options:
   backup:
     description:

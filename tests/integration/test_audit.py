@@ -72,8 +72,11 @@ def test_audit_finds_cleans_and_repairs(make_orthanc, ansible, repository):
         handle.write(bytes([first[0] ^ 1]))
     params = {'config': orthanc.config, 'check_md5': True}
 
+    pid = orthanc.pid()
     report, rc, output = ansible.run('orthanc_audit', params)
     assert rc == 0 and report['changed'] is False and report['healthy'] is False, output
+    # The index read from a copy taken while Orthanc was frozen for milliseconds, never stopped.
+    assert report['index_read'] == 'direct' and 0 < report['pause_seconds'] < 1 and orthanc.pid() == pid
     assert [orphan['uuid'] for orphan in report['orphans']] == [old_orphan] and report['orphans_count'] == 1
     assert report['orphan_bytes'] == 1000 and report['young_unreferenced'] == 1
     assert [(entry['uuid'], entry['resource'], entry['attachment']) for entry in report['missing']] == [
@@ -152,7 +155,8 @@ def test_another_orthanc_is_refused_and_nothing_moves(make_orthanc, ansible):
     assert stored_files(orthanc) == files
 
 
-@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index-and-storage'], indirect=True)
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index', 'mysql-index', 'mysql-index-and-storage'],
+                         indirect=True)
 def test_database_backends(database_orthanc, ansible):
     orthanc, database = database_orthanc
     instances = orthanc.upload(make_instances(patients=1, studies=1))
@@ -161,7 +165,18 @@ def test_database_backends(database_orthanc, ansible):
     if database.enable_storage:
         assert result['audited'] is False and 'stored in the database' in result['msg']
     else:
+        # The index read with one query; the same findings as over REST, named as REST names them.
+        assert result['index_read'] == 'direct' and result['pause_seconds'] == 0
+        assert result['referenced'] == result['on_disk'] == len(stored_files(orthanc)) >= len(instances)
         lost = dicom_uuid(orthanc, instances[0])
         os.unlink(storage_file(orthanc, lost))
+        orphan, dummy = plant_orphan(orthanc, age=7200)
         result, rc, output = ansible.run('orthanc_audit', {'config': orthanc.config})
-        assert rc == 0 and [entry['uuid'] for entry in result['missing']] == [lost], output
+        assert rc == 0 and result['healthy'] is False, output
+        assert [(entry['uuid'], entry['resource'], entry['attachment']) for entry in result['missing']] == [
+            (lost, 'instances/' + instances[0], 'dicom')]
+        assert [entry['uuid'] for entry in result['orphans']] == [orphan]
+        # Once Orthanc has deleted its instance, the lost file is no finding.
+        orthanc.api('DELETE', '/instances/' + instances[0])
+        result, rc, output = ansible.run('orthanc_audit', {'config': orthanc.config})
+        assert rc == 0 and result['missing'] == [], output

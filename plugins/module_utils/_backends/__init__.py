@@ -12,8 +12,12 @@ and never look at backend names themselves:
   sub-folder of a backup that holds its index or dump;
 - ``missing(module)`` (static): what the host lacks to use it (Python drivers, client tools);
 - ``estimate_bytes()``: about how much the index or dump adds to a backup;
+- ``referenced(scratch, frozen)``: {uuid: expected file with its ``resource`` and ``attachment``} of every
+  attachment the index references, read directly (SQLite from a copy in the folder ``scratch`` taken
+  inside ``frozen()``, the databases with one read-only query);
 - ``capture(backup_folder, hold)`` -> (files, attachments, counts, missing): copy or dump the
-  index into ``<backup_folder>/<folder>``, read from that very copy or snapshot the attachments
+  index into ``<backup_folder>/<folder>`` (its files' MD5s may be None, for the phase to compute once
+  Orthanc runs again), read from that very copy or snapshot the attachments
   ({uuid: {'size', 'md5'}} of each file) and the resource counts, and call ``hold(attachments)``
   (which takes their files and returns those it could not find) at a moment when Orthanc can
   neither delete nor add one;

@@ -24,6 +24,10 @@ def connect_error(where, section, error):
                            'set database_container to that container\'s name.' % (where, error, section))
 
 
+# Orthanc's names of its own attachment types (FileContentType); user types are named by number here.
+ATTACHMENT_NAMES = {1: 'dicom', 2: 'dicom-as-json', 3: 'dicom-until-pixel-data'}
+
+
 def expected_file(size, compression, uncompressed_md5, compressed_md5):
     """Size and MD5 the file on disk must have: with zlib compression, the compressed ones."""
     return {'size': size, 'md5': (compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5) or None}
@@ -37,6 +41,14 @@ def attachments_and_counts(rows, counts):
         counts.setdefault(label, 0)
     counts['attachments'] = len(attachments)
     return attachments, counts
+
+
+def attachments_with_resources(rows, types=None):
+    """{uuid: expected file, its ``resource`` ('instances/<id>') and ``attachment`` name} from rows of
+    (uuid, size, compression, uncompressed MD5, compressed MD5, resource type, public id, file type)."""
+    types = types or PLUGIN_RESOURCE_TYPES
+    return dict((row[0], dict(expected_file(*row[1:5]), resource='%s/%s' % (types[row[5]], row[6]),
+                              attachment=ATTACHMENT_NAMES.get(row[7], str(row[7])))) for row in rows)
 
 
 def count_resources(cursor, query, types=None):

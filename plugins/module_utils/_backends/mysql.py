@@ -17,7 +17,8 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    attachments_and_counts, check_staged, connect_error, connection_settings, count_resources)
+    attachments_and_counts, attachments_with_resources, check_staged, connect_error, connection_settings,
+    count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
@@ -139,6 +140,20 @@ class MySQLBackend:
                 cursor.execute('SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables '
                                'WHERE table_schema = %s', (self.database,))
                 return int(cursor.fetchone()[0])
+        finally:
+            connection.close()
+
+    def referenced(self, scratch, frozen):
+        """Every attachment the index references, with its resource: one query while Orthanc runs."""
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute('SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedHash, '
+                               'a.compressedHash, r.resourceType, r.publicId, a.fileType '
+                               'FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id')
+                return attachments_with_resources(cursor.fetchall())
+        except pymysql.MySQLError as exc:
+            raise OrthancOpsError('Reading the %s failed: %s' % (self._where(), exc))
         finally:
             connection.close()
 
