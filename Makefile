@@ -34,13 +34,13 @@ demo: tree
 	PATH=$(VENV)/bin:$$PATH bash tests/scripts/demo.sh $(TREE_ROOT)
 
 bench: tree
-	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/sqlite_outage.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/sqlite_outage.py --collections $(TREE_ROOT) $(BENCH_ARGS)
 
 bench-databases: tree
-	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/database_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/database_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)
 
 bench-fleet: tree
-	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/fleet_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/fleet_backup.py --collections $(TREE_ROOT) $(BENCH_ARGS)
 
 bench-audit: tree
-	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/storage_audit.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/storage_audit.py --collections $(TREE_ROOT) $(BENCH_ARGS)

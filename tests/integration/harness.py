@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import process_tree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -390,21 +391,7 @@ class ContainerPostgres:
 
 def descendants(pid):
     """PIDs of every process below ``pid`` (its children, theirs, ...), from /proc."""
-    children = {}
-    for name in os.listdir('/proc'):
-        if name.isdigit():
-            try:
-                with open('/proc/%s/stat' % name) as handle:
-                    parent = int(handle.read().rsplit(')', 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(name))
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
+    return process_tree(pid)[1:]
 
 
 def module_pids(process, module):

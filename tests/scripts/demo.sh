@@ -26,7 +26,7 @@ fi
 count=$(python3 -c 'import json, urllib.request; print(len(json.load(urllib.request.urlopen("http://127.0.0.1:8042/instances"))))')
 if [ "$count" = 0 ]; then
   echo "== Seeding sample studies (synthetic DICOM)"
-  PYTHONPATH="$tree/tests/integration" python - <<'PY'
+  PYTHONPATH="$tree/tests/integration:$tree_root" python - <<'PY'
 import urllib.request
 from harness import make_instances
 for data in make_instances(patients=3, studies=2, series=2, instances=3):

@@ -58,6 +58,34 @@ def count_resources(cursor, query, types=None):
     return dict((types[kind], count) for kind, count in cursor.fetchall() if kind in types)
 
 
+class DatabaseBackend:
+    """What the database backends share: one-statement reads on a connection of their own.
+
+    A subclass sets ``driver_error`` (its driver's base exception) and offers ``connect()`` and
+    ``_where()``.
+    """
+
+    driver_error = Exception
+
+    def _select(self, query, parameters=()):
+        """The rows of one SELECT, on a connection opened and closed for it."""
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(query, parameters or None)
+                return cursor.fetchall()
+        except self.driver_error as exc:
+            raise OrthancOpsError('Reading the %s failed: %s' % (self._where(), str(exc).strip()))
+        finally:
+            connection.close()
+
+    def referenced(self, scratch, frozen):
+        """Every attachment the index references, with its resource: one query while Orthanc runs."""
+        return attachments_with_resources(self._select(
+            'SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedHash, a.compressedHash, '
+            'r.resourceType, r.publicId, a.fileType FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id'))
+
+
 def check_staged(expected, staged, where):
     """A staged index must hold the resources the manifest counted."""
     differences = ['%s: %s, the manifest %s' % (label, staged.get(label, 0), expected.get(label))

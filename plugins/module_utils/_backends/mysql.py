@@ -17,8 +17,7 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    attachments_and_counts, attachments_with_resources, check_staged, connect_error, connection_settings,
-    count_resources)
+    DatabaseBackend, attachments_and_counts, check_staged, connect_error, connection_settings, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
@@ -73,8 +72,9 @@ def literal(text):
     return "'%s'" % text.replace('\\', '\\\\').replace("'", "''")
 
 
-class MySQLBackend:
+class MySQLBackend(DatabaseBackend):
     name = 'mysql'
+    driver_error = pymysql.MySQLError if pymysql else Exception
     modes = ('hot', 'cold')
     folder = 'db'
 
@@ -134,28 +134,8 @@ class MySQLBackend:
         return out
 
     def estimate_bytes(self):
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute('SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables '
-                               'WHERE table_schema = %s', (self.database,))
-                return int(cursor.fetchone()[0])
-        finally:
-            connection.close()
-
-    def referenced(self, scratch, frozen):
-        """Every attachment the index references, with its resource: one query while Orthanc runs."""
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute('SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedHash, '
-                               'a.compressedHash, r.resourceType, r.publicId, a.fileType '
-                               'FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id')
-                return attachments_with_resources(cursor.fetchall())
-        except pymysql.MySQLError as exc:
-            raise OrthancOpsError('Reading the %s failed: %s' % (self._where(), exc))
-        finally:
-            connection.close()
+        return int(self._select('SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables '
+                                'WHERE table_schema = %s', (self.database,))[0][0])
 
     def capture(self, backup_folder, hold):
         """Read the attachments and take their files with the attachment tables read-locked, and dump

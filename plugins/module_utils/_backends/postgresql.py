@@ -14,8 +14,7 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    attachments_and_counts, attachments_with_resources, check_staged, connect_error, connection_settings,
-    count_resources)
+    DatabaseBackend, attachments_and_counts, check_staged, connect_error, connection_settings, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
@@ -55,8 +54,9 @@ def read_counts(cursor):
     return count_resources(cursor, 'SELECT resourcetype, COUNT(*) FROM resources GROUP BY resourcetype')
 
 
-class PostgreSQLBackend:
+class PostgreSQLBackend(DatabaseBackend):
     name = 'postgresql'
+    driver_error = psycopg2.Error if psycopg2 else Exception
     modes = ('hot', 'cold')
     folder = 'db'
 
@@ -103,28 +103,7 @@ class PostgreSQLBackend:
             raise OrthancOpsError('%s failed for the %s (exit code %d): %s' % (name, self._where(), rc, err.strip()))
 
     def estimate_bytes(self):
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute('SELECT pg_database_size(current_database())')
-                return cursor.fetchone()[0]
-        finally:
-            connection.close()
-
-    def referenced(self, scratch, frozen):
-        """Every attachment the index references, with its resource: one read-only query while Orthanc runs."""
-        connection = self.connect()
-        try:
-            connection.set_session(readonly=True)
-            with connection.cursor() as cursor:
-                cursor.execute('SELECT a.uuid, a.compressedsize, a.compressiontype, a.uncompressedhash, '
-                               'a.compressedhash, r.resourcetype, r.publicid, a.filetype '
-                               'FROM attachedfiles a JOIN resources r ON r.internalid = a.id')
-                return attachments_with_resources(cursor.fetchall())
-        except psycopg2.Error as exc:
-            raise OrthancOpsError('Reading the %s failed: %s' % (self._where(), str(exc).strip()))
-        finally:
-            connection.close()
+        return self._select('SELECT pg_database_size(current_database())')[0][0]
 
     def capture(self, backup_folder, hold):
         """pg_dump in a snapshot whose attachments were held while nobody could delete or add one.
