@@ -207,7 +207,7 @@ class Backup(Phase):
                 timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
             if was_running:
                 timings['downtime_seconds'] = time.monotonic() - step
-        elif self.mode != 'freeze' or not was_running:
+        elif self.mode == 'hot' or not was_running:
             index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot)
             timings['capture_seconds'] = time.monotonic() - step
         self._check_live_files(live_missing, len(attachments))

@@ -169,6 +169,12 @@ class Container:
         return [self.binary, 'start', self.name]
 
 
+def named(module, engines, name):
+    """The container ``name`` of the first of ``engines`` that has one, or None."""
+    return next((container for container in (Container.find(module, engine, name) for engine in engines)
+                 if container), None)
+
+
 def find(module):
     """The container that O(service_manager) and O(service_name) name, or None for a host service.
 
@@ -178,15 +184,12 @@ def find(module):
     if manager in ENGINES:
         if not module.get_bin_path(manager):
             raise OrthancOpsError('service_manager=%s, but %s is not installed on this host.' % (manager, manager))
-        container = Container.find(module, manager, name)
+        container = named(module, (manager,), name)
         if container is None:
             raise OrthancOpsError('There is no %s container named "%s" on this host. Set service_name to the name of '
                                   'the Orthanc container ("%s ps -a" lists them).' % (manager, name, manager))
         return container
-    if manager == 'auto':
-        return next((container for container in (Container.find(module, engine, name) for engine in ENGINES)
-                     if container), None)
-    return None
+    return named(module, ENGINES, name) if manager == 'auto' else None
 
 
 def database_network(module):
@@ -198,7 +201,7 @@ def database_network(module):
         return contextlib.nullcontext, ''
     manager = module.params.get('service_manager')
     engines = (manager,) if manager in ENGINES else ENGINES
-    container = next((found for found in (Container.find(module, engine, name) for engine in engines) if found), None)
+    container = named(module, engines, name)
     if container is None:
         raise OrthancOpsError('There is no %s container named "%s" (database_container) on this host. Set '
                               'database_container to the name of the database\'s container.'
