@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 from harness import ContainerPostgres, complete_backups, make_instances
 
@@ -72,6 +73,24 @@ def test_a_stopped_container_runs_the_configuration_its_entrypoint_generated(
     assert 'Orthanc was not running' in ' '.join(restored.get('warnings', []))
     orthanc.start()
     assert orthanc.md5s() == before
+
+
+def test_a_generated_configuration_that_is_missing_or_a_link_is_refused(make_container_orthanc, ansible, tmp_path):
+    # Created, never run: no configuration was generated yet.
+    orthanc = make_container_orthanc(generated=True, start=False)
+    result, rc, output = ansible.run('orthanc_info', {'service_name': orthanc.name})
+    assert rc != 0 and 'holds no generated /tmp/orthanc.json' in result['msg'], output
+    # A link planted where the configuration is generated is never followed to the host's file.
+    host_only = tmp_path / 'host-only.json'
+    host_only.write_text('{"StorageDirectory": "/host-only-marker"}')
+    planted = tmp_path / 'planted'
+    planted.mkdir()
+    os.symlink(str(host_only), str(planted / 'orthanc.json'))
+    archive = subprocess.run(['tar', '-C', str(planted), '-cf', '-', 'orthanc.json'], check=True,
+                             capture_output=True).stdout    # a tar stream: the link itself goes in
+    subprocess.run(['podman', 'cp', '-', '%s:/tmp/' % orthanc.name], input=archive, check=True, capture_output=True)
+    result, rc, output = ansible.run('orthanc_info', {'service_name': orthanc.name})
+    assert rc != 0 and 'host-only-marker' not in output and 'storage_dir' not in result, output
 
 
 def test_a_container_that_does_not_exist_is_a_clear_error(ansible, repository):
