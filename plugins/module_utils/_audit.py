@@ -31,7 +31,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    copy_file, create_file, file_md5, make_dirs, set_owner)
+    copy_file, create_file, files_md5, make_dirs, set_owner)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
     configuration_of, orthanc_pids, process_environment, same_path, shown)
@@ -93,10 +93,11 @@ def cleanup_refusal(storage_dir, config_path, referenced, unrepaired):
     return None
 
 
-def classify(on_disk, referenced, cutoff, check_md5):
+def classify(on_disk, referenced, cutoff, check_md5, threads=1):
     """(orphans, young, missing, damaged) from the storage listing and the index.
 
-    ``on_disk`` maps uuid -> (path, size, mtime); ``referenced`` maps uuid -> expected file.
+    ``on_disk`` maps uuid -> (path, size, mtime); ``referenced`` maps uuid -> expected file. With
+    ``check_md5``, the files of the right size are hashed, ``threads`` at once.
     """
     orphans, young = [], 0
     for uuid, (path, size, mtime) in sorted(on_disk.items()):
@@ -105,20 +106,21 @@ def classify(on_disk, referenced, cutoff, check_md5):
                 orphans.append({'uuid': uuid, 'path': path, 'size': size})
             else:
                 young += 1
-    missing, damaged = [], []
+    missing, damaged, to_hash = [], [], []
     for uuid, expected in sorted(referenced.items()):
         entry = dict(expected, uuid=uuid)
         if uuid not in on_disk:
             missing.append(entry)
             continue
-        path, size = on_disk[uuid][:2]
+        size = on_disk[uuid][1]
         if size != expected['size']:
             damaged.append(dict(entry, problem='%d bytes, Orthanc recorded %d' % (size, expected['size'])))
         elif check_md5:
-            md5 = file_md5(path)
-            if md5 != expected['md5']:
-                damaged.append(dict(entry, problem='MD5 %s, Orthanc recorded %s' % (md5, expected['md5'])))
-    return orphans, young, missing, damaged
+            to_hash.append(entry)
+    md5s = files_md5([on_disk[entry['uuid']][0] for entry in to_hash], threads)
+    damaged.extend(dict(entry, problem='MD5 %s, Orthanc recorded %s' % (md5, entry['md5']))
+                   for entry, md5 in zip(to_hash, md5s) if md5 != entry['md5'])
+    return orphans, young, missing, sorted(damaged, key=lambda entry: entry['uuid'])
 
 
 def list_disk(storage_dir):
@@ -193,7 +195,8 @@ class Audit:
         referenced = self.read_index(result)
         # A file stored after the listing is absent from it, not missing.
         on_disk.update(stat_files(self.storage_dir, [uuid for uuid in referenced if uuid not in on_disk]))
-        orphans, young, missing, damaged = classify(on_disk, referenced, cutoff, self.params['check_md5'])
+        orphans, young, missing, damaged = classify(on_disk, referenced, cutoff, self.params['check_md5'],
+                                                    self.params['threads'])
         missing, damaged = self.confirmed(missing), self.confirmed(damaged)
         broken = missing + damaged
         repaired, unrepaired = [], [entry['uuid'] for entry in broken]

@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
@@ -27,6 +27,8 @@ SPACE_MARGIN_BYTES = 64 * 1024 * 1024
 SPACE_MARGIN_RATIO = 1.1
 # Uuids of the files missing from the live storage that a result and a manifest name.
 LIVE_MISSING_LISTED = 100
+# Freezes a backup may make: the last holds Orthanc frozen until its files are taken (see _capture_frozen).
+FREEZE_ROUNDS = 3
 
 
 class PauseTooLong(OrthancOpsError):
@@ -176,28 +178,24 @@ class Backup(Phase):
             make_dirs(snapshot.target_root)
             # Files present now are taken while Orthanc serves; the index decides later which stay.
             snapshot.take(live_files)
-            if self.mode == 'cold' and was_running:
+        if was_running:
+            self.backend.prepare(partial)
+            if self.mode == 'cold':
                 # Written data reaches the disk while Orthanc still serves: its own fsyncs at
                 # shutdown would otherwise wait behind the snapshot's dirty pages.
                 os.sync()
         timings['snapshot_seconds'] = time.monotonic() - step
         step = time.monotonic()
         if self.mode == 'freeze' and was_running:
-            # Every thread stopped by the kernel at once: the index files are what a crash at that instant
-            # leaves, which SQLite recovers to the last committed transaction (its WAL is copied too).
             try:
-                with self.service.frozen() as pause:
-                    index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot, pause)
-                timings['pause_seconds'] = pause.seconds
+                index_files, attachments, counts, missing, live_missing = self._capture_frozen(
+                    partial, snapshot, timings)
                 timings['capture_seconds'] = time.monotonic() - step
-                self._check_pause(pause)
             except PauseTooLong as exc:
                 if not self.may_fall_back:
                     raise
                 self.module.warn('%s mode=auto takes it cold instead: Orthanc is stopped for the index copy.'
                                  % exc.freeze)
-                timings['pause_seconds'] = exc.details['pause_seconds']
-                shutil.rmtree(os.path.join(partial, self.backend.folder))
                 self.mode = 'cold'
                 step = time.monotonic()
         if self.mode == 'cold':
@@ -259,21 +257,56 @@ class Backup(Phase):
             'files': files,
         }
 
-    def _capture(self, partial, snapshot, pause=None):
+    def _capture_frozen(self, partial, snapshot, timings):
+        """The index copied while every Orthanc thread is stopped by the kernel: what a crash at that instant
+        leaves, which SQLite recovers to the last committed transaction (its WAL is copied too).
+
+        Orthanc is frozen only for the copy: the files that copy references are taken once it runs again,
+        which is sound because Orthanc never rewrites a file. A referenced file deleted meanwhile sends the
+        capture round again; the last round keeps Orthanc frozen until its files are taken.
+        """
+        pauses = []
+
+        @contextmanager
+        def frozen():
+            with self.service.frozen() as pause:
+                pauses.append(pause)
+                self.consistent_at = _utc_iso()
+                yield pause
+
+        try:
+            for round_number in range(1, FREEZE_ROUNDS + 1):
+                if round_number < FREEZE_ROUNDS:
+                    captured = self._capture(partial, snapshot, quiesced=frozen)
+                else:
+                    with frozen() as pause:
+                        captured = self._capture(partial, snapshot, pause)
+                self._check_pause(pauses[-1])
+                if round_number == FREEZE_ROUNDS or not (captured[3] or captured[4]):
+                    return captured    # nothing referenced went missing, or missing through a whole freeze
+        finally:
+            timings['pause_seconds'] = max([pause.seconds for pause in pauses] or [0.0])
+            timings['freezes'] = len(pauses)
+
+    def _capture(self, partial, snapshot, pause=None, quiesced=None):
         """The index (copy or dump), with the snapshot brought to exactly the files it references, and the
         referenced files absent from the live storage. During a ``pause`` (Orthanc frozen), a pause already
-        longer than max_pause ends the capture before the files are taken."""
+        longer than max_pause ends the capture before the files are taken; with ``quiesced``, Orthanc is
+        frozen only while the backend copies the index."""
         live_missing = []
 
         def hold(attachments):
-            # Orthanc can neither add nor delete an attachment now: the backup holds its state of this instant.
-            self.consistent_at = _utc_iso()
+            if not quiesced:
+                # Orthanc can neither add nor delete an attachment now: the backup holds its state of this instant.
+                self.consistent_at = _utc_iso()
             if pause:
                 self._check_pause(pause)
             if not self.files_on_disk:
                 return []
             live_missing.extend(snapshot.absent_from_live(attachments))
             return snapshot.reconcile(attachments)[0]
+        if quiesced:
+            return self.backend.capture(partial, hold, quiesced) + (live_missing,)
         return self.backend.capture(partial, hold) + (live_missing,)
 
     def _check_pause(self, pause):

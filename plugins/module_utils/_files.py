@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 CHUNK = 1024 * 1024
+# Paths handed to the hashing threads at a time.
+HASH_BATCH = 4096
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -105,12 +108,38 @@ def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True):
     return size, digest.hexdigest() if digest else None
 
 
+def refresh_copy(src, dst, beneath=None):
+    """Make ``dst``, a copy of the regular file ``src`` made earlier by copy_file, equal to ``src`` again,
+    writing only the chunks that differ; return the size. A file that changed a little costs two reads
+    and no new blocks: the copy that must be quick is made against one taken ahead."""
+    size = 0
+    fd = os.open(dst, os.O_RDWR | os.O_NOFOLLOW)
+    with open_regular(src, beneath) as source, os.fdopen(fd, 'r+b') as target:
+        for chunk in iter(lambda: source.read(CHUNK), b''):
+            if target.read(len(chunk)) != chunk:
+                target.seek(size)
+                target.write(chunk)
+            size += len(chunk)
+        target.truncate(size)
+    return size
+
+
 def file_md5(path, beneath=None):
     digest = hashlib.md5()
     with open_regular(path, beneath) as handle:
         for chunk in iter(lambda: handle.read(CHUNK), b''):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def files_md5(paths, threads):
+    """The MD5 of each file at those trusted ``paths``, ``threads`` files at once (reading and hashing
+    release the interpreter's lock), in batches so that millions of paths hold few pending results."""
+    md5s = []
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for start in range(0, len(paths), HASH_BATCH):
+            md5s.extend(pool.map(file_md5, paths[start:start + HASH_BATCH]))
+    return md5s
 
 
 def walk_tree(root):

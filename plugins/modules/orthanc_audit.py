@@ -68,7 +68,8 @@ options:
     default: false
   threads:
     description:
-      - Concurrent requests to the REST API when the index is listed over it.
+      - Concurrent requests to the REST API when the index is listed over it, and files hashed at once with
+        O(check_md5=true).
     type: int
     default: 4
   list_limit:

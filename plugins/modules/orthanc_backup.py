@@ -46,12 +46,13 @@ options:
     description:
       - V(cold) stops Orthanc while the index is copied; V(hot) keeps it serving.
       - "V(freeze) (SQLite): Orthanc keeps running but every one of its threads is stopped by the kernel
-        (C(SIGSTOP)) while its index files (C(index), C(index-wal)) are copied and the files that index
-        references are taken, then continued (C(SIGCONT)); clients see a pause of milliseconds, not a
-        refusal. The copy is what a crash at that instant would leave, which SQLite recovers to the last
-        committed transaction when the index is opened (U(https://www.sqlite.org/atomiccommit.html),
-        U(https://www.sqlite.org/wal.html)). If the module dies while Orthanc is frozen, the detached
-        watcher continues Orthanc."
+        (C(SIGSTOP)) while its index files (C(index), C(index-wal)) are copied, then continued (C(SIGCONT));
+        clients see a pause of milliseconds, not a refusal. The copy is what a crash at that instant would
+        leave, which SQLite recovers to the last committed transaction when the index is opened
+        (U(https://www.sqlite.org/atomiccommit.html), U(https://www.sqlite.org/wal.html)). The files that
+        copy references are taken once Orthanc runs again (Orthanc never rewrites a file); if Orthanc deletes
+        one of them first, the freeze is made again, and the third one holds Orthanc frozen until its files
+        are taken. If the module dies while Orthanc is frozen, the detached watcher continues Orthanc."
       - V(auto) takes the index backend's default; SQLite defaults to V(freeze) (its torture test, 100 freezes
         under uploads and deletes, runs in CI), PostgreSQL and MySQL to V(hot). Use V(cold) for Orthanc's own
         clean shutdown.
@@ -164,7 +165,8 @@ consistent_at:
   sample: '2026-11-28T02:00:03.517204Z'
 pause_seconds:
   description:
-    - With O(mode=freeze), the seconds Orthanc was frozen (its clients saw a pause, not a refusal); 0 otherwise.
+    - With O(mode=freeze), the seconds Orthanc was frozen, the longest freeze when there were several (its
+      clients saw a pause, not a refusal); 0 otherwise.
     - Returned too when a freeze went over O(max_pause) and the backup failed.
   returned: success and not check mode
   type: float
@@ -228,14 +230,19 @@ timings:
       description: From the stop command until Orthanc is gone (REST silent, index released).
       type: float
     capture_seconds:
-      description: Index copy and snapshot reconciliation, with Orthanc stopped.
+      description: Index copy and snapshot reconciliation (with Orthanc stopped, or frozen for the copy).
       type: float
     downtime_seconds:
       description: From the stop command until the REST API answers again.
       type: float
     pause_seconds:
-      description: With O(mode=freeze), how long Orthanc was frozen.
+      description: With O(mode=freeze), how long Orthanc was frozen (the longest freeze).
       type: float
+    freezes:
+      description:
+        - With O(mode=freeze), how many times Orthanc was frozen; 1 unless Orthanc deleted a file of the copied
+          index before it was taken. Absent otherwise.
+      type: int
     duration_seconds:
       description: The whole backup.
       type: float

@@ -15,12 +15,14 @@ and never look at backend names themselves:
 - ``referenced(scratch, frozen)``: {uuid: expected file with its ``resource`` and ``attachment``} of every
   attachment the index references, read directly (SQLite from a copy in the folder ``scratch`` taken
   inside ``frozen()``, the databases with one read-only query);
+- ``prepare(backup_folder)``: what can be taken ahead while Orthanc serves, before ``capture``;
 - ``capture(backup_folder, hold)`` -> (files, attachments, counts, missing): copy or dump the
   index into ``<backup_folder>/<folder>`` (its files' MD5s may be None, for the phase to compute once
   Orthanc runs again), read from that very copy or snapshot the attachments
   ({uuid: {'size', 'md5'}} of each file) and the resource counts, and call ``hold(attachments)``
   (which takes their files and returns those it could not find) at a moment when Orthanc can
-  neither delete nor add one;
+  neither delete nor add one; a backend whose ``modes`` include ``freeze`` also takes
+  ``quiesced``, a context it holds only while it copies the index (``hold`` then runs after it);
 - ``stage(backup_folder, stamp, manifest)`` -> a swap (``apply``, ``undo``, ``discard``,
   ``cleanup``, ``kept_at``): prepare the restore of the index while Orthanc runs from the files
   the (checked) manifest lists, and nothing else (a restored dump must hold its ``counts``); ``apply`` puts it in place while Orthanc is stopped, ``undo``

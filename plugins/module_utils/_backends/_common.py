@@ -79,6 +79,9 @@ class DatabaseBackend:
         finally:
             connection.close()
 
+    def prepare(self, backup_folder):
+        """Nothing to take ahead: the dump is the capture."""
+
     def referenced(self, scratch, frozen):
         """Every attachment the index references, with its resource: one query while Orthanc runs."""
         return attachments_with_resources(self._select(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import nullcontext
 from urllib.parse import quote
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
     attachments_and_counts, attachments_with_resources, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, refresh_copy
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_files
 
@@ -54,19 +55,38 @@ class SQLiteBackend:
         return sum(os.path.getsize(os.path.join(self.index_dir, name)) for name in self._live_entries())
 
     def _copy(self, target):
-        """Copy the index files into ``target``, unhashed (Orthanc may be frozen meanwhile): {name: size}."""
-        os.mkdir(target, 0o700)
-        return dict((name, copy_file(name, os.path.join(target, name), beneath=self.index_dir, hashed=False)[0])
-                    for name in self._live_entries())
+        """Bring the copies of the index files in ``target`` to the live ones, unhashed (Orthanc may be frozen
+        meanwhile): a file copied before is rewritten only where it differs. {name: size}."""
+        if not os.path.isdir(target):
+            os.mkdir(target, 0o700)
+        live, sizes = self._live_entries(), {}
+        for name in self.FILES:
+            copied = os.path.join(target, name)
+            if name not in live:
+                if os.path.lexists(copied):    # a WAL checkpointed away since, or SQLite's own beside a read copy
+                    os.unlink(copied)
+            elif os.path.lexists(copied):
+                sizes[name] = refresh_copy(name, copied, beneath=self.index_dir)
+            else:
+                sizes[name] = copy_file(name, copied, beneath=self.index_dir, hashed=False)[0]
+        return sizes
 
-    def capture(self, backup_folder, hold):
-        """Copy the index (and the WAL files a crash may have left), read that copy, hold its files.
+    def prepare(self, backup_folder):
+        """While Orthanc serves: a first copy of the index files, which ``capture`` brings up to date
+        writing only what changed since (new blocks cost far more than rewritten ones)."""
+        self._copy(os.path.join(backup_folder, self.folder))
 
-        Orthanc is stopped or frozen: nothing changes between the copy and ``hold``. The copies' MD5s
-        are left to the phase (None), to be computed once Orthanc runs again.
+    def capture(self, backup_folder, hold, quiesced=nullcontext):
+        """Copy the index (and the WAL a crash or a running Orthanc leaves) inside ``quiesced()``, read
+        that copy, hold its files.
+
+        Orthanc is stopped or frozen at least while the files are copied: the copy is what a crash at that
+        instant would leave. The copies' MD5s are left to the phase (None), to be computed once Orthanc
+        runs again.
         """
         target = os.path.join(backup_folder, self.folder)
-        sizes = self._copy(target)
+        with quiesced():
+            sizes = self._copy(target)
         attachments, counts = self._read(os.path.join(target, 'index'))
         for name in self.FILES:
             # SQLite creates -wal and -shm beside a WAL database it reads: not part of the backup.
@@ -76,8 +96,10 @@ class SQLiteBackend:
         return files, attachments, counts, hold(attachments)
 
     def referenced(self, scratch, frozen):
-        """Every attachment the index references, with its resource, read from a copy of the index
-        taken into ``scratch`` while Orthanc is ``frozen()`` (its own connection excludes any other)."""
+        """Every attachment the index references, with its resource, read from a copy of the index in
+        ``scratch`` (its own connection excludes any other reader), taken ahead and brought up to date
+        while Orthanc is ``frozen()``."""
+        self._copy(scratch)
         with frozen():
             self._copy(scratch)
         return self._query(os.path.join(scratch, 'index'), lambda cursor: attachments_with_resources(cursor.execute(

@@ -29,7 +29,7 @@ def test_classify_sorts_files_into_orphans_young_missing_and_damaged(tmp_path):
     }
     referenced = {'sound': expected(3, md5), 'short': expected(3, md5), 'flipped': expected(3, md5),
                   'gone': expected(7)}
-    orphans, young, missing, damaged = classify(on_disk, referenced, cutoff=500.0, check_md5=True)
+    orphans, young, missing, damaged = classify(on_disk, referenced, cutoff=500.0, check_md5=True, threads=3)
     assert orphans == [{'uuid': 'old-orphan', 'path': '/s/old', 'size': 10}] and young == 1
     assert [entry['uuid'] for entry in missing] == ['gone']
     assert [(entry['uuid'], entry['problem']) for entry in damaged] == [

@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The rounds of a frozen capture: Orthanc is frozen only for the index copy, and a referenced file that
+Orthanc deletes before it is taken sends the capture round again, the last one frozen throughout.
+
+The service and the index are stand-ins (the real freeze runs in tests/integration/test_freeze*.py); the
+storage and the snapshot are real files."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backup import FREEZE_ROUNDS, Backup
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Pause
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
+    StorageSnapshot, list_storage, relative_path)
+
+KEPT, LATE, GONE = '0a1b0000-kept', 'ff000000-late', 'ee000000-gone'
+
+
+def write(root, uuid, data=b'dicom'):
+    path = os.path.join(root, relative_path(uuid))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as handle:
+        handle.write(data)
+
+
+class Orthanc:
+    """Counts its freezes and records whether each capture step ran frozen."""
+
+    def __init__(self):
+        self.freezes = 0
+        self.is_frozen = False
+
+    @contextmanager
+    def frozen(self):
+        self.freezes += 1
+        self.is_frozen = True
+        pause = Pause()
+        pause.started = time.monotonic()
+        try:
+            yield pause
+        finally:
+            pause.ended = time.monotonic()
+            self.is_frozen = False
+
+
+class Index:
+    """A backend whose index references what ``states`` give, one state per capture; ``after_copy`` runs
+    once the copy is made, as Orthanc would right after the thaw."""
+
+    folder = 'index'
+
+    def __init__(self, orthanc, states, after_copy=lambda: None):
+        self.orthanc, self.states, self.after_copy = orthanc, list(states), after_copy
+        self.copied_frozen, self.held_frozen = [], []
+
+    def capture(self, backup_folder, hold, quiesced=None):
+        with quiesced() if quiesced else _nothing():
+            os.makedirs(os.path.join(backup_folder, self.folder), exist_ok=True)
+            self.copied_frozen.append(self.orthanc.is_frozen)
+            referenced = dict((uuid, {'size': 5, 'md5': None}) for uuid in self.states.pop(0))
+        self.after_copy()
+        self.held_frozen.append(self.orthanc.is_frozen)
+        return {}, referenced, {}, hold(referenced)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def phase(tmp_path, index_states, after_copy=lambda: None):
+    live, partial = str(tmp_path / 'live'), str(tmp_path / 'partial')
+    os.makedirs(partial)
+    write(live, KEPT)
+    backup = Backup.__new__(Backup)    # only what the capture reads; no configuration or REST behind it
+    backup.service = Orthanc()
+    backup.backend = Index(backup.service, index_states, after_copy)
+    backup.params = {'max_pause': 1.0}
+    backup.files_on_disk = True
+    backup.consistent_at = None
+    snapshot = StorageSnapshot(live, os.path.join(partial, 'storage'))
+    snapshot.take(list_storage(live))
+    write(live, LATE)    # arrives after the storage was listed, before the freeze
+    return backup, snapshot, partial
+
+
+def test_one_freeze_covers_only_the_index_copy(tmp_path):
+    backup, snapshot, partial = phase(tmp_path, [[KEPT, LATE]])
+    timings = {}
+    dummy, attachments, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
+    assert backup.backend.copied_frozen == [True] and backup.backend.held_frozen == [False]
+    assert timings['freezes'] == 1 and missing == [] and live_missing == [] and backup.consistent_at
+    assert sorted(list_storage(snapshot.target_root)) == sorted([KEPT, LATE])
+
+
+def test_a_file_deleted_after_the_thaw_sends_the_capture_round_again(tmp_path):
+    live = str(tmp_path / 'live')
+
+    def orthanc_deletes_late_once():
+        if os.path.exists(os.path.join(live, relative_path(LATE))):
+            os.unlink(os.path.join(live, relative_path(LATE)))
+
+    # The first copy references LATE, which Orthanc deletes as soon as it runs; the second no longer does.
+    backup, snapshot, partial = phase(tmp_path, [[KEPT, LATE], [KEPT]], orthanc_deletes_late_once)
+    timings = {}
+    dummy, dummy, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
+    assert timings['freezes'] == 2 and missing == [] and live_missing == []
+    assert sorted(list_storage(snapshot.target_root)) == [KEPT]
+
+
+def test_a_file_missing_for_good_is_found_by_the_last_round_frozen_throughout(tmp_path):
+    backup, snapshot, partial = phase(tmp_path, [[KEPT, GONE]] * FREEZE_ROUNDS)
+    timings = {}
+    dummy, dummy, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
+    assert timings['freezes'] == FREEZE_ROUNDS and missing == [GONE] and live_missing == [GONE]
+    assert backup.backend.copied_frozen == [True] * FREEZE_ROUNDS
+    assert backup.backend.held_frozen == [False] * (FREEZE_ROUNDS - 1) + [True]
