@@ -31,7 +31,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    copy_file, create_file, files_md5, make_dirs, set_owner)
+    copy_file, create_file, make_dirs, set_owner, tree_md5s)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
     configuration_of, orthanc_pids, process_environment, same_path, shown)
@@ -93,11 +93,11 @@ def cleanup_refusal(storage_dir, config_path, referenced, unrepaired):
     return None
 
 
-def classify(on_disk, referenced, cutoff, check_md5, threads=1):
+def classify(on_disk, referenced, cutoff, check_md5, storage_dir=None, threads=1):
     """(orphans, young, missing, damaged) from the storage listing and the index.
 
     ``on_disk`` maps uuid -> (path, size, mtime); ``referenced`` maps uuid -> expected file. With
-    ``check_md5``, the files of the right size are hashed, ``threads`` at once.
+    ``check_md5``, the files of the right size are hashed in ``storage_dir``, ``threads`` at once.
     """
     orphans, young = [], 0
     for uuid, (path, size, mtime) in sorted(on_disk.items()):
@@ -117,9 +117,9 @@ def classify(on_disk, referenced, cutoff, check_md5, threads=1):
             damaged.append(dict(entry, problem='%d bytes, Orthanc recorded %d' % (size, expected['size'])))
         elif check_md5:
             to_hash.append(entry)
-    md5s = files_md5([on_disk[entry['uuid']][0] for entry in to_hash], threads)
-    damaged.extend(dict(entry, problem='MD5 %s, Orthanc recorded %s' % (md5, entry['md5']))
-                   for entry, md5 in zip(to_hash, md5s) if md5 != entry['md5'])
+    md5s = tree_md5s(storage_dir, [relative_path(entry['uuid']) for entry in to_hash], threads)
+    damaged.extend(dict(entry, problem='MD5 %s, Orthanc recorded %s' % (md5, entry['md5']) if md5
+                        else 'not readable as a regular file') for entry, md5 in zip(to_hash, md5s) if md5 != entry['md5'])
     return orphans, young, missing, sorted(damaged, key=lambda entry: entry['uuid'])
 
 
@@ -196,7 +196,7 @@ class Audit:
         # A file stored after the listing is absent from it, not missing.
         on_disk.update(stat_files(self.storage_dir, [uuid for uuid in referenced if uuid not in on_disk]))
         orphans, young, missing, damaged = classify(on_disk, referenced, cutoff, self.params['check_md5'],
-                                                    self.params['threads'])
+                                                    self.storage_dir, self.params['threads'])
         missing, damaged = self.confirmed(missing), self.confirmed(damaged)
         broken = missing + damaged
         repaired, unrepaired = [], [entry['uuid'] for entry in broken]

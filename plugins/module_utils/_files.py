@@ -15,8 +15,9 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 
 CHUNK = 1024 * 1024
-# Paths handed to the hashing threads at a time.
-HASH_BATCH = 4096
+# Files hashed at once, and paths handed to a hashing thread at a time.
+HASH_THREADS = min(4, os.cpu_count() or 1)
+HASH_BATCH = 1024
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -54,38 +55,80 @@ def make_dirs(path, mode=DIR_MODE):
         os.chmod(folder, mode)
 
 
-def create_file(path, mode=FILE_MODE):
-    """A new file opened for writing with exactly ``mode``; never through a symbolic link."""
+def create_file(path, mode=FILE_MODE, owner=None):
+    """A new file opened for writing with exactly ``mode`` (and, as root, the ``owner`` (uid, gid) given);
+    never through a symbolic link."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     os.fchmod(fd, mode)
+    if owner and os.geteuid() == 0:
+        os.fchown(fd, *owner)
     return os.fdopen(fd, 'wb')
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK
+
+
+class TreeReader:
+    """Regular files of an untrusted tree, opened by relative path with no component a symbolic link.
+
+    The folder of the last file opened stays open, so files taken in sorted order open each folder once.
+    """
+
+    def __init__(self, root):
+        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self.folder, self.folder_fd = (), self.root_fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._leave()
+        os.close(self.root_fd)
+
+    def _leave(self):
+        if self.folder_fd != self.root_fd:
+            os.close(self.folder_fd)
+        self.folder, self.folder_fd = (), self.root_fd
+
+    def open(self, relative):
+        """The regular file at ``relative``, opened for reading (see open_regular)."""
+        parts = safe_parts(relative)
+        folder = tuple(parts[:-1])
+        if folder != self.folder:
+            self._leave()
+            try:
+                for part in folder:
+                    next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
+                    self._leave()
+                    self.folder_fd = next_fd
+            except BaseException:
+                self._leave()
+                raise
+            self.folder = folder
+        return _regular(os.open(parts[-1], _READ_FLAGS | os.O_NOFOLLOW, dir_fd=self.folder_fd), relative)
+
+
+def _regular(fd, path):
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath('%s is not a regular file' % path)
+    return os.fdopen(fd, 'rb')
 
 
 def open_regular(path, beneath=None):
     """Open a regular file for reading.
 
-    With ``beneath``, ``path`` is relative to that folder and no component of it may be a symbolic
-    link; without, ``path`` is a trusted path (a configuration file may be a link). Anything but a
-    regular file (a device, a FIFO, a folder) raises UnsafePath without blocking.
+    With ``beneath`` (a folder, or a TreeReader of it that many files share), ``path`` is relative to that
+    folder and no component of it may be a symbolic link; without, ``path`` is a trusted path (a
+    configuration file may be a link). Anything but a regular file (a device, a FIFO, a folder) raises
+    UnsafePath without blocking.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK
     if beneath is None:
-        fd = os.open(path, flags)
-    else:
-        parts = safe_parts(path)
-        dir_fd = os.open(beneath, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for part in parts[:-1]:
-                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-                os.close(dir_fd)
-                dir_fd = next_fd
-            fd = os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UnsafePath('%s is not a regular file' % path)
-    return os.fdopen(fd, 'rb')
+        return _regular(os.open(path, _READ_FLAGS), path)
+    if isinstance(beneath, TreeReader):
+        return beneath.open(path)
+    with TreeReader(beneath) as tree:
+        return tree.open(path)
 
 
 def set_owner(path, uid, gid):
@@ -94,12 +137,12 @@ def set_owner(path, uid, gid):
         os.chown(path, uid, gid)
 
 
-def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True):
-    """Copy the regular file ``src`` (see open_regular) to the new file ``dst``; return (size, md5), the
-    MD5 None when not ``hashed`` (a copy that must be quick, hashed later)."""
+def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True, owner=None):
+    """Copy the regular file ``src`` (see open_regular) to the new file ``dst`` (see create_file); return
+    (size, md5), the MD5 None when not ``hashed`` (a copy that must be quick, hashed later)."""
     digest = hashlib.md5() if hashed else None
     size = 0
-    with open_regular(src, beneath) as source, create_file(dst, mode) as target:
+    with open_regular(src, beneath) as source, create_file(dst, mode, owner) as target:
         for chunk in iter(lambda: source.read(CHUNK), b''):
             if digest:
                 digest.update(chunk)
@@ -132,14 +175,22 @@ def file_md5(path, beneath=None):
     return digest.hexdigest()
 
 
-def files_md5(paths, threads):
-    """The MD5 of each file at those trusted ``paths``, ``threads`` files at once (reading and hashing
-    release the interpreter's lock), in batches so that millions of paths hold few pending results."""
-    md5s = []
+def tree_md5s(root, relatives, threads=HASH_THREADS):
+    """The MD5 of each regular file at ``relatives`` below ``root`` (see TreeReader), None for one that
+    cannot be read (gone, or not a regular file), hashed ``threads`` files at once: reading and hashing
+    release the interpreter's lock. Each thread takes a run of consecutive paths with a reader of its own."""
+    def hash_run(run):
+        md5s = []
+        with TreeReader(root) as tree:
+            for relative in run:
+                try:
+                    md5s.append(file_md5(relative, beneath=tree))
+                except OSError:
+                    md5s.append(None)
+        return md5s
+    runs = [relatives[start:start + HASH_BATCH] for start in range(0, len(relatives), HASH_BATCH)]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for start in range(0, len(paths), HASH_BATCH):
-            md5s.extend(pool.map(file_md5, paths[start:start + HASH_BATCH]))
-    return md5s
+        return [md5 for md5s in pool.map(hash_run, runs) for md5 in md5s]
 
 
 def walk_tree(root):

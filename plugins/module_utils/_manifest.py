@@ -14,7 +14,7 @@ import stat
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    FILE_MODE, UnsafePath, create_file, file_md5, open_regular, safe_parts, walk_tree)
+    FILE_MODE, UnsafePath, create_file, open_regular, safe_parts, tree_md5s, walk_tree)
 
 FORMAT_VERSION = 1
 COLLECTION_VERSION = '0.1.0'
@@ -83,11 +83,12 @@ def valid_key(key):
     return parts[0] in AREAS and len(parts) > 1
 
 
-def problems(folder, manifest, check_md5=True):
+def problems(folder, manifest, check_md5=True, hashed_later=()):
     """What makes ``folder`` differ from its manifest: files missing, of another size or (with check_md5)
-    of another MD5, and anything the manifest does not list (files, symbolic links, devices)."""
+    of another MD5, and anything the manifest does not list (files, symbolic links, devices). The files
+    under the prefixes ``hashed_later`` are not hashed here: their caller checks each copy it makes."""
     listed = manifest['files']
-    found, present = [], set()
+    found, present, to_hash = [], set(), []
     for relative, info in sorted(walk_tree(folder)):
         if relative == NAME:
             continue
@@ -99,13 +100,15 @@ def problems(folder, manifest, check_md5=True):
             found.append('%s is not listed in the manifest' % relative)
         else:
             present.add(relative)
-            expected = listed[relative]
-            if info.st_size != expected['size']:
-                found.append('%s has %d bytes, expected %d' % (relative, info.st_size, expected['size']))
-            elif check_md5:
-                md5 = file_md5(relative, beneath=folder)
-                if md5 != expected['md5']:
-                    found.append('%s has MD5 %s, expected %s' % (relative, md5, expected['md5']))
+            if info.st_size != listed[relative]['size']:
+                found.append('%s has %d bytes, expected %d' % (relative, info.st_size, listed[relative]['size']))
+            elif check_md5 and not relative.startswith(hashed_later):
+                to_hash.append(relative)
+    for relative, md5 in zip(to_hash, tree_md5s(folder, to_hash)):
+        if md5 is None:
+            found.append('%s cannot be read as a regular file' % relative)
+        elif md5 != listed[relative]['md5']:
+            found.append('%s has MD5 %s, expected %s' % (relative, md5, listed[relative]['md5']))
     found.extend('%s is missing' % relative for relative in sorted(listed) if relative not in present)
     return found
 
@@ -116,7 +119,13 @@ def storage_files(manifest):
                 if relative.startswith('storage/'))
 
 
-def area_files(manifest, area):
-    """Paths, relative to the area's folder, of the files the manifest lists in ``area`` (index, config ...)."""
+def area_md5s(manifest, area):
+    """{path relative to the area's folder: MD5} of the files the manifest lists in ``area`` (index, config ...)."""
     prefix = area + '/'
-    return sorted(relative[len(prefix):] for relative in manifest['files'] if relative.startswith(prefix))
+    return dict((relative[len(prefix):], entry['md5']) for relative, entry in manifest['files'].items()
+                if relative.startswith(prefix))
+
+
+def area_files(manifest, area):
+    """Paths, relative to the area's folder, of the files the manifest lists in ``area``, sorted."""
+    return sorted(area_md5s(manifest, area))

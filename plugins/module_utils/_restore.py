@@ -19,7 +19,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import s
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_files
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, stage_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
 # Problems a refused restore returns: the count says how many there were in all.
@@ -39,7 +39,9 @@ class Restore(Phase):
             self.folder = self.repository.resolve(self.params['backup'])
         self.stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
 
-    def _check_backup(self):
+    def _check_backup(self, restore_storage):
+        """The backup's manifest, once the backup is known to fit this Orthanc and to match its manifest (the
+        storage files' MD5s are checked as they are staged: each file is read once)."""
         manifest = _manifest.read(self.folder)
         if manifest['index_backend'] != self.backend.name:
             raise OrthancOpsError('The backup in %s holds a %s index but the configuration %s uses %s. '
@@ -54,12 +56,17 @@ class Restore(Phase):
         else:
             self.module.warn('Orthanc is not running: the versions of its database schema and plugins could not be '
                              'compared with those that wrote the backup (%s).' % manifest.get('orthanc_version'))
-        problems = _manifest.problems(self.folder, manifest, check_md5=self.params['verify'])
+        problems = _manifest.problems(self.folder, manifest, check_md5=self.params['verify'],
+                                      hashed_later=('storage/',) if restore_storage and not self.module.check_mode
+                                      else ())
         if problems:
-            raise OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; restore '
-                                  'another backup.' % (self.folder, len(problems), '; '.join(problems[:10])),
-                                  problems=problems[:PROBLEMS_SHOWN], problems_count=len(problems))
+            raise self._damaged(problems)
         return manifest
+
+    def _damaged(self, problems):
+        return OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; restore '
+                               'another backup.' % (self.folder, len(problems), '; '.join(problems[:10])),
+                               problems=problems[:PROBLEMS_SHOWN], problems_count=len(problems))
 
     def run(self):
         """Check and plan; outside check mode, restore with the Orthanc's lock and the repository's held
@@ -73,8 +80,8 @@ class Restore(Phase):
     def _run(self):
         started = time.monotonic()
         self.check_target()
-        manifest = self._check_backup()
         restore_storage = _backends.files_on_disk(self.config) and os.path.isdir(os.path.join(self.folder, 'storage'))
+        manifest = self._check_backup(restore_storage)
         restore_config = self.params['restore_config'] and os.path.isdir(os.path.join(self.folder, 'config'))
         was_running = self.service.is_running()
         plan = {'backup_id': manifest['backup_id'], 'restored_from': self.folder,
@@ -123,14 +130,18 @@ class Restore(Phase):
         swaps = []
         try:
             if restore_storage:
-                swaps.append(stage_files(os.path.join(self.folder, 'storage'), _manifest.area_files(manifest, 'storage'),
-                                         self.config.storage_dir, 'storage', self.stamp, is_storage_entry))
+                md5s = _manifest.area_md5s(manifest, 'storage')
+                swaps.append(stage_files(os.path.join(self.folder, 'storage'), sorted(md5s), self.config.storage_dir,
+                                         'storage', self.stamp, is_storage_entry,
+                                         expected=md5s if self.params['verify'] else None))
             swaps.append(self.backend.stage(self.folder, self.stamp, manifest))
             if restore_config:
                 swaps.append(self._stage_config(manifest))
         except BaseException as exc:
             for swap in swaps:
                 swap.cleanup()
+            if isinstance(exc, StagedDamage):
+                raise self._damaged(exc.problems)
             if isinstance(exc, (OSError, OrthancOpsError)):
                 raise OrthancOpsError('Preparing the restore failed: %s Nothing live was changed.'
                                       % str(exc).rstrip('.') + '.', **getattr(exc, 'details', {}))

@@ -11,7 +11,7 @@ import os
 import shutil
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, make_dirs, set_owner
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import TreeReader, copy_file, make_dirs, set_owner
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -70,13 +70,23 @@ def _own(path, owner, mode):
     set_owner(path, owner[0], owner[1])
 
 
-def stage_files(source, relatives, target, label, stamp, owned):
+class StagedDamage(OrthancOpsError):
+    """Staged files whose MD5 is not the manifest's: the staging was removed, nothing live changed."""
+
+    def __init__(self, problems):
+        super().__init__('; '.join(problems))
+        self.problems = problems
+
+
+def stage_files(source, relatives, target, label, stamp, owned, expected=None):
     """Copy the files ``relatives`` (paths relative to ``source``, as a manifest lists them) into a
     staging folder inside ``target``, owned like ``target``, and return the Swap that puts them in
     place of the entries ``owned`` selects.
 
     Only those files are read, each a regular file reached through no symbolic link; a listed file
-    whose top-level name the swap does not own is refused before anything is copied.
+    whose top-level name the swap does not own is refused before anything is copied. With
+    ``expected`` ({relative: MD5}), each copy is checked as it is made (one read of each file), and
+    any difference raises StagedDamage once all are copied.
     """
     strays = sorted(set(relative.split('/', 1)[0] for relative in relatives if not owned(relative.split('/', 1)[0])))
     if strays:
@@ -93,16 +103,25 @@ def stage_files(source, relatives, target, label, stamp, owned):
     swap = Swap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
     created = set([''])
     os.mkdir(staging, dir_mode)
-    _own(staging, owner, dir_mode)
-    for relative in relatives:
-        parts = relative.split('/')
-        for depth in range(1, len(parts)):
-            folder = '/'.join(parts[:depth])
-            if folder not in created:
-                os.mkdir(os.path.join(staging, folder), dir_mode)
-                _own(os.path.join(staging, folder), owner, dir_mode)
-                created.add(folder)
-        path = os.path.join(staging, relative)
-        copy_file(relative, path, dir_mode & 0o666, beneath=source)
-        _own(path, owner, dir_mode & 0o666)
+    damage = []
+    try:
+        _own(staging, owner, dir_mode)
+        with TreeReader(source) as tree:
+            for relative in relatives:
+                parts = relative.split('/')
+                for depth in range(1, len(parts)):
+                    folder = '/'.join(parts[:depth])
+                    if folder not in created:
+                        os.mkdir(os.path.join(staging, folder), dir_mode)
+                        _own(os.path.join(staging, folder), owner, dir_mode)
+                        created.add(folder)
+                md5 = copy_file(relative, os.path.join(staging, relative), dir_mode & 0o666, beneath=tree,
+                                hashed=expected is not None, owner=owner)[1]
+                if expected is not None and md5 != expected[relative]:
+                    damage.append('%s/%s has MD5 %s, expected %s' % (label, relative, md5, expected[relative]))
+        if damage:
+            raise StagedDamage(damage)
+    except BaseException:
+        swap.cleanup()
+        raise
     return swap

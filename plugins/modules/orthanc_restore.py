@@ -51,7 +51,9 @@ options:
     default: true
   verify:
     description:
-      - Check the MD5 of every file of the backup before restoring. When false only presence and sizes are checked.
+      - Check the MD5 of every file of the backup before Orthanc is stopped. The storage files are checked as they
+        are staged (each is read once); any difference removes the staging and changes nothing live. When false
+        only presence and sizes are checked.
     type: bool
     default: true
   restore_config:

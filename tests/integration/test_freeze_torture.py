@@ -121,8 +121,9 @@ def test_a_hundred_freezes_under_uploads_and_deletes(make_orthanc, ansible, repo
         held[run['backup_id']] = instances
 
     pauses = sorted(run['pause_seconds'] for run in freezes)
-    print('pause_seconds: median %.4f, max %.4f; %d uploads, %d deletes'
-          % (pauses[len(pauses) // 2], pauses[-1], len(clients.uploads), len(clients.deletes)))
+    print('pause_seconds: median %.4f, max %.4f; %d backups froze Orthanc more than once; %d uploads, %d deletes'
+          % (pauses[len(pauses) // 2], pauses[-1], sum(run['timings']['freezes'] > 1 for run in freezes),
+             len(clients.uploads), len(clients.deletes)))
 
     # Restoring a sample of the copies gives Orthanc exactly their state, every file as Orthanc recorded it.
     for run in (freezes[FREEZES // 3], freezes[-1]):

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._audit import classify
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import relative_path
 
 
 def expected(size, md5='0' * 32):
@@ -15,25 +17,32 @@ def expected(size, md5='0' * 32):
 
 
 def test_classify_sorts_files_into_orphans_young_missing_and_damaged(tmp_path):
-    sound = tmp_path / 'sound'
-    sound.write_bytes(b'abc')
-    flipped = tmp_path / 'flipped'
-    flipped.write_bytes(b'abd')
+    def stored(uuid, data):
+        path = tmp_path / relative_path(uuid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
     md5 = hashlib.md5(b'abc').hexdigest()
+    planted = stored('ee000000-planted', b'abc')
+    os.unlink(planted)
+    os.symlink(stored('0a000000-sound', b'abc'), planted)    # a link where Orthanc writes files: never followed
     on_disk = {
         'old-orphan': ('/s/old', 10, 100.0),
         'young-orphan': ('/s/young', 10, 900.0),
-        'sound': (str(sound), 3, 100.0),
+        '0a000000-sound': (stored('0a000000-sound', b'abc'), 3, 100.0),
         'short': ('/s/short', 2, 100.0),
-        'flipped': (str(flipped), 3, 100.0),
+        'ff000000-flipped': (stored('ff000000-flipped', b'abd'), 3, 100.0),
+        'ee000000-planted': (planted, 3, 100.0),
     }
-    referenced = {'sound': expected(3, md5), 'short': expected(3, md5), 'flipped': expected(3, md5),
-                  'gone': expected(7)}
-    orphans, young, missing, damaged = classify(on_disk, referenced, cutoff=500.0, check_md5=True, threads=3)
+    referenced = {'0a000000-sound': expected(3, md5), 'short': expected(3, md5), 'ff000000-flipped': expected(3, md5),
+                  'ee000000-planted': expected(3, md5), 'gone': expected(7)}
+    orphans, young, missing, damaged = classify(on_disk, referenced, cutoff=500.0, check_md5=True,
+                                                storage_dir=str(tmp_path), threads=3)
     assert orphans == [{'uuid': 'old-orphan', 'path': '/s/old', 'size': 10}] and young == 1
     assert [entry['uuid'] for entry in missing] == ['gone']
     assert [(entry['uuid'], entry['problem']) for entry in damaged] == [
-        ('flipped', 'MD5 %s, Orthanc recorded %s' % (hashlib.md5(b'abd').hexdigest(), md5)),
+        ('ee000000-planted', 'not readable as a regular file'),
+        ('ff000000-flipped', 'MD5 %s, Orthanc recorded %s' % (hashlib.md5(b'abd').hexdigest(), md5)),
         ('short', '2 bytes, Orthanc recorded 3')]
 
 

@@ -17,8 +17,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifes
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    UnsafePath, copy_file, make_dirs, open_regular)
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import Swap, stage_files
+    TreeReader, UnsafePath, copy_file, make_dirs, open_regular)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, Swap, stage_files
 
 UUID = 'ab12cdef-0000-4000-8000-000000000001'
 STORAGE_KEY = 'storage/ab/12/' + UUID
@@ -140,6 +140,35 @@ def test_staging_copies_only_listed_files_and_refuses_foreign_names(tmp_path):
     assert sorted(os.listdir(str(target))) == ['index']
     with pytest.raises(OrthancOpsError, match='holds index in .* must not put'):
         stage_files(str(source), ['index'], str(target), 'storage', 'U', lambda name: len(name) == 2)
+
+
+def test_staging_checks_each_copy_and_leaves_nothing_when_one_differs(tmp_path):
+    source, target = tmp_path / 'backup' / 'storage', tmp_path / 'live'
+    other = 'ab13cdef-0000-4000-8000-000000000002'
+    write_backup(tmp_path / 'backup', {STORAGE_KEY: b'dicom', 'storage/ab/13/' + other: b'flipped'})
+    target.mkdir()
+    expected = {'ab/12/' + UUID: hashlib.md5(b'dicom').hexdigest(), 'ab/13/' + other: hashlib.md5(b'sound').hexdigest()}
+    with pytest.raises(StagedDamage) as raised:
+        stage_files(str(source), sorted(expected), str(target), 'storage', 'T', lambda name: len(name) == 2,
+                    expected=expected)
+    assert raised.value.problems == ['storage/ab/13/%s has MD5 %s, expected %s' % (
+        other, hashlib.md5(b'flipped').hexdigest(), expected['ab/13/' + other])]
+    assert os.listdir(str(target)) == []
+
+
+def test_a_tree_reader_follows_no_planted_folder_link_and_goes_on_after_one(tmp_path):
+    (tmp_path / 'tree' / 'ab' / '12').mkdir(parents=True)
+    (tmp_path / 'tree' / 'ab' / '12' / 'file').write_bytes(b'inside')
+    (tmp_path / 'outside' / '13').mkdir(parents=True)
+    (tmp_path / 'outside' / '13' / 'file').write_bytes(b'secret')
+    os.symlink(str(tmp_path / 'outside'), str(tmp_path / 'tree' / 'cd'))
+    os.symlink(str(tmp_path / 'outside' / '13'), str(tmp_path / 'tree' / 'ab' / '13'))
+    with TreeReader(str(tmp_path / 'tree')) as tree:
+        for planted in ('cd/13/file', 'ab/13/file', '../outside/13/file'):
+            with pytest.raises(OSError):
+                tree.open(planted)
+            with tree.open('ab/12/file') as handle:
+                assert handle.read() == b'inside'
 
 
 def test_swap_never_replaces_an_entry_it_does_not_own(tmp_path):
