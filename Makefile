@@ -5,7 +5,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit
+.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit bench-scale
 
 test: setup sanity lint changelog-lint units integration
 
@@ -44,3 +44,6 @@ bench-fleet: tree
 
 bench-audit: tree
 	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/storage_audit.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+
+bench-scale: tree
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/scale.py --collections $(TREE_ROOT) $(BENCH_ARGS)

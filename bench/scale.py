@@ -1,0 +1,157 @@
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""How the modules scale: wall time against the plain tools on the same files, and peak memory.
+
+For each N, a SQLite Orthanc with N synthetic instances, and in the same run, medians of a few runs of:
+  - a full backup (mode=freeze, no earlier backup) against `cp -a` of the storage;
+  - a backup with nothing changed against `rsync -a --link-dest` of the storage;
+  - a restore of that backup, its work beyond Orthanc's own stop and start, against `cp -a` of
+    the backup's storage;
+  - verify with check_md5 against `find -type f | xargs md5sum` of the same backup;
+  - the audit with check_md5.
+Each module runs as its own process (python -m ..., its arguments in a file), so its peak resident
+memory is its own, read from wait4(); a file creation timed right after a mass deletion is slowed by
+this machine's ext4, so earlier copies are moved aside and deleted at the end, and every timed step
+starts from a synced page cache.
+
+    make bench-scale BENCH_ARGS="--instances 20000 100000"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'integration'))
+
+from harness import Orthanc, seed  # noqa: E402
+
+
+class Runner:
+    """Runs one module of the collection as a plain process and keeps its result and peak memory."""
+
+    def __init__(self, collections, work):
+        self.collections, self.work = collections, work
+
+    def run(self, module, params):
+        # The backup syncs before it calls itself complete: nobody else's dirty pages may be counted in.
+        subprocess.run(['sync'], check=True)
+        arguments = os.path.join(self.work, 'arguments.json')
+        with open(arguments, 'w') as handle:
+            json.dump({'ANSIBLE_MODULE_ARGS': dict(params, _ansible_tmpdir=tempfile.mkdtemp(dir=self.work))}, handle)
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'ansible_collections.orthanc_ops.backup.plugins.modules.' + module, arguments],
+            stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=self.collections))
+        output = process.stdout.read()
+        dummy, status, usage = os.wait4(process.pid, 0)
+        wall = time.monotonic() - started
+        result = json.loads(output)
+        assert status == 0 and not result.get('failed'), output
+        return result, wall, usage.ru_maxrss / 1024.0
+
+
+def timed(command):
+    subprocess.run(['sync'], check=True)
+    started = time.monotonic()
+    subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+class Aside:
+    """Folders moved out of the way between runs and deleted once the timing is over."""
+
+    def __init__(self, work):
+        self.folder = os.path.join(work, 'aside')
+        os.mkdir(self.folder)
+
+    def __call__(self, path):
+        if os.path.exists(path):
+            os.rename(path, tempfile.mkdtemp(dir=self.folder) + '/old')
+
+
+def bench(collections, count, pixels, repeat, work):
+    orthanc = Orthanc(os.path.join(work, 'orthanc'))
+    orthanc.start()
+    seed(orthanc, count, pixels)
+    runner, aside = Runner(collections, work), Aside(work)
+    repository = os.path.join(work, 'repository')
+    params = orthanc.module_params(repository=repository, instance='bench')
+    rows = dict((name, []) for name in ('full', 'cp', 'unchanged', 'rsync', 'restore', 'cp backup', 'verify',
+                                        'md5sum', 'audit'))
+    memory = dict((name, []) for name in ('orthanc_backup', 'orthanc_restore', 'orthanc_backup_verify',
+                                          'orthanc_audit'))
+    try:
+        for number in range(repeat):
+            aside(repository)
+            result, wall, peak = runner.run('orthanc_backup', params)
+            rows['full'].append(result['duration_seconds'])
+            memory['orthanc_backup'].append(peak)
+            copy = os.path.join(work, 'cp')
+            aside(copy)
+            rows['cp'].append(timed('cp -a %s %s' % (orthanc.storage_dir, copy)))
+            result, wall, peak = runner.run('orthanc_backup', params)
+            rows['unchanged'].append(result['duration_seconds'])
+            memory['orthanc_backup'].append(peak)
+            rsync = os.path.join(work, 'rsync')
+            aside(rsync)
+            rows['rsync'].append(timed('rsync -a --link-dest=%s/ %s/ %s/' % (copy, orthanc.storage_dir, rsync)))
+            backup = result['path']
+
+            result, wall, peak = runner.run('orthanc_backup_verify', {'repository': repository, 'instance': 'bench',
+                                                                      'check_md5': True})
+            rows['verify'].append(result['duration_seconds'])
+            memory['orthanc_backup_verify'].append(peak)
+            rows['md5sum'].append(timed('cd %s && find . -type f -print0 | xargs -0 md5sum' % backup))
+
+            result, wall, peak = runner.run('orthanc_restore', dict(params, keep_previous=False))
+            rows['restore'].append(result['duration_seconds'] - result['downtime_seconds'])
+            memory['orthanc_restore'].append(peak)
+            copy = os.path.join(work, 'cp-backup')
+            aside(copy)
+            rows['cp backup'].append(timed('cp -a %s/storage %s' % (backup, copy)))
+
+            result, wall, peak = runner.run('orthanc_audit', {'config': orthanc.config, 'check_md5': True})
+            assert result['healthy'], result
+            rows['audit'].append(result['duration_seconds'])
+            memory['orthanc_audit'].append(peak)
+    finally:
+        orthanc.stop()
+    median = dict((name, statistics.median(values)) for name, values in rows.items())
+    print('N=%d instances (%d KiB each), medians of %d runs, the modules\' own duration_seconds:' % (
+        count, pixels * pixels // 1024, repeat))
+    for label, ours, theirs, anchor in (
+            ('full backup (freeze)', 'full', 'cp', 'cp -a of the storage'),
+            ('backup, nothing changed', 'unchanged', 'rsync', 'rsync -a --link-dest'),
+            ('restore beyond the restart', 'restore', 'cp backup', 'cp -a of the backup\'s storage'),
+            ('verify, check_md5', 'verify', 'md5sum', 'find | xargs md5sum')):
+        ratio = median[ours] / median[theirs]
+        print('  %-28s %7.2f s   %-30s %7.2f s   = %.2fx' % (label, median[ours], anchor, median[theirs], ratio))
+    print('  %-28s %7.2f s' % ('audit, check_md5', median['audit']))
+    print('  peak memory: ' + ', '.join('%s %.0f MB' % (name, max(values)) for name, values in memory.items()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--collections', required=True, help='folder holding ansible_collections/orthanc_ops/backup')
+    parser.add_argument('--instances', type=int, nargs='+', default=[20000])
+    parser.add_argument('--pixels', type=int, default=96, help='image side in pixels (file size ~ pixels^2 bytes)')
+    parser.add_argument('--repeat', type=int, default=3)
+    args = parser.parse_args()
+    for count in args.instances:
+        work = tempfile.mkdtemp(prefix='orthanc-bench-')
+        try:
+            bench(args.collections, count, args.pixels, args.repeat, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
