@@ -58,3 +58,13 @@ def test_a_host_without_the_driver_gets_it_and_is_backed_up(without_pymysql, mak
     assert 'Install rsync and the database client and driver' in output and driver_installed()
     backups = [name for name in os.listdir(os.path.join(repository, 'pacs')) if not name.startswith('.')]
     assert len(backups) == 1 and orthanc.answers()
+
+
+def test_the_role_fails_a_host_whose_backup_failed_unless_told_not_to(ansible, tmp_path):
+    role = {'ansible.builtin.include_role': {'name': 'orthanc_ops.backup.backup'},
+            'vars': {'orthanc_backup_config': str(tmp_path / 'nowhere' / 'orthanc.json'),
+                     'orthanc_backup_repository': str(tmp_path / 'repository')}}
+    rc, output = ansible.run_tasks([role])
+    assert rc != 0 and 'The backup of localhost failed: Read the Orthanc configuration' in output, output
+    rc, output = ansible.run_tasks([dict(role, vars=dict(role['vars'], orthanc_backup_fail_on_error=False))])
+    assert rc == 0 and 'failed=0' in output and 'Fail this host when its backup failed' in output, output
