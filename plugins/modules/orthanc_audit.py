@@ -37,6 +37,7 @@ extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.REPOSITORY
   - orthanc_ops.backup.orthanc.DATABASE
+  - orthanc_ops.backup.attributes
 options:
   orphans:
     description:
@@ -80,9 +81,10 @@ options:
     default: 1000
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Audits as usual and returns the orphans it would clean and the files it would repair.
+  diff_mode:
+    support: none
 seealso:
   - module: orthanc_ops.backup.orthanc_backup
   - module: orthanc_ops.backup.orthanc_resend

@@ -39,6 +39,7 @@ extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.REPOSITORY
   - orthanc_ops.backup.orthanc.DATABASE
   - orthanc_ops.backup.orthanc.DUMP
+  - orthanc_ops.backup.attributes
 options:
   repository:
     required: true
@@ -90,9 +91,10 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Returns a plan (backend, files and bytes to copy and to link, previous backup) and stops or writes nothing.
+  diff_mode:
+    support: none
 notes:
   - Files on disk that the index does not reference (orphans) are not backed up; they are counted.
   - Files whose size or MD5 differ from what Orthanc recorded are backed up as they are, listed and warned about.

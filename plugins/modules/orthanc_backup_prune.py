@@ -22,6 +22,7 @@ author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.attributes
 options:
   repository:
     required: true
@@ -43,9 +44,10 @@ options:
     default: 0
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Lists what would be removed; removes nothing and takes no lock.
+  diff_mode:
+    support: none
 seealso:
   - module: orthanc_ops.backup.orthanc_backup
 '''

@@ -19,6 +19,7 @@ author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.attributes
 options:
   repository:
     required: true
@@ -28,9 +29,10 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Lists the backups; a missing folder is reported as to be created but not created.
+  diff_mode:
+    support: none
 seealso:
   - module: orthanc_ops.backup.orthanc_backup_verify
   - module: orthanc_ops.backup.orthanc_backup_prune

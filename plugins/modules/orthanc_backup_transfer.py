@@ -25,6 +25,7 @@ author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.attributes
 options:
   repository:
     required: true
@@ -68,9 +69,10 @@ requirements:
   - rsync on both hosts, and ssh on this host.
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Lists both sides and runs rsync with C(--dry-run), so the figures returned are those of the real copy.
+  diff_mode:
+    support: none
 notes:
   - No password is asked or accepted; use SSH keys (an agent, or a key named in O(ssh_args)).
 seealso:

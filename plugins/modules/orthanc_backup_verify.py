@@ -21,6 +21,7 @@ author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.attributes
 options:
   repository:
     required: true
@@ -47,9 +48,10 @@ options:
     default: 1000
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Verifies as usual; an incoming copy is not renamed.
+  diff_mode:
+    support: none
 seealso:
   - module: orthanc_ops.backup.orthanc_backup
   - module: orthanc_ops.backup.orthanc_restore

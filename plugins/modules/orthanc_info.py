@@ -18,11 +18,13 @@ author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
+  - orthanc_ops.backup.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: The module only reads.
+  diff_mode:
+    support: none
 '''
 
 EXAMPLES = r'''

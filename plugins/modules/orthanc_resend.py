@@ -26,6 +26,7 @@ author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
+  - orthanc_ops.backup.attributes
 options:
   since:
     description:
@@ -61,9 +62,10 @@ options:
     default: 600
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Queries the modalities and returns the studies it would retrieve (action C(would retrieve)).
+  diff_mode:
+    support: none
 seealso:
   - module: orthanc_ops.backup.orthanc_restore
   - module: orthanc_ops.backup.orthanc_audit

@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.REPOSITORY
   - orthanc_ops.backup.orthanc.DATABASE
   - orthanc_ops.backup.orthanc.DUMP
+  - orthanc_ops.backup.attributes
 options:
   backup:
     description:
@@ -63,9 +64,10 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check mode and return what would change without changing anything.
     support: full
     details: Checks the backup and returns a plan; changes nothing.
+  diff_mode:
+    support: none
 notes:
   - If Orthanc was not running, it is left stopped and its statistics are not compared.
 seealso:

@@ -29,6 +29,17 @@ def test_package_installation_for_each_backend(ansible, backend):
     assert 'Install rsync and the database client and driver' in output and 'DEPRECATION' not in output
 
 
+def test_package_installation_refuses_an_os_family_it_does_not_know(ansible):
+    rc, output = ansible.run_tasks([{
+        'name': 'Install what the modules need',
+        'ansible.builtin.include_role': {'name': 'orthanc_ops.backup.backup', 'tasks_from': 'packages'},
+        'vars': {'__orthanc_backup_info': {'index_backend': 'postgresql'},
+                 'ansible_facts': {'os_family': 'Gentoo', 'distribution': 'Gentoo'}},
+    }])
+    assert rc != 0 and 'knows the package names of Debian and RedHat hosts, not those of localhost (Gentoo' in output
+    assert ': Install rsync and the database client' not in output, output    # the task never ran
+
+
 @pytest.fixture
 def without_pymysql():
     """This host without the MySQL driver the modules need, as a fresh Debian host is; put back afterwards."""
