@@ -3,10 +3,12 @@
 """How the modules scale: wall time against the plain tools on the same files, and peak memory.
 
 For each N, a SQLite Orthanc with N synthetic instances, and in the same run, medians of a few runs of:
-  - a full backup (mode=freeze, no earlier backup) against `cp -a` of the storage;
+  - a full backup (mode=freeze, no earlier backup) against `cp -a` of the storage, and against `cp -a`
+    followed by `sync` (a backup is complete only once it is on disk);
   - a backup with nothing changed against `rsync -a --link-dest` of the storage;
-  - a restore of that backup, its work beyond Orthanc's own stop and start, against `cp -a` of
-    the backup's storage;
+  - a restore of that backup, its work beyond Orthanc's own stop and start, against `cp -a
+    --no-preserve=links` of the backup's storage (its files are hard links shared with the other
+    backups, which `cp -a` would track one by one);
   - verify with check_md5 against `find -type f | xargs md5sum` of the same backup;
   - the audit with check_md5.
 Each module runs as its own process (python -m ..., its arguments in a file), so its peak resident
@@ -84,7 +86,7 @@ def bench(collections, count, pixels, repeat, work):
     runner, aside = Runner(collections, work), Aside(work)
     repository = os.path.join(work, 'repository')
     params = orthanc.module_params(repository=repository, instance='bench')
-    rows = dict((name, []) for name in ('full', 'cp', 'unchanged', 'rsync', 'restore', 'cp backup', 'verify',
+    rows = dict((name, []) for name in ('full', 'cp', 'cp sync', 'unchanged', 'rsync', 'restore', 'cp backup', 'verify',
                                         'md5sum', 'audit'))
     memory = dict((name, []) for name in ('orthanc_backup', 'orthanc_restore', 'orthanc_backup_verify',
                                           'orthanc_audit'))
@@ -97,6 +99,9 @@ def bench(collections, count, pixels, repeat, work):
             copy = os.path.join(work, 'cp')
             aside(copy)
             rows['cp'].append(timed('cp -a %s %s' % (orthanc.storage_dir, copy)))
+            synced = os.path.join(work, 'cp-synced')
+            aside(synced)
+            rows['cp sync'].append(timed('cp -a %s %s && sync' % (orthanc.storage_dir, synced)))
             result, wall, peak = runner.run('orthanc_backup', params)
             rows['unchanged'].append(result['duration_seconds'])
             memory['orthanc_backup'].append(peak)
@@ -116,7 +121,7 @@ def bench(collections, count, pixels, repeat, work):
             memory['orthanc_restore'].append(peak)
             copy = os.path.join(work, 'cp-backup')
             aside(copy)
-            rows['cp backup'].append(timed('cp -a %s/storage %s' % (backup, copy)))
+            rows['cp backup'].append(timed('cp -a --no-preserve=links %s/storage %s' % (backup, copy)))
 
             result, wall, peak = runner.run('orthanc_audit', {'config': orthanc.config, 'check_md5': True})
             assert result['healthy'], result
@@ -129,11 +134,12 @@ def bench(collections, count, pixels, repeat, work):
         count, pixels * pixels // 1024, repeat))
     for label, ours, theirs, anchor in (
             ('full backup (freeze)', 'full', 'cp', 'cp -a of the storage'),
+            ('full backup, synced', 'full', 'cp sync', 'cp -a of the storage, then sync'),
             ('backup, nothing changed', 'unchanged', 'rsync', 'rsync -a --link-dest'),
-            ('restore beyond the restart', 'restore', 'cp backup', 'cp -a of the backup\'s storage'),
+            ('restore beyond the restart', 'restore', 'cp backup', 'cp -a of the backup (no links)'),
             ('verify, check_md5', 'verify', 'md5sum', 'find | xargs md5sum')):
         ratio = median[ours] / median[theirs]
-        print('  %-28s %7.2f s   %-30s %7.2f s   = %.2fx' % (label, median[ours], anchor, median[theirs], ratio))
+        print('  %-28s %7.2f s   %-34s %7.2f s   = %.2fx' % (label, median[ours], anchor, median[theirs], ratio))
     print('  %-28s %7.2f s' % ('audit, check_md5', median['audit']))
     print('  peak memory: ' + ', '.join('%s %.0f MB' % (name, max(values)) for name, values in memory.items()))
 

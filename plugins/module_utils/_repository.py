@@ -94,10 +94,11 @@ class Repository:
                 self.warn('Backup %s of instance "%s" was skipped as the latest: %s' % (backup_id, self.instance, exc))
         return None, None
 
-    def resolve(self, backup):
-        """The folder of ``backup`` ('latest' or an id), checked to exist."""
+    def open_backup(self, backup):
+        """(folder, manifest) of ``backup`` ('latest' or an id), the manifest read once and checked to be well
+        formed (see _manifest.read)."""
         if backup == 'latest':
-            backup_id, dummy = self.latest()
+            backup_id, manifest = self.latest()
             if backup_id is None:
                 raise OrthancOpsError('There is no usable complete backup of instance "%s" in %s%s.'
                                       % (self.instance, self.root,
@@ -107,7 +108,8 @@ class Repository:
             if backup_id not in self.backup_ids():
                 raise OrthancOpsError('Backup "%s" of instance "%s" is not in %s; complete backups there: %s.'
                                       % (backup, self.instance, self.root, ', '.join(self.backup_ids()) or 'none'))
-        return self.backup_path(backup_id)
+            manifest = _manifest.read(self.backup_path(backup_id))
+        return self.backup_path(backup_id), manifest
 
     def lock(self, operation):
         """Take the instance's lock or fail at once: backups, restores, prunes and incoming copies of an

@@ -32,17 +32,17 @@ class Restore(Phase):
     def __init__(self, module):
         super().__init__(module)
         if self.params['src']:
-            self.repository = None
+            self.repository, self.manifest = None, None
             self.folder = os.path.abspath(self.params['src'])
         else:
             self.repository = self.open_repository()
-            self.folder = self.repository.resolve(self.params['backup'])
+            self.folder, self.manifest = self.repository.open_backup(self.params['backup'])
         self.stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
 
     def _check_backup(self, restore_storage):
         """The backup's manifest, once the backup is known to fit this Orthanc and to match its manifest (the
         storage files' MD5s are checked as they are staged: each file is read once)."""
-        manifest = _manifest.read(self.folder)
+        manifest = self.manifest or _manifest.read(self.folder)
         if manifest['index_backend'] != self.backend.name:
             raise OrthancOpsError('The backup in %s holds a %s index but the configuration %s uses %s. '
                                   'Restore it with a matching configuration.'

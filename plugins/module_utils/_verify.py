@@ -36,9 +36,9 @@ def verify(module):
     repository = Repository.from_params(module)
     if params['incoming']:
         folder = _incoming_folder(repository, params['backup'])
+        manifest = _manifest.read(folder)
     else:
-        folder = repository.resolve(params['backup'])
-    manifest = _manifest.read(folder)
+        folder, manifest = repository.open_backup(params['backup'])
     problems = _manifest.problems(folder, manifest, check_md5=params['check_md5'])
     result = {
         'changed': False,
