@@ -31,12 +31,14 @@ from harness import Ansible, Orthanc, seed  # noqa: E402
 
 
 class Prober(threading.Thread):
-    """Polls GET /system every 20 ms; the longest gap between two answers is the outage."""
+    """Polls GET /system every 20 ms (1 s timeout); the longest gap between two answers is the outage,
+    and every request refused, cut off or timed out is a failed one."""
 
     def __init__(self, orthanc):
         super().__init__(daemon=True)
         self.orthanc = orthanc
         self.answers = []
+        self.failures = 0
         self.done = threading.Event()
 
     def run(self):
@@ -45,7 +47,7 @@ class Prober(threading.Thread):
                 self.orthanc.api('GET', '/system', timeout=1)
                 self.answers.append(time.monotonic())
             except (OSError, http.client.HTTPException):    # refused, or cut off by the shutdown
-                pass
+                self.failures += 1
             time.sleep(0.02)
 
     def outage(self):
@@ -56,8 +58,8 @@ class Prober(threading.Thread):
 
 def measured(orthanc, action, repeat, before=None):
     """Medians over ``repeat`` runs of action(), which returns the seconds Orthanc took to stop:
-    (client-seen outage, wall time, outage beyond Orthanc's own shutdown)."""
-    outages, walls, beyond = [], [], []
+    (client-seen outage, wall time, outage beyond Orthanc's own shutdown, failed requests)."""
+    outages, walls, beyond, failures = [], [], [], []
     for dummy in range(repeat):
         if before:
             before()
@@ -70,7 +72,9 @@ def measured(orthanc, action, repeat, before=None):
         time.sleep(0.3)
         outages.append(prober.outage())
         beyond.append(outages[-1] - stopping)
-    return statistics.median(outages), statistics.median(walls), statistics.median(beyond)
+        failures.append(prober.failures)
+    return (statistics.median(outages), statistics.median(walls), statistics.median(beyond),
+            statistics.median(failures))
 
 
 def timed_stop(orthanc):
@@ -145,9 +149,9 @@ def bench(collections, count, pixels, repeat, work):
     def median(label, key):
         return statistics.median(result[key] if key in result else result['timings'][key] for result in modules[label])
 
-    print('  %-32s %10s %10s %12s' % ('', 'outage s', 'wall s', 'beyond stop'))
-    for label, (outage, wall, beyond) in results.items():
-        print('  %-32s %10.2f %10.2f %12.2f' % (label, outage, wall, beyond))
+    print('  %-32s %10s %10s %12s %16s' % ('', 'outage s', 'wall s', 'beyond stop', 'failed requests'))
+    for label, (outage, wall, beyond, failed) in results.items():
+        print('  %-32s %10.2f %10.2f %12.2f %16d' % (label, outage, wall, beyond, failed))
     print('  %-32s %10s %10.2f' % ('rsync -a --link-dest', '-', rsync_wall))
     floor = results['0 stop+start (floor)']
     book_extra = results['a book: stop, cp -a, start'][2] - floor[2]
