@@ -11,8 +11,8 @@ For each N, a SQLite Orthanc with N synthetic instances, and in the same run, me
     backups, which `cp -a` would track one by one);
   - verify with check_md5 against `find -type f | xargs md5sum` of the same backup;
   - the audit with check_md5.
-Each module runs as its own process (python -m ..., its arguments in a file), so its peak resident
-memory is its own, read from wait4(); a file creation timed right after a mass deletion is slowed by
+Each module runs as its own process (its arguments in a file), and reports its peak resident memory
+(VmHWM) as it exits; a file creation timed right after a mass deletion is slowed by
 this machine's ext4, so earlier copies are moved aside and deleted at the end, and every timed step
 starts from a synced page cache.
 
@@ -36,6 +36,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from harness import Orthanc, seed  # noqa: E402
 
 
+# Runs a module as __main__ and, at its exit, reports the high-water mark of its own memory: the rusage
+# of a child counts the memory of the process it was forked from, which at 100,000 instances is this one.
+LAUNCHER = """
+import atexit, runpy, sys
+def peak():
+    with open('/proc/self/status') as status:
+        sys.stderr.write(''.join(line for line in status if line.startswith('VmHWM:')))
+atexit.register(peak)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+"""
+
+
 class Runner:
     """Runs one module of the collection as a plain process and keeps its result and peak memory."""
 
@@ -49,15 +62,14 @@ class Runner:
         with open(arguments, 'w') as handle:
             json.dump({'ANSIBLE_MODULE_ARGS': dict(params, _ansible_tmpdir=tempfile.mkdtemp(dir=self.work))}, handle)
         started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, '-m', 'ansible_collections.orthanc_ops.backup.plugins.modules.' + module, arguments],
-            stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=self.collections))
-        output = process.stdout.read()
-        dummy, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(
+            [sys.executable, '-c', LAUNCHER, 'ansible_collections.orthanc_ops.backup.plugins.modules.' + module,
+             arguments], capture_output=True, env=dict(os.environ, PYTHONPATH=self.collections), check=False)
         wall = time.monotonic() - started
-        result = json.loads(output)
-        assert status == 0 and not result.get('failed'), output
-        return result, wall, usage.ru_maxrss / 1024.0
+        result = json.loads(process.stdout)
+        assert process.returncode == 0 and not result.get('failed'), process.stdout
+        peak_kib = int(process.stderr.decode().rsplit('VmHWM:', 1)[1].split()[0])
+        return result, wall, peak_kib / 1024.0
 
 
 def timed(command):
