@@ -151,13 +151,15 @@ def sources_in(repository, wanted):
         if not remaining:
             break
         folder = repository.backup_path(backup_id)
+        found = {}
         try:
-            files = _manifest.storage_files(_manifest.read(folder))
+            for relative, dummy, md5 in _manifest.read(folder).entries('storage'):
+                uuid = relative.rsplit('/', 1)[1]
+                if uuid in remaining and md5 == wanted[uuid]['md5']:
+                    found[uuid] = (folder, relative)
         except OrthancOpsError:
-            continue
-        for uuid in remaining:
-            if uuid in files and files[uuid]['md5'] == wanted[uuid]['md5']:
-                sources[uuid] = (folder, 'storage/' + relative_path(uuid))
+            continue    # a damaged backup is no source, not even for what it listed before the damage
+        sources.update(found)
     return sources
 
 

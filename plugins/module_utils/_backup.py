@@ -42,6 +42,24 @@ class PauseTooLong(OrthancOpsError):
                          pause_seconds=round(seconds, 3))
 
 
+class _Entries:
+    """A backup's files as a manifest lists them, in order: the ``other`` files ({path: (size, md5)}: the
+    configuration, the index or dump) and those of the storage snapshot ({uuid: (size, md5, linked)})."""
+
+    def __init__(self, other, storage):
+        self.other, self.storage = other, storage
+
+    def __len__(self):
+        return len(self.other) + len(self.storage)
+
+    def __iter__(self):
+        for relative in sorted(self.other, key=_manifest.sort_key):
+            yield (relative,) + tuple(self.other[relative])
+        # Orthanc names a file's folders after its uuid's first characters: uuid order is path order.
+        for uuid in sorted(self.storage):
+            yield ('storage/' + relative_path(uuid),) + self.storage[uuid][:2]
+
+
 def _utc_iso():
     return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
 
@@ -67,11 +85,14 @@ class Backup(Phase):
         if not self.params['link']:
             return None, {}
         backup_id, manifest = self.repository.latest()
-        return backup_id, (_manifest.storage_files(manifest) if manifest else {})
+        if manifest is None:
+            return None, {}
+        return backup_id, dict((relative.rsplit('/', 1)[1], (size, md5))
+                               for relative, size, md5 in manifest.entries('storage'))
 
     def plan(self, live_files, previous_id, previous):
         to_link = dict((uuid, size) for uuid, size in live_files.items()
-                       if uuid in previous and previous[uuid]['size'] == size)
+                       if uuid in previous and previous[uuid][0] == size)
         index_bytes = self.backend.estimate_bytes()
         config_bytes = sum(os.path.getsize(path) for path in self.config.files) if self.params['include_config'] else 0
         return {
@@ -127,11 +148,11 @@ class Backup(Phase):
         software = self.rest.software() if was_running else {}
         backup_id, partial = self.repository.new_partial()
         try:
-            manifest = self._make(backup_id, partial, live_files, previous_id, previous, was_running)
+            manifest, entries = self._make(backup_id, partial, live_files, previous_id, previous, was_running)
             manifest.update(started_at=started_at, finished_at=_utc_iso(), orthanc_version=software.get('orthanc_version'),
                             database_version=software.get('database_version'), plugins=software.get('plugins'))
             manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
-            path = self.repository.finalize(backup_id, partial, manifest)
+            path = self.repository.finalize(backup_id, partial, manifest, entries)
         except BaseException as exc:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(exc, OSError):
@@ -149,7 +170,7 @@ class Backup(Phase):
             'downtime_seconds': manifest['timings']['downtime_seconds'],
             'pause_seconds': manifest['timings']['pause_seconds'],
             'duration_seconds': manifest['timings']['duration_seconds'],
-            'files': len(manifest['files']),
+            'files': len(entries),
             'bytes_copied': manifest['bytes_copied'],
             'bytes_linked': manifest['bytes_linked'],
             'orphans_skipped': manifest['orphans_skipped'],
@@ -162,12 +183,12 @@ class Backup(Phase):
         }
 
     def _make(self, backup_id, partial, live_files, previous_id, previous, was_running):
+        """The backup's description and its files' entries (path, size, md5), in a manifest's order."""
         files = {}
         if self.params['include_config']:
             make_dirs(os.path.join(partial, 'config'))
             for name, path in self.config.named_files().items():
-                size, md5 = copy_file(path, os.path.join(partial, 'config', name))
-                files['config/' + name] = {'size': size, 'md5': md5}
+                files['config/' + name] = copy_file(path, os.path.join(partial, 'config', name))
         snapshot = StorageSnapshot(self.storage_dir, os.path.join(partial, 'storage'),
                                    self.repository.backup_path(previous_id) + '/storage' if previous_id else None,
                                    previous)
@@ -212,14 +233,11 @@ class Backup(Phase):
         orphans = [uuid for uuid in live_files if uuid not in attachments
                    and os.path.exists(os.path.join(self.storage_dir, relative_path(uuid)))]
         for relative, entry in index_files.items():
-            if entry['md5'] is None:    # left by a capture that had to be quick: Orthanc runs again now
-                entry['md5'] = file_md5(relative, beneath=partial)
-        files.update(index_files)
-        for uuid, entry in snapshot.files.items():
-            files['storage/' + relative_path(uuid)] = {'size': entry['size'], 'md5': entry['md5']}
+            # The MD5 left out by a capture that had to be quick: Orthanc runs again now.
+            files[relative] = (entry['size'], entry['md5'] or file_md5(relative, beneath=partial))
         mismatches = sorted(uuid for uuid, expected in attachments.items() if uuid in snapshot.files and (
-            expected['size'] != snapshot.files[uuid]['size']
-            or (expected['md5'] and expected['md5'] != snapshot.files[uuid]['md5'])))
+            expected['size'] != snapshot.files[uuid][0]
+            or (expected['md5'] and expected['md5'] != snapshot.files[uuid][1])))
         if missing:
             self.module.warn('%d attachment(s) referenced by the index are not in the storage: %s'
                              % (len(missing), ', '.join(missing[:10])))
@@ -250,12 +268,10 @@ class Backup(Phase):
             'live_missing_count': len(live_missing),
             'live_missing': live_missing[:LIVE_MISSING_LISTED],
             'md5_mismatches': mismatches,
-            'bytes_copied': snapshot.bytes_copied + sum(entry['size'] for name, entry in files.items()
-                                                        if not name.startswith('storage/')),
+            'bytes_copied': snapshot.bytes_copied + sum(size for size, dummy in files.values()),
             'bytes_linked': snapshot.bytes_linked,
             'timings': dict((name, round(value, 3)) for name, value in timings.items()),
-            'files': files,
-        }
+        }, _Entries(files, snapshot.files)
 
     def _capture_frozen(self, partial, snapshot, timings):
         """The index copied while every Orthanc thread is stopped by the kernel: what a crash at that instant

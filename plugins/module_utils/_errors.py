@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+# Problems a result lists word for word; its count covers all of them.
+PROBLEMS_KEPT = 1000
+
 
 class OrthancOpsError(Exception):
     """A failure to report with fail_json: the message says what went wrong and what to do.
@@ -24,6 +27,21 @@ class OrthancDown(OrthancOpsError):
     def __init__(self, message, reason, **details):
         super().__init__(message, orthanc_down=True, **details)
         self.reason = reason
+
+
+class Findings(list):
+    """The first ``keep`` problems found, word for word, and ``count``, how many there were in all: a
+    lost storage folder makes a million of them."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+        self.count = 0
+
+    def add(self, problem):
+        self.count += 1
+        if len(self) < self.keep:
+            self.append(problem)
 
 
 def exit_with(module, action):

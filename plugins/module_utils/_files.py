@@ -208,16 +208,15 @@ def tree_md5s(root, relatives, threads=HASH_THREADS):
         return [md5 for md5s in pool.map(hash_run, runs) for md5 in md5s]
 
 
-def walk_tree(root):
-    """(relative path, os.stat_result) of every entry below ``root`` that is not a folder, without
-    following symbolic links; folders are entered, links and special files are yielded as they are."""
-    pending = ['']
-    while pending:
-        relative = pending.pop()
-        with os.scandir(os.path.join(root, relative) if relative else root) as entries:
-            for entry in entries:
-                path = relative + '/' + entry.name if relative else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(path)
-                else:
-                    yield path, entry.stat(follow_symlinks=False)
+def walk_sorted(root, relative=''):
+    """(relative path, os.stat_result) of every entry below ``root`` that is not a folder, in the order of
+    their path components, without following symbolic links: folders are entered, links and special files
+    are yielded as they are. One folder's entries are held at a time."""
+    with os.scandir(os.path.join(root, relative) if relative else root) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        path = relative + '/' + entry.name if relative else entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from walk_sorted(root, path)
+        else:
+            yield path, entry.stat(follow_symlinks=False)

@@ -7,26 +7,36 @@
 
 from __future__ import annotations
 
-import os
+import heapq
+import itertools
 import shutil
+from operator import itemgetter
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import walk_sorted
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import sort_key
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept
 
+_PATH = itemgetter(0)
 POLICY = ('keep_last', 'keep_daily', 'keep_weekly', 'keep_monthly')
 
 
 def freed_bytes(folders):
-    """Bytes that removing ``folders`` gives back: files whose every hard link is inside them."""
-    inodes = {}
-    for folder in folders:
-        for current, dummy, names in os.walk(folder):
-            for name in names:
-                info = os.lstat(os.path.join(current, name))
-                seen = inodes.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size])
-                seen[0] += 1
-    return sum(size for count, links, size in inodes.values() if count == links)
+    """Bytes that removing ``folders`` gives back: files whose every hard link is inside them.
+
+    A backup links a file only from the same path in another backup, so links are counted path by path,
+    the folders walked side by side in order: one path's entries are held at a time, whatever the size.
+    """
+    walks = [((sort_key(relative), info) for relative, info in walk_sorted(folder)) for folder in folders]
+    freed = 0
+    for dummy, same_path in itertools.groupby(heapq.merge(*walks, key=_PATH), key=_PATH):
+        inodes = {}
+        for dummy, info in same_path:
+            seen = inodes.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size])
+            seen[0] += 1
+        freed += sum(size for count, links, size in inodes.values() if count == links)
+    return freed
 
 
 def prune(module):

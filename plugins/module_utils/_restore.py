@@ -22,8 +22,6 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot impor
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, stage_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
-# Problems a refused restore returns: the count says how many there were in all.
-PROBLEMS_SHOWN = 1000
 STATISTICS_KEYS = {'patients': 'CountPatients', 'studies': 'CountStudies',
                    'series': 'CountSeries', 'instances': 'CountInstances'}
 
@@ -59,14 +57,14 @@ class Restore(Phase):
         problems = _manifest.problems(self.folder, manifest, check_md5=self.params['verify'],
                                       hashed_later=('storage/',) if restore_storage and not self.module.check_mode
                                       else ())
-        if problems:
+        if problems.count:
             raise self._damaged(problems)
         return manifest
 
     def _damaged(self, problems):
         return OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; restore '
-                               'another backup.' % (self.folder, len(problems), '; '.join(problems[:10])),
-                               problems=problems[:PROBLEMS_SHOWN], problems_count=len(problems))
+                               'another backup.' % (self.folder, problems.count, '; '.join(problems[:10])),
+                               problems=list(problems), problems_count=problems.count)
 
     def run(self):
         """Check and plan; outside check mode, restore with the Orthanc's lock and the repository's held
@@ -88,8 +86,7 @@ class Restore(Phase):
                 'index_backend': self.backend.name,
                 'storage_dir': self.config.storage_dir if restore_storage else None,
                 'restore_config': restore_config, 'orthanc_running': was_running,
-                'files': len(manifest['files']),
-                'bytes': sum(entry['size'] for entry in manifest['files'].values())}
+                'files': manifest['files'], 'bytes': manifest['bytes']}
         if self.module.check_mode:
             return {'changed': True, 'plan': plan, 'msg': 'check mode: the backup was checked, nothing changed'}
         self._check_space(plan['bytes'])
@@ -130,10 +127,9 @@ class Restore(Phase):
         swaps = []
         try:
             if restore_storage:
-                md5s = _manifest.area_md5s(manifest, 'storage')
-                swaps.append(stage_files(os.path.join(self.folder, 'storage'), sorted(md5s), self.config.storage_dir,
-                                         'storage', self.stamp, is_storage_entry,
-                                         expected=md5s if self.params['verify'] else None))
+                swaps.append(stage_files(os.path.join(self.folder, 'storage'), _manifest.area_entries(manifest, 'storage'),
+                                         self.config.storage_dir, 'storage', self.stamp, is_storage_entry,
+                                         check_md5=self.params['verify']))
             swaps.append(self.backend.stage(self.folder, self.stamp, manifest))
             if restore_config:
                 swaps.append(self._stage_config(manifest))
@@ -155,7 +151,7 @@ class Restore(Phase):
         def owned(name):
             # Orthanc reads every *.json of a configuration folder: none may stay beside the restored ones.
             return name.endswith('.json') if folder else name in names
-        swap = stage_files(os.path.join(self.folder, 'config'), _manifest.area_files(manifest, 'config'),
+        swap = stage_files(os.path.join(self.folder, 'config'), _manifest.area_entries(manifest, 'config'),
                            self.config.base_dir, 'config', self.stamp, owned)
         for name in os.listdir(swap.staging):
             live = os.path.join(self.config.base_dir, name)

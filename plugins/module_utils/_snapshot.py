@@ -60,8 +60,9 @@ def _scandir(path):
 class StorageSnapshot:
     """The storage folder of one backup, built from the live storage and the previous backup.
 
-    ``previous`` maps uuid -> {'size', 'md5'} for the files of the previous complete
-    backup under ``previous_root`` (empty when there is none or linking is off).
+    ``previous`` maps uuid -> (size, md5) for the files of the previous complete
+    backup under ``previous_root`` (empty when there is none or linking is off); ``files``
+    maps the uuids taken to (size, md5, linked).
     """
 
     def __init__(self, live_root, target_root, previous_root=None, previous=None):
@@ -80,7 +81,7 @@ class StorageSnapshot:
 
     def can_link(self, uuid, size=None):
         known = self.previous.get(uuid)
-        return known is not None and (size is None or known['size'] == size)
+        return known is not None and (size is None or known[0] == size)
 
     def add(self, uuid, size=None):
         """Take one file: a link to the previous backup when it holds it, else a copy from live.
@@ -92,8 +93,9 @@ class StorageSnapshot:
         target = os.path.join(self.target_root, relative_path(uuid))
         if self.can_link(uuid, size):
             os.link(os.path.join(self.previous_root, relative_path(uuid)), target)
-            self.files[uuid] = dict(self.previous[uuid], linked=True)
-            self.bytes_linked += self.previous[uuid]['size']
+            size, md5 = self.previous[uuid]
+            self.files[uuid] = (size, md5, True)
+            self.bytes_linked += size
             return True
         try:
             copied, md5 = copy_file(relative_path(uuid), target, beneath=self.live_root)
@@ -105,7 +107,7 @@ class StorageSnapshot:
                 raise
             self.not_regular.append(uuid)
             return False
-        self.files[uuid] = {'size': copied, 'md5': md5, 'linked': False}
+        self.files[uuid] = (copied, md5, False)
         self.bytes_copied += copied
         return True
 
@@ -140,9 +142,9 @@ class StorageSnapshot:
         dropped = [uuid for uuid in self.files if uuid not in referenced]
         for uuid in dropped:
             os.unlink(os.path.join(self.target_root, relative_path(uuid)))
-            entry = self.files.pop(uuid)
-            if entry['linked']:
-                self.bytes_linked -= entry['size']
+            size, dummy, linked = self.files.pop(uuid)
+            if linked:
+                self.bytes_linked -= size
             else:
-                self.bytes_copied -= entry['size']
+                self.bytes_copied -= size
         return sorted(missing), dropped

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import TreeReader, copy_file, make_dirs, set_owner
 
 STAGING_PREFIX = '.orthanc-restore-'
@@ -78,21 +78,16 @@ class StagedDamage(OrthancOpsError):
         self.problems = problems
 
 
-def stage_files(source, relatives, target, label, stamp, owned, expected=None):
-    """Copy the files ``relatives`` (paths relative to ``source``, as a manifest lists them) into a
-    staging folder inside ``target``, owned like ``target``, and return the Swap that puts them in
-    place of the entries ``owned`` selects.
+def stage_files(source, files, target, label, stamp, owned, check_md5=False):
+    """Copy ``files`` ((path relative to ``source``, MD5), as a manifest lists them, in its order) into a
+    staging folder inside ``target``, owned like ``target``, and return the Swap that puts them in place
+    of the entries ``owned`` selects.
 
-    Only those files are read, each a regular file reached through no symbolic link; a listed file
-    whose top-level name the swap does not own is refused before anything is copied. With
-    ``expected`` ({relative: MD5}), each copy is checked as it is made (one read of each file), and
-    any difference raises StagedDamage once all are copied.
+    Only those files are read, each a regular file reached through no symbolic link; a listed file whose
+    top-level name the swap does not own is refused and the staging removed. With ``check_md5``, each copy
+    is checked as it is made (one read of each file), and any difference raises StagedDamage once all are
+    copied.
     """
-    strays = sorted(set(relative.split('/', 1)[0] for relative in relatives if not owned(relative.split('/', 1)[0])))
-    if strays:
-        raise OrthancOpsError('The backup holds %s in %s, which a restore must not put in %s. The backup was altered '
-                              'or belongs to another layout; choose another backup.'
-                              % (', '.join(strays), source, target))
     make_dirs(target)
     for name in os.listdir(target):
         if name.startswith(STAGING_PREFIX + label):    # left by a restore that was killed
@@ -101,25 +96,34 @@ def stage_files(source, relatives, target, label, stamp, owned, expected=None):
     owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
     staging = os.path.join(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp))
     swap = Swap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
-    created = set([''])
+    # The folders made so far: a listing in order creates each once, and only the current path is kept.
+    created = []
     os.mkdir(staging, dir_mode)
-    damage = []
+    damage = Findings(PROBLEMS_KEPT)
     try:
         _own(staging, owner, dir_mode)
         with TreeReader(source) as tree:
-            for relative in relatives:
+            for relative, expected in files:
                 parts = relative.split('/')
-                for depth in range(1, len(parts)):
-                    folder = '/'.join(parts[:depth])
-                    if folder not in created:
-                        os.mkdir(os.path.join(staging, folder), dir_mode)
-                        _own(os.path.join(staging, folder), owner, dir_mode)
-                        created.add(folder)
+                if not owned(parts[0]):
+                    raise OrthancOpsError('The backup holds %s in %s, which a restore must not put in %s. The backup '
+                                          'was altered or belongs to another layout; choose another backup.'
+                                          % (parts[0], source, target))
+                folders = parts[:-1]
+                depth = 0
+                while depth < len(created) and depth < len(folders) and created[depth] == folders[depth]:
+                    depth += 1
+                del created[depth:]
+                for name in folders[depth:]:
+                    created.append(name)
+                    path = os.path.join(staging, *created)
+                    os.mkdir(path, dir_mode)
+                    _own(path, owner, dir_mode)
                 md5 = copy_file(relative, os.path.join(staging, relative), dir_mode & 0o666, beneath=tree,
-                                hashed=expected is not None, owner=owner)[1]
-                if expected is not None and md5 != expected[relative]:
-                    damage.append('%s/%s has MD5 %s, expected %s' % (label, relative, md5, expected[relative]))
-        if damage:
+                                hashed=check_md5, owner=owner)[1]
+                if check_md5 and md5 != expected:
+                    damage.add('%s/%s has MD5 %s, expected %s' % (label, relative, md5, expected))
+        if damage.count:
             raise StagedDamage(damage)
     except BaseException:
         swap.cleanup()

@@ -15,6 +15,9 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifes
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, PARTIAL, Repository
 
+# Problems the failure message names; the result lists up to list_limit.
+MESSAGE_PROBLEMS = 10
+
 
 def _incoming_folder(repository, backup):
     if not ID_PATTERN.match(backup):
@@ -39,20 +42,22 @@ def verify(module):
         manifest = _manifest.read(folder)
     else:
         folder, manifest = repository.open_backup(params['backup'])
-    problems = _manifest.problems(folder, manifest, check_md5=params['check_md5'])
+    problems = _manifest.problems(folder, manifest, check_md5=params['check_md5'],
+                                  keep=max(params['list_limit'], MESSAGE_PROBLEMS))
     result = {
         'changed': False,
         'backup_id': manifest['backup_id'],
         'path': folder,
-        'files': len(manifest['files']),
-        'bytes': sum(entry['size'] for entry in manifest['files'].values()),
+        'files': manifest['files'],
+        'bytes': manifest['bytes'],
         'md5_checked': params['check_md5'],
         'problems': problems[:max(params['list_limit'], 0)],
-        'problems_count': len(problems),
+        'problems_count': problems.count,
     }
-    if problems:
+    if problems.count:
         raise OrthancOpsError('The backup in %s does not match its manifest (%d problem(s): %s). Do not rely on it; '
-                              'copy or take the backup again.' % (folder, len(problems), '; '.join(problems[:10])),
+                              'copy or take the backup again.' % (folder, problems.count,
+                                                                  '; '.join(problems[:MESSAGE_PROBLEMS])),
                               **result)
     if params['incoming'] and not module.check_mode:
         with repository.locked('verify'):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import glob
+import gzip
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import process_tree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -459,6 +461,46 @@ def complete_backups(repository, instance='pacs'):
 def partials(repository, instance='pacs'):
     folder = os.path.join(repository, instance)
     return sorted(name for name in os.listdir(folder) if name.endswith('.partial')) if os.path.isdir(folder) else []
+
+
+def read_manifest(backup_path):
+    """A backup's manifest.json as written, without its listing of files."""
+    with open(os.path.join(backup_path, _manifest.NAME)) as handle:
+        return json.load(handle)
+
+
+def write_manifest(backup_path, values):
+    with open(os.path.join(backup_path, _manifest.NAME), 'w') as handle:
+        json.dump(values, handle)
+
+
+def listed_files(backup_path):
+    """{path: {'size', 'md5'}} of every file a backup's listing holds, read without the module's checks."""
+    with gzip.open(os.path.join(backup_path, _manifest.LISTING)) as listing:
+        return dict((relative, {'size': size, 'md5': md5}) for relative, size, md5 in map(json.loads, listing))
+
+
+def rewrite_listing(backup_path, change):
+    """``change`` the {path: {'size', 'md5'}} a backup lists, and write the listing back with a manifest that
+    names it (size, MD5, count): what an attacker who can write the whole backup folder does."""
+    files = listed_files(backup_path)
+    change(files)
+    values = read_manifest(backup_path)
+    for name in (_manifest.NAME, _manifest.LISTING):
+        os.unlink(os.path.join(backup_path, name))
+    header = dict((key, value) for key, value in values.items() if key not in ('files', 'bytes', 'listing'))
+    _manifest.write(backup_path, header, [(relative, files[relative]['size'], files[relative]['md5'])
+                                          for relative in sorted(files, key=_manifest.sort_key)])
+
+
+def to_format_1(backup_path):
+    """Turn a backup into what version 0.1.0 wrote: its files listed inside manifest.json (format 1)."""
+    values = read_manifest(backup_path)
+    for key in ('bytes', 'listing'):
+        values.pop(key)
+    values.update(format=1, files=listed_files(backup_path))
+    os.unlink(os.path.join(backup_path, _manifest.LISTING))
+    write_manifest(backup_path, values)
 
 
 PLUGINS = '/usr/share/orthanc/plugins/'

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import urllib.error
 
 import pytest
 
-from harness import LAYOUTS, make_instance, make_instances
+from harness import LAYOUTS, listed_files, make_instance, make_instances, rewrite_listing
 
 
 def all_files_served(orthanc):
@@ -27,8 +28,7 @@ def all_files_served(orthanc):
 
 
 def backup_files(backup):
-    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
-        return json.load(handle)['files']
+    return listed_files(backup['path'])
 
 
 def printed_everywhere(secret, output, result, backup_path):
@@ -174,13 +174,9 @@ def test_corrupted_dump_is_refused_before_anything_live_changes(database_orthanc
     dump = os.path.join(backup['path'], name)
     with open(dump, 'r+b') as handle:
         handle.truncate(os.path.getsize(dump) // 2)
-    manifest_path = os.path.join(backup['path'], 'manifest.json')
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    manifest['files'][name] = {'size': os.path.getsize(dump), 'md5': __import__('hashlib').md5(
-        open(dump, 'rb').read()).hexdigest()}    # the checksum fixed up: verification passes
-    with open(manifest_path, 'w') as handle:
-        json.dump(manifest, handle)
+    # The checksum fixed up: verification passes.
+    rewrite_listing(backup['path'], lambda files: files.update({name: {'size': os.path.getsize(dump), 'md5': hashlib.md5(
+        open(dump, 'rb').read()).hexdigest()}}))
 
     result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
     assert rc != 0 and 'Preparing the restore failed' in result['msg'] and 'Nothing live was changed' in result['msg']

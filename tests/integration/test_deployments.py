@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from harness import PostgresDatabase, complete_backups, make_instances
+from harness import PostgresDatabase, complete_backups, listed_files, make_instances, read_manifest
 
 
 @pytest.fixture
@@ -36,10 +36,9 @@ def test_backup_and_restore_with_the_storage_folder_from_a_variable(variable_sto
     backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
     assert rc == 0, output
     assert backup['live_missing_count'] == 0
-    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
-        manifest = json.load(handle)
-    assert manifest['storage_dir'] == storage and 'index/index' in manifest['files']
-    assert sum(name.startswith('storage/') for name in manifest['files']) == len(before)
+    files = listed_files(backup['path'])
+    assert read_manifest(backup['path'])['storage_dir'] == storage and 'index/index' in files
+    assert sum(name.startswith('storage/') for name in files) == len(before)
 
     orthanc.wipe()
     params = orthanc.module_params(repository=repository, instance='pacs')

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from harness import complete_backups, kill_while_stopped, make_instances, partials, watcher_logs
+from harness import complete_backups, kill_while_stopped, make_instances, partials, rewrite_listing, watcher_logs
 
 SECRET = b'a root-only secret\n'
 UUID = 'abcd0000-0000-4000-8000-000000000000'
@@ -33,15 +33,6 @@ def secret(tmp_path):
     path.write_bytes(SECRET)
     os.chmod(str(path), 0o600)
     return str(path)
-
-
-def rewrite_manifest(folder, change):
-    path = os.path.join(folder, 'manifest.json')
-    with open(path) as handle:
-        manifest = json.load(handle)
-    change(manifest)
-    with open(path, 'w') as handle:
-        json.dump(manifest, handle)
 
 
 def entry(data):
@@ -80,7 +71,7 @@ def test_planted_links_are_refused_by_verify_and_restore(backed_up, ansible, rep
     for relative in (storage_link, 'config/planted.json'):
         os.symlink(secret, os.path.join(backup['path'], relative))
     if listed:    # a thorough attacker also lists them, with the secret's true size and MD5
-        rewrite_manifest(backup['path'], lambda manifest: manifest['files'].update(
+        rewrite_listing(backup['path'], lambda files: files.update(
             {storage_link: entry(SECRET), 'config/planted.json': entry(SECRET)}))
     pid = orthanc.pid()
 
@@ -101,7 +92,7 @@ def test_planted_links_are_refused_by_verify_and_restore(backed_up, ansible, rep
 def test_manifest_keys_outside_the_backup_are_refused(backed_up, ansible, repository, secret, key):
     orthanc, backup, live = backed_up
     key = key.format(secret=secret)
-    rewrite_manifest(backup['path'], lambda manifest: manifest['files'].update({key: entry(SECRET)}))
+    rewrite_listing(backup['path'], lambda files: files.update({key: entry(SECRET)}))
 
     verify, rc, output = ansible.run('orthanc_backup_verify', {'repository': repository, 'instance': 'pacs',
                                                                'backup': backup['backup_id']})
@@ -178,7 +169,7 @@ def test_a_planted_index_never_reaches_the_live_index(backed_up, ansible, reposi
     shutil.copy(os.path.join(backup['path'], 'index', 'index'), planted)
     with open(planted, 'rb') as handle:
         data = handle.read()
-    rewrite_manifest(backup['path'], lambda manifest: manifest['files'].update({'storage/index': entry(data)}))
+    rewrite_listing(backup['path'], lambda files: files.update({'storage/index': entry(data)}))
     pid = orthanc.pid()
     result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository, instance='pacs'))
     assert rc != 0 and "'storage/index' is not a path inside the backup" in result['msg']
@@ -310,8 +301,8 @@ def write_config(tmp_path, values):
     return str(path)
 
 
-def without_files(tmp_path, backup):
-    rewrite_manifest(backup['path'], lambda manifest: manifest.pop('files'))
+def without_listing(tmp_path, backup):
+    os.unlink(os.path.join(backup['path'], 'manifest-files.jsonl.gz'))
     return {'backup': backup['backup_id']}
 
 
@@ -330,8 +321,8 @@ BAD_INPUTS = [
     ('orthanc_resend', lambda tmp, o, b: {'since': '20260101', 'until': 'tomorrow'},
      "until 'tomorrow' is neither a date"),
     ('orthanc_resend', lambda tmp, o, b: {'since': '20260105', 'until': '2026-01-01'}, 'is before since'),
-    ('orthanc_backup_verify', lambda tmp, o, b: without_files(tmp, b), 'has no "files" list'),
-    ('orthanc_restore', lambda tmp, o, b: without_files(tmp, b), 'has no "files" list'),
+    ('orthanc_backup_verify', lambda tmp, o, b: without_listing(tmp, b), r'listing of files \(.*\) is missing'),
+    ('orthanc_restore', lambda tmp, o, b: without_listing(tmp, b), r'listing of files \(.*\) is missing'),
 ]
 MODULE_PARAMS = {
     'orthanc_backup': lambda orthanc, repository: orthanc.module_params(repository=repository, instance='pacs'),

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from harness import PASSWORD, make_instances
+from harness import PASSWORD, listed_files, make_instances
 
 
 def test_info_reads_config_and_rest(make_orthanc, ansible):
@@ -102,8 +102,7 @@ def test_second_backup_links_everything_and_shares_no_inode_with_live(make_ortha
     storage_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, dummy, files in os.walk(orthanc.storage_dir)
                         for f in files if not f.startswith('index'))
     assert second['previous_backup'] == first['backup_id'] and second['bytes_linked'] == storage_bytes
-    with open(os.path.join(second['path'], 'manifest.json')) as handle:
-        files = json.load(handle)['files']
+    files = listed_files(second['path'])
     assert second['bytes_copied'] == sum(entry['size'] for name, entry in files.items() if not name.startswith('storage/'))
     live_inodes = set(os.stat(os.path.join(d, f)).st_ino for d, dummy, files in os.walk(orthanc.storage_dir)
                       for f in files)

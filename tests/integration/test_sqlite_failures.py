@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import complete_backups, kill_while_stopped, partials
+from harness import complete_backups, kill_while_stopped, listed_files, partials
 
 
 def test_stop_command_fails(loaded, ansible, repository):
@@ -120,8 +120,7 @@ def test_second_concurrent_backup_fails_at_once(loaded, ansible, repository):
 
 def test_restore_refuses_an_altered_backup(backed_up, ansible, repository):
     orthanc, backup, live = backed_up
-    with open(os.path.join(backup['path'], 'manifest.json')) as handle:
-        victim = sorted(name for name in json.load(handle)['files'] if name.startswith('storage/'))[0]
+    victim = sorted(name for name in listed_files(backup['path']) if name.startswith('storage/'))[0]
     with open(os.path.join(backup['path'], victim), 'r+b') as handle:
         handle.seek(200)
         byte = handle.read(1)

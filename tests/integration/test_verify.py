@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from harness import make_instances
+from harness import make_instances, read_manifest, to_format_1
 
 
 def test_incoming_copy_is_completed_only_when_sound(make_orthanc, ansible, repository, tmp_path):
@@ -48,6 +48,28 @@ def test_incoming_copy_is_completed_only_when_sound(make_orthanc, ansible, repos
     assert rc == 0 and latest['backup_id'] == backup['backup_id'] and latest['problems'] == [], output
     again, rc, output = ansible.run('orthanc_backup_verify', params)
     assert rc != 0 and 'already complete' in again['msg']
+
+
+def test_a_backup_of_format_1_still_verifies_serves_as_the_previous_and_restores(make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    first_md5s = orthanc.md5s()
+    params = orthanc.module_params(repository=repository, instance='pacs')
+    first, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0, output
+    to_format_1(first['path'])
+    assert read_manifest(first['path'])['format'] == 1 and sorted(os.listdir(first['path']))[-1] == 'storage'
+
+    verified, rc, output = ansible.run('orthanc_backup_verify', {'repository': repository, 'instance': 'pacs'})
+    assert rc == 0 and verified['problems_count'] == 0 and verified['files'] == first['files'], output
+    orthanc.upload(make_instances(patients=1, first_patient=1))
+    second, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0 and second['previous_backup'] == first['backup_id'] and second['bytes_linked'] > 0, output
+    assert read_manifest(second['path'])['format'] == 2
+
+    restored, rc, output = ansible.run('orthanc_restore', dict(params, backup=first['backup_id']))
+    assert rc == 0 and restored['statistics']['CountInstances'] == len(first_md5s), output
+    assert orthanc.md5s() == first_md5s
 
 
 def test_repository_listing_creates_the_instance_folder_only_when_asked(ansible, tmp_path):

@@ -16,7 +16,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._comm
     attachments_and_counts, attachments_with_resources, count_resources)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, refresh_copy
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_files
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_entries
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_files
 
 # Orthanc core's numbering of resource types in the Resources table.
@@ -130,5 +130,5 @@ class SQLiteBackend:
 
         The copy is checked by the manifest's MD5s; Orthanc's statistics check the counts.
         """
-        return stage_files(os.path.join(backup_folder, self.folder), area_files(manifest, self.folder),
+        return stage_files(os.path.join(backup_folder, self.folder), area_entries(manifest, self.folder),
                            self.index_dir, 'index', stamp, lambda name: name in self.FILES)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -14,7 +15,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._info import masked_database
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import problems
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import problems, read, write
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
     StorageSnapshot, list_storage, relative_path)
@@ -41,7 +42,7 @@ def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
     live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
     write_storage(live, {UUIDS[0]: b'abc', UUIDS[1]: b'defg', UUIDS[2]: b'orphan'})
     write_storage(previous, {UUIDS[0]: b'abc'})
-    snapshot = StorageSnapshot(live, target, previous, {UUIDS[0]: {'size': 3, 'md5': 'm0'}})
+    snapshot = StorageSnapshot(live, target, previous, {UUIDS[0]: (3, 'm0')})
     snapshot.take(list_storage(live))
     write_storage(live, {'ff000000-3333': b'late'})    # arrives after the first pass
     referenced = {UUIDS[0]: {}, UUIDS[1]: {}, 'ff000000-3333': {}, 'ab000000-4444': {}}
@@ -57,14 +58,18 @@ def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
 
 
 def test_manifest_problems(tmp_path):
-    (tmp_path / 'a').write_bytes(b'hello')
-    (tmp_path / 'b').write_bytes(b'hellO')
-    manifest = {'files': {'a': {'size': 5, 'md5': '5d41402abc4b2a76b9719d911017c592'},
-                          'b': {'size': 5, 'md5': '5d41402abc4b2a76b9719d911017c592'},
-                          'c': {'size': 1, 'md5': 'x'}}}
+    (tmp_path / 'config').mkdir()
+    (tmp_path / 'config' / 'a').write_bytes(b'hello')
+    (tmp_path / 'config' / 'b').write_bytes(b'hellO')
+    hello = '5d41402abc4b2a76b9719d911017c592'
+    write(str(tmp_path), {'status': 'complete', 'format': 2, 'backup_id': 'x', 'counts': {}},
+          [('config/a', 5, hello), ('config/b', 5, hello), ('config/c', 1, '0' * 32)])
+    manifest = read(str(tmp_path))
     found = problems(str(tmp_path), manifest)
-    assert len(found) == 2 and 'b has MD5' in found[0] and 'c is missing' in found[1]
-    assert problems(str(tmp_path), manifest, check_md5=False) == ['c is missing']
+    assert sorted(found) == ['config/b has MD5 %s, expected %s' % (hashlib.md5(b'hellO').hexdigest(), hello),
+                             'config/c is missing'] and found.count == 2
+    assert problems(str(tmp_path), manifest, check_md5=False) == ['config/c is missing']
+    assert problems(str(tmp_path), manifest, keep=1).count == 2
 
 
 def test_repository_lists_complete_backups_and_locks(tmp_path):

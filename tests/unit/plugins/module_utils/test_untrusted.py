@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -43,7 +44,12 @@ def test_manifest_keys(key, valid):
     assert _manifest.valid_key(key) is valid
 
 
-def write_backup(folder, contents, **manifest):
+HEADER = {'status': 'complete', 'backup_id': '20260101T000000Z', 'counts': {}}
+
+
+def write_backup(folder, contents, format_1=False, **manifest):
+    """A backup holding ``contents`` ({path: bytes}) with its manifest: format 2 as backups write it, or
+    format 1 (files inside manifest.json) as backups of 0.1.0 did; ``manifest`` overrides keys of either."""
     folder.mkdir(parents=True, exist_ok=True)
     listed = {}
     for relative, data in contents.items():
@@ -51,10 +57,14 @@ def write_backup(folder, contents, **manifest):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         listed[relative] = {'size': len(data), 'md5': hashlib.md5(data).hexdigest()}
-    values = {'format': 1, 'status': 'complete', 'backup_id': '20260101T000000Z', 'counts': {}, 'files': listed}
-    values.update(manifest)
-    (folder / 'manifest.json').write_text(json.dumps(values))
-    return values
+    if format_1:
+        values = dict(dict(HEADER, format=1, files=listed), **manifest)
+        (folder / 'manifest.json').write_text(json.dumps(values))
+    else:
+        _manifest.write(str(folder), dict(dict(HEADER, format=2), **manifest),
+                        [(relative, listed[relative]['size'], listed[relative]['md5'])
+                         for relative in sorted(listed, key=_manifest.sort_key)])
+    return _manifest.read(str(folder))
 
 
 @pytest.mark.parametrize('change, message', [
@@ -63,10 +73,79 @@ def write_backup(folder, contents, **manifest):
     ({'files': {'index/index': {'size': '1', 'md5': '0' * 32}}}, 'no valid size and MD5'),
     ({'counts': None}, 'no counts'),
 ])
-def test_invalid_manifests_are_refused(tmp_path, change, message):
-    write_backup(tmp_path, {}, **change)
+def test_invalid_format_1_manifests_are_refused(tmp_path, change, message):
     with pytest.raises(OrthancOpsError, match=message):
+        write_backup(tmp_path, {}, format_1=True, **change)
+
+
+def rewrite_listing(folder, lines):
+    """Replace a backup's listing by ``lines`` (bytes), and make its manifest name the new one: what an
+    attacker who can write both would do."""
+    listing = folder / _manifest.LISTING
+    listing.write_bytes(gzip.compress(b''.join(lines)))
+    values = json.loads((folder / 'manifest.json').read_text())
+    data = listing.read_bytes()
+    values['listing'].update(size=len(data), md5=hashlib.md5(data).hexdigest())
+    (folder / 'manifest.json').write_text(json.dumps(values))
+
+
+def line(relative, size=1, md5='0' * 32):
+    return json.dumps([relative, size, md5]).encode() + b'\n'
+
+
+@pytest.mark.parametrize('lines, message', [
+    ([line('/etc/shadow')], "'/etc/shadow' is not a path inside the backup"),
+    ([line('config/../../etc/shadow')], 'is not a path inside the backup'),
+    ([line('index/index', '1')], 'no valid size and MD5'),
+    ([line('index/index', 1, 'not an md5')], 'no valid size and MD5'),
+    ([b'{"path": "index/index"}\n'], 'is not \\[path, size, md5\\]'),
+    ([line('index/index')[:-1]], 'is not \\[path, size, md5\\]'),
+    ([b'x' * 100000 + b'\n'], 'is not \\[path, size, md5\\]'),
+    ([line('index/index'), line('config/orthanc.json')], 'config/orthanc.json is listed out of order or twice'),
+    ([line('index/index'), line('index/index')], 'out of order or twice'),
+    ([line('config/a'), line('config/b')], 'lists 2 files, the manifest says 1'),
+])
+def test_listings_that_are_not_well_formed_are_refused(tmp_path, lines, message):
+    write_backup(tmp_path, {'config/a': b'x'})
+    rewrite_listing(tmp_path, lines)
+    with pytest.raises(OrthancOpsError, match='manifest of .* is not valid: .*' + message):
         _manifest.read(str(tmp_path))
+
+
+def test_a_listing_that_is_not_the_one_written_makes_the_backup_unusable(tmp_path):
+    write_backup(tmp_path / 'a', {'config/a': b'a'})
+    write_backup(tmp_path / 'b', {'config/a': b'b'})
+    (tmp_path / 'a' / _manifest.LISTING).write_bytes((tmp_path / 'b' / _manifest.LISTING).read_bytes())
+    with pytest.raises(OrthancOpsError, match='listing of files .* is not the one it was written with'):
+        _manifest.read(str(tmp_path / 'a'))
+    os.unlink(str(tmp_path / 'a' / _manifest.LISTING))
+    with pytest.raises(OrthancOpsError, match='listing of files .* is missing'):
+        _manifest.read(str(tmp_path / 'a'))
+    os.symlink(str(tmp_path / 'b' / _manifest.LISTING), str(tmp_path / 'a' / _manifest.LISTING))
+    with pytest.raises(OrthancOpsError, match='listing of files .* cannot be read'):
+        _manifest.read(str(tmp_path / 'a'))
+
+
+def test_a_listing_swapped_after_it_was_read_fails_its_reader(tmp_path):
+    manifest = write_backup(tmp_path / 'a', {'config/a': b'a'})
+    write_backup(tmp_path / 'b', {'config/a': b'b'})
+    os.replace(str(tmp_path / 'b' / _manifest.LISTING), str(tmp_path / 'a' / _manifest.LISTING))
+    with pytest.raises(OrthancOpsError, match='not the one it was written with'):
+        list(manifest.entries())
+
+
+def test_both_formats_list_the_same_entries_in_order(tmp_path):
+    contents = {'storage/ab/12/' + UUID: b'dicom', 'index/index': b'sqlite', 'config/orthanc.json': b'{}',
+                'config/orthanc.json.d/x.json': b'{}', 'config/orthanc-x.json': b'{}'}
+    format_2 = write_backup(tmp_path / 'two', contents)
+    format_1 = write_backup(tmp_path / 'one', contents, format_1=True)
+    assert list(format_2.entries()) == list(format_1.entries())
+    assert [entry[0] for entry in format_2.entries()] == [
+        'config/orthanc-x.json', 'config/orthanc.json', 'config/orthanc.json.d/x.json', 'index/index', STORAGE_KEY]
+    assert list(format_2.entries('index')) == [('index/index', 6, hashlib.md5(b'sqlite').hexdigest())]
+    assert (format_2['files'], format_2['bytes']) == (format_1['files'], format_1['bytes']) == (5, 17)
+    assert _manifest.problems(str(tmp_path / 'two'), format_2) == []
+    assert _manifest.problems(str(tmp_path / 'one'), format_1) == []
 
 
 def test_manifest_through_a_link_is_refused(tmp_path):
@@ -132,14 +211,14 @@ def test_staging_copies_only_listed_files_and_refuses_foreign_names(tmp_path):
     (source / 'ab' / '12' / 'unlisted').write_bytes(b'x')
     target.mkdir()
     (target / 'index').write_bytes(b'live index')
-    swap = stage_files(str(source), ['ab/12/' + UUID], str(target), 'storage', 'T', lambda name: len(name) == 2)
+    swap = stage_files(str(source), [('ab/12/' + UUID, None)], str(target), 'storage', 'T', lambda name: len(name) == 2)
     assert sorted(os.listdir(os.path.join(swap.staging, 'ab', '12'))) == [UUID]
     swap.apply()
     assert (target / 'index').read_bytes() == b'live index'
     swap.undo()
     assert sorted(os.listdir(str(target))) == ['index']
     with pytest.raises(OrthancOpsError, match='holds index in .* must not put'):
-        stage_files(str(source), ['index'], str(target), 'storage', 'U', lambda name: len(name) == 2)
+        stage_files(str(source), [('index', None)], str(target), 'storage', 'U', lambda name: len(name) == 2)
 
 
 def test_staging_checks_each_copy_and_leaves_nothing_when_one_differs(tmp_path):
@@ -149,8 +228,8 @@ def test_staging_checks_each_copy_and_leaves_nothing_when_one_differs(tmp_path):
     target.mkdir()
     expected = {'ab/12/' + UUID: hashlib.md5(b'dicom').hexdigest(), 'ab/13/' + other: hashlib.md5(b'sound').hexdigest()}
     with pytest.raises(StagedDamage) as raised:
-        stage_files(str(source), sorted(expected), str(target), 'storage', 'T', lambda name: len(name) == 2,
-                    expected=expected)
+        stage_files(str(source), sorted(expected.items()), str(target), 'storage', 'T', lambda name: len(name) == 2,
+                    check_md5=True)
     assert raised.value.problems == ['storage/ab/13/%s has MD5 %s, expected %s' % (
         other, hashlib.md5(b'flipped').hexdigest(), expected['ab/13/' + other])]
     assert os.listdir(str(target)) == []
