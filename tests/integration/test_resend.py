@@ -14,7 +14,13 @@ import pytest
 
 from harness import free_port, make_instances
 
-RECENT, OLD = '20261127', '20250101'
+
+def days_ago(days):
+    return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days)).strftime('%Y%m%d')
+
+
+# Studies of yesterday: a resend since a backup taken today looks back one day, so it fetches them.
+RECENT, OLD = days_ago(1), '20250101'
 
 
 def pixels(orthanc):
@@ -47,7 +53,7 @@ def test_resend_fetches_what_the_restore_lacks(pacs_and_scanner, ansible):
     params = {'config': pacs.config, 'since': RECENT + 'T020000Z', 'modalities': ['scanner']}
 
     plan, rc, output = ansible.run('orthanc_resend', params, check=True)
-    assert rc == 0 and plan['changed'] is True and plan['study_date_range'] == '20261126-', output
+    assert rc == 0 and plan['changed'] is True and plan['study_date_range'] == days_ago(2) + '-', output
     assert sorted((study['patient_id'], study['local_instances'], study['remote_instances'], study['action'])
                   for study in plan['studies']) == [('P0010', 1, 4, 'would retrieve'), ('P0011', 0, 4, 'would retrieve')]
     assert pacs.md5s() == before
@@ -65,7 +71,7 @@ def test_resend_fetches_what_the_restore_lacks(pacs_and_scanner, ansible):
 
 def test_a_dead_modality_does_not_stop_the_others(pacs_and_scanner, ansible):
     pacs, scanner = pacs_and_scanner
-    result, rc, output = ansible.run('orthanc_resend', {'config': pacs.config, 'since': '2026-11-27'})
+    result, rc, output = ansible.run('orthanc_resend', {'config': pacs.config, 'since': '%s-%s-%s' % (RECENT[:4], RECENT[4:6], RECENT[6:])})
     assert rc != 0 and 'Could not resend from gone' in result['msg'], output
     assert list(result['failed_modalities']) == ['gone'] and result['retrieved'] == 2
     assert pixels(pacs) == pixels(scanner) and pacs.answers()
