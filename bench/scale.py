@@ -12,24 +12,33 @@ For each N, a SQLite Orthanc with N synthetic instances, and in the same run, me
   - verify with check_md5 against `find -type f | xargs md5sum` of the same backup;
   - the audit with check_md5.
 Each module runs as its own process (its arguments in a file), and reports its peak resident memory
-(VmHWM) as it exits; a file creation timed right after a mass deletion is slowed by
+(VmHWM) as it exits, with the size of the backup's listing of files; a file creation timed right after a mass deletion is slowed by
 this machine's ext4, so earlier copies are moved aside and deleted at the end, and every timed step
 starts from a synced page cache.
 
-    make bench-scale BENCH_ARGS="--instances 20000 100000"
+Up to --synthesize-above instances, they are uploaded to Orthanc. Above, ingest would take hours, so
+they are written straight into a stopped Orthanc's SQLite index (one Resources and one AttachedFiles row
+each, under one series that Orthanc created, its triggers keeping the statistics) and storage (files of
+--file-bytes distinct bytes each, with their true MD5s): Orthanc starts and answers on them, which is all
+the backup, restore, verify and audit read.
+
+    make bench-scale BENCH_ARGS="--instances 20000 100000 1000000 --repeat 1"
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'integration'))
 
@@ -91,17 +100,57 @@ class Aside:
             os.rename(path, tempfile.mkdtemp(dir=self.folder) + '/old')
 
 
-def bench(collections, count, pixels, repeat, work):
-    orthanc = Orthanc(os.path.join(work, 'orthanc'))
+def synthesize(orthanc, count, file_bytes):
+    """``count`` instances written into the index and storage of the stopped ``orthanc`` (see the top)."""
     orthanc.start()
-    seed(orthanc, count, pixels)
+    seed(orthanc, 1, 8)
+    orthanc.stop()
+    index = sqlite3.connect(os.path.join(orthanc.index_dir, 'index'))
+    series, = index.execute('SELECT internalId FROM Resources WHERE resourceType = 3').fetchone()
+    first, = index.execute('SELECT MAX(internalId) + 1 FROM Resources').fetchone()
+    folders = set()
+    for start in range(first, first + count - 1, 10000):
+        resources, attachments = [], []
+        for internal_id in range(start, min(start + 10000, first + count - 1)):
+            name = str(uuid.uuid4())
+            data = name.encode() * (file_bytes // len(name) + 1)
+            data = data[:file_bytes]
+            folder = os.path.join(orthanc.storage_dir, name[0:2], name[2:4])
+            if folder not in folders:
+                os.makedirs(folder, exist_ok=True)
+                folders.add(folder)
+            with open(os.path.join(folder, name), 'wb') as handle:
+                handle.write(data)
+            md5 = hashlib.md5(data).hexdigest()
+            public_id = hashlib.sha1(name.encode()).hexdigest()
+            resources.append((internal_id, 4, '-'.join(public_id[i:i + 8] for i in range(0, 40, 8)), series))
+            attachments.append((internal_id, 1, name, file_bytes, file_bytes, 1, md5, md5))
+        index.executemany('INSERT INTO Resources (internalId, resourceType, publicId, parentId) VALUES (?, ?, ?, ?)',
+                          resources)
+        index.executemany('INSERT INTO AttachedFiles (id, fileType, uuid, compressedSize, uncompressedSize, '
+                          'compressionType, uncompressedMD5, compressedMD5) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                          attachments)
+        index.commit()
+    index.close()
+    orthanc.start()
+    assert orthanc.statistics()['CountInstances'] == count
+
+
+def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes):
+    orthanc = Orthanc(os.path.join(work, 'orthanc'))
+    if count > synthesize_above:
+        synthesize(orthanc, count, file_bytes)
+    else:
+        orthanc.start()
+        seed(orthanc, count, pixels)
     runner, aside = Runner(collections, work), Aside(work)
     repository = os.path.join(work, 'repository')
     params = orthanc.module_params(repository=repository, instance='bench')
     rows = dict((name, []) for name in ('full', 'cp', 'cp sync', 'unchanged', 'rsync', 'restore', 'cp backup', 'verify',
                                         'md5sum', 'audit'))
     memory = dict((name, []) for name in ('orthanc_backup', 'orthanc_restore', 'orthanc_backup_verify',
-                                          'orthanc_audit'))
+                                          'orthanc_backup_prune', 'orthanc_audit'))
+    listing = []
     try:
         for number in range(repeat):
             aside(repository)
@@ -117,6 +166,7 @@ def bench(collections, count, pixels, repeat, work):
             result, wall, peak = runner.run('orthanc_backup', params)
             rows['unchanged'].append(result['duration_seconds'])
             memory['orthanc_backup'].append(peak)
+            listing.append(os.path.getsize(os.path.join(result['path'], 'manifest-files.jsonl.gz')) / result['files'])
             rsync = os.path.join(work, 'rsync')
             aside(rsync)
             rows['rsync'].append(timed('rsync -a --link-dest=%s/ %s/ %s/' % (copy, orthanc.storage_dir, rsync)))
@@ -140,11 +190,18 @@ def bench(collections, count, pixels, repeat, work):
             assert result['healthy'], result
             rows['audit'].append(result['duration_seconds'])
             memory['orthanc_audit'].append(peak)
+
+            # Measured in the plan of check mode, which walks every backup it would remove as a prune does.
+            result, wall, peak = runner.run('orthanc_backup_prune', {'repository': repository, 'instance': 'bench',
+                                                                     'keep_last': 1, '_ansible_check_mode': True})
+            assert result['removed'], result
+            memory['orthanc_backup_prune'].append(peak)
     finally:
         orthanc.stop()
     median = dict((name, statistics.median(values)) for name, values in rows.items())
-    print('N=%d instances (%d KiB each), medians of %d runs, the modules\' own duration_seconds:' % (
-        count, pixels * pixels // 1024, repeat))
+    print('N=%d instances (%s), medians of %d runs, the modules\' own duration_seconds:' % (
+        count, '%d bytes each, synthesized' % file_bytes if count > synthesize_above
+        else '%d KiB each' % (pixels * pixels // 1024), repeat))
     for label, ours, theirs, anchor in (
             ('full backup (freeze)', 'full', 'cp', 'cp -a of the storage'),
             ('full backup, synced', 'full', 'cp sync', 'cp -a of the storage, then sync'),
@@ -155,6 +212,7 @@ def bench(collections, count, pixels, repeat, work):
         print('  %-28s %7.2f s   %-34s %7.2f s   = %.2fx' % (label, median[ours], anchor, median[theirs], ratio))
     print('  %-28s %7.2f s' % ('audit, check_md5', median['audit']))
     print('  peak memory: ' + ', '.join('%s %.0f MB' % (name, max(values)) for name, values in memory.items()))
+    print('  listing of files: %.1f bytes per file' % statistics.median(listing))
 
 
 def main():
@@ -163,11 +221,14 @@ def main():
     parser.add_argument('--instances', type=int, nargs='+', default=[20000])
     parser.add_argument('--pixels', type=int, default=96, help='image side in pixels (file size ~ pixels^2 bytes)')
     parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--synthesize-above', type=int, default=200000,
+                        help='above this many instances, write them into the index and storage directly')
+    parser.add_argument('--file-bytes', type=int, default=512, help='size of each synthesized file')
     args = parser.parse_args()
     for count in args.instances:
         work = tempfile.mkdtemp(prefix='orthanc-bench-')
         try:
-            bench(args.collections, count, args.pixels, args.repeat, work)
+            bench(args.collections, count, args.pixels, args.repeat, work, args.synthesize_above, args.file_bytes)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -31,7 +31,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    copy_file, create_file, make_dirs, set_owner, tree_md5s)
+    HASHED_AT_ONCE, copy_file, create_file, make_dirs, set_owner, tree_md5s)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
     configuration_of, orthanc_pids, process_environment, same_path, shown)
@@ -78,7 +79,8 @@ def sharing_orthancs(storage_dir, config_path):
 
 
 def cleanup_refusal(storage_dir, config_path, referenced, unrepaired):
-    """Why orphans must not be moved or deleted, or None: the index may not be this folder's."""
+    """Why orphans must not be moved or deleted, or None: the index may not be this folder's (``referenced``
+    attachments)."""
     if unrepaired:
         return ('%d file(s) that the index references are missing or damaged, so the index and the storage '
                 'folder %s may not belong together (a wrong url or config, an unmounted folder). Repair them '
@@ -93,54 +95,63 @@ def cleanup_refusal(storage_dir, config_path, referenced, unrepaired):
     return None
 
 
-def classify(on_disk, referenced, cutoff, check_md5, storage_dir=None, threads=1):
-    """(orphans, young, missing, damaged) from the storage listing and the index.
+# The ledger of an audit: the files of the storage folder and the attachments the index references.
+TABLES = {
+    'disk': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL',
+    'referenced': 'uuid TEXT PRIMARY KEY, size INTEGER, md5 TEXT, resource TEXT, attachment TEXT',
+}
+_REFERENCED_ON_DISK = ('SELECT r.uuid, r.size, r.md5, r.resource, r.attachment, d.size FROM referenced r '
+                       'JOIN disk d ON d.uuid = r.uuid ')
 
-    ``on_disk`` maps uuid -> (path, size, mtime); ``referenced`` maps uuid -> expected file. With
-    ``check_md5``, the files of the right size are hashed in ``storage_dir``, ``threads`` at once.
-    """
+
+def list_disk(ledger, storage_dir):
+    """Record the files of the storage folder, (uuid, size, mtime) each; return how many there are."""
+    return ledger.fill('disk', ((uuid, stat.st_size, stat.st_mtime) for uuid, entry in scan_storage(storage_dir)
+                                for stat in (entry.stat(follow_symlinks=False),)))
+
+
+def add_late_files(ledger, storage_dir):
+    """Record the referenced files absent from the listing that are there now: stored after it, they are
+    not missing. Returns how many."""
+    added = 0
+    with ledger.aside('SELECT r.uuid FROM referenced r LEFT JOIN disk d ON d.uuid = r.uuid WHERE d.uuid IS NULL') \
+            as absent:
+        for uuid, in absent:
+            try:
+                stat = os.stat(os.path.join(storage_dir, relative_path(uuid)))
+            except FileNotFoundError:
+                continue
+            ledger.db.execute('INSERT INTO disk VALUES (?, ?, ?)', (uuid, stat.st_size, stat.st_mtime))
+            added += 1
+    return added
+
+
+def _entry(row):
+    return {'uuid': row[0], 'size': row[1], 'md5': row[2], 'resource': row[3], 'attachment': row[4]}
+
+
+def classify(ledger, cutoff, check_md5, storage_dir, threads=1):
+    """(orphans, young, missing, damaged) from the storage listing and the index in ``ledger``, each list
+    sorted by uuid. With ``check_md5``, the files of the right size are hashed, ``threads`` at once."""
     orphans, young = [], 0
-    for uuid, (path, size, mtime) in sorted(on_disk.items()):
-        if uuid not in referenced:
-            if mtime < cutoff:
-                orphans.append({'uuid': uuid, 'path': path, 'size': size})
-            else:
-                young += 1
-    missing, damaged, to_hash = [], [], []
-    for uuid, expected in sorted(referenced.items()):
-        entry = dict(expected, uuid=uuid)
-        if uuid not in on_disk:
-            missing.append(entry)
-            continue
-        size = on_disk[uuid][1]
-        if size != expected['size']:
-            damaged.append(dict(entry, problem='%d bytes, Orthanc recorded %d' % (size, expected['size'])))
-        elif check_md5:
-            to_hash.append(entry)
-    md5s = tree_md5s(storage_dir, [relative_path(entry['uuid']) for entry in to_hash], threads)
-    damaged.extend(dict(entry, problem='MD5 %s, Orthanc recorded %s' % (md5, entry['md5']) if md5
-                        else 'not readable as a regular file') for entry, md5 in zip(to_hash, md5s) if md5 != entry['md5'])
+    for uuid, size, mtime in ledger.db.execute('SELECT d.uuid, d.size, d.mtime FROM disk d LEFT JOIN referenced r '
+                                               'ON r.uuid = d.uuid WHERE r.uuid IS NULL ORDER BY d.uuid'):
+        if mtime < cutoff:
+            orphans.append({'uuid': uuid, 'path': os.path.join(storage_dir, relative_path(uuid)), 'size': size})
+        else:
+            young += 1
+    missing = [_entry(row) for row in ledger.db.execute(
+        'SELECT r.uuid, r.size, r.md5, r.resource, r.attachment FROM referenced r LEFT JOIN disk d '
+        'ON d.uuid = r.uuid WHERE d.uuid IS NULL ORDER BY r.uuid')]
+    damaged = [dict(_entry(row), problem='%d bytes, Orthanc recorded %d' % (row[5], row[1]))
+               for row in ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size != r.size')]
+    if check_md5:
+        same_size = ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size = r.size ORDER BY r.uuid')
+        for batch in iter(lambda: same_size.fetchmany(HASHED_AT_ONCE), []):
+            md5s = tree_md5s(storage_dir, [relative_path(row[0]) for row in batch], threads)
+            damaged.extend(dict(_entry(row), problem='MD5 %s, Orthanc recorded %s' % (md5, row[2]) if md5
+                                else 'not readable as a regular file') for row, md5 in zip(batch, md5s) if md5 != row[2])
     return orphans, young, missing, sorted(damaged, key=lambda entry: entry['uuid'])
-
-
-def list_disk(storage_dir):
-    """{uuid: (path, size, mtime)} of the files in the storage folder."""
-    return dict((uuid, (entry.path, stat.st_size, stat.st_mtime))
-                for uuid, entry in scan_storage(storage_dir)
-                for stat in (entry.stat(follow_symlinks=False),))
-
-
-def stat_files(storage_dir, uuids):
-    """{uuid: (path, size, mtime)} of those files, among the named ones, that exist."""
-    found = {}
-    for uuid in uuids:
-        path = os.path.join(storage_dir, relative_path(uuid))
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            continue
-        found[uuid] = (path, stat.st_size, stat.st_mtime)
-    return found
 
 
 def sources_in(repository, wanted):
@@ -193,16 +204,16 @@ class Audit:
             return result
         check_identity(self.rest, self.config)
         cutoff = time.time() - self.params['min_age']
-        on_disk = list_disk(self.storage_dir)
-        referenced = self.read_index(result)
-        # A file stored after the listing is absent from it, not missing.
-        on_disk.update(stat_files(self.storage_dir, [uuid for uuid in referenced if uuid not in on_disk]))
-        orphans, young, missing, damaged = classify(on_disk, referenced, cutoff, self.params['check_md5'],
-                                                    self.storage_dir, self.params['threads'])
+        with private_ledger(self.module.tmpdir, TABLES) as ledger:
+            on_disk = list_disk(ledger, self.storage_dir)
+            referenced = self.read_index(result, ledger)
+            on_disk += add_late_files(ledger, self.storage_dir)
+            orphans, young, missing, damaged = classify(ledger, cutoff, self.params['check_md5'], self.storage_dir,
+                                                        self.params['threads'])
         missing, damaged = self.confirmed(missing), self.confirmed(damaged)
         broken = missing + damaged
         repaired, unrepaired = [], [entry['uuid'] for entry in broken]
-        result.update(audited=True, referenced=len(referenced), on_disk=len(on_disk), young_unreferenced=young,
+        result.update(audited=True, referenced=referenced, on_disk=on_disk, young_unreferenced=young,
                       orphan_bytes=sum(orphan['size'] for orphan in orphans), removed=0, quarantined=0,
                       quarantine_path=None)
         cleaning = self.params['orphans'] != 'report' and bool(orphans)
@@ -228,12 +239,15 @@ class Audit:
             raise OrthancOpsError('The %d orphan(s) were left in place: %s' % (len(orphans), refusal), **result)
         return result
 
-    def read_index(self, result):
-        """{uuid: expected file, resource, attachment} of every attachment the index references."""
+    def read_index(self, result, ledger):
+        """Record every attachment the index references in ``ledger``; return how many there are."""
+        def hold(rows):
+            return ledger.fill('referenced', rows)
         if self.backend is None:
             self.module.warn('The index is read over the REST API, which is slower: %s' % self.direct_refusal)
             result.update(index_read='rest', pause_seconds=0.0)
-            return self.rest.attachments(self.params['threads'])
+            return hold((uuid, entry['size'], entry['md5'], entry['resource'], entry['attachment'])
+                        for uuid, entry in self.rest.attachments(self.params['threads']).items())
         result.update(index_read='direct', pause_seconds=0.0)
 
         @contextmanager
@@ -241,7 +255,7 @@ class Audit:
             with _service.frozen(self.config.host_http_port, self.config.container) as pause:
                 yield
             result['pause_seconds'] = round(pause.seconds, 3)
-        return self.backend.referenced(os.path.join(self.module.tmpdir, 'index'), frozen)
+        return self.backend.referenced(os.path.join(self.module.tmpdir, 'index'), frozen, hold)
 
     def confirmed(self, entries):
         """Those of the missing or damaged ``entries`` whose attachment Orthanc still has (over REST: a

@@ -16,11 +16,12 @@ from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import describe_deployment
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, file_md5, make_dirs
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import StorageSnapshot, list_storage, relative_path
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import TABLES, StorageSnapshot, relative_path
 
 # Room kept free beyond the estimate: the index may grow and new files may arrive meanwhile.
 SPACE_MARGIN_BYTES = 64 * 1024 * 1024
@@ -44,20 +45,20 @@ class PauseTooLong(OrthancOpsError):
 
 class _Entries:
     """A backup's files as a manifest lists them, in order: the ``other`` files ({path: (size, md5)}: the
-    configuration, the index or dump) and those of the storage snapshot ({uuid: (size, md5, linked)})."""
+    configuration, the index or dump), then those the storage ``snapshot`` took."""
 
-    def __init__(self, other, storage):
-        self.other, self.storage = other, storage
+    def __init__(self, other, snapshot):
+        self.other, self.snapshot = other, snapshot
 
     def __len__(self):
-        return len(self.other) + len(self.storage)
+        return len(self.other) + self.snapshot.taken_count()
 
     def __iter__(self):
         for relative in sorted(self.other, key=_manifest.sort_key):
             yield (relative,) + tuple(self.other[relative])
         # Orthanc names a file's folders after its uuid's first characters: uuid order is path order.
-        for uuid in sorted(self.storage):
-            yield ('storage/' + relative_path(uuid),) + self.storage[uuid][:2]
+        for uuid, size, md5 in self.snapshot.entries():
+            yield 'storage/' + relative_path(uuid), size, md5
 
 
 def _utc_iso():
@@ -81,21 +82,22 @@ class Backup(Phase):
         self.files_on_disk = _backends.files_on_disk(self.config)
         self.consistent_at = None
 
-    def _previous(self):
+    def _previous(self, snapshot):
+        """The id of the backup to link unchanged files from, its files recorded in the snapshot's ledger."""
         if not self.params['link']:
-            return None, {}
+            return None
         backup_id, manifest = self.repository.latest()
         if manifest is None:
-            return None, {}
-        return backup_id, dict((relative.rsplit('/', 1)[1], (size, md5))
+            return None
+        snapshot.load_previous((relative.rsplit('/', 1)[1], size, md5)
                                for relative, size, md5 in manifest.entries('storage'))
+        snapshot.previous_root = os.path.join(self.repository.backup_path(backup_id), 'storage')
+        return backup_id
 
-    def plan(self, live_files, previous_id, previous):
-        to_link = dict((uuid, size) for uuid, size in live_files.items()
-                       if uuid in previous and previous[uuid][0] == size)
+    def plan(self, snapshot, previous_id):
         index_bytes = self.backend.estimate_bytes()
         config_bytes = sum(os.path.getsize(path) for path in self.config.files) if self.params['include_config'] else 0
-        return {
+        plan = {
             'instance': self.repository.instance,
             'repository': self.repository.path,
             'index_backend': self.index_backend,
@@ -104,26 +106,40 @@ class Backup(Phase):
             'previous_backup': previous_id,
             'orthanc_running': self.service.is_running(),
             'service': self.service.describe(),
-            'files_to_link': len(to_link),
-            'bytes_to_link': sum(to_link.values()),
-            'files_to_copy': len(live_files) - len(to_link),
-            'bytes_to_copy': sum(live_files.values()) - sum(to_link.values()) + index_bytes + config_bytes,
         }
+        plan.update(snapshot.plan())
+        plan['bytes_to_copy'] += index_bytes + config_bytes
+        return plan
+
+    @contextmanager
+    def _snapshot(self):
+        """The storage snapshot, its ledger in a private folder of the repository (the system's temporary
+        folder in check mode, which writes nothing there), removed afterwards."""
+        with private_ledger(None if self.module.check_mode else self.repository.path, TABLES) as ledger:
+            yield StorageSnapshot(self.storage_dir, ledger)
+
+    def _listed(self, snapshot):
+        """The live storage and the previous backup recorded in the snapshot's ledger; (plan, previous id)."""
+        live_count = snapshot.list_live() if self.files_on_disk else 0
+        previous_id = self._previous(snapshot)
+        plan = self.plan(snapshot, previous_id)
+        if self.files_on_disk and not live_count and plan['orthanc_running']:
+            self._check_storage_not_lost()
+        return plan, previous_id
 
     def run(self):
         started = time.monotonic()
         self.check_target()
-        live_files = list_storage(self.storage_dir) if self.files_on_disk else {}
-        previous_id, previous = self._previous()
-        plan = self.plan(live_files, previous_id, previous)
-        if self.files_on_disk and not live_files and plan['orthanc_running']:
-            self._check_storage_not_lost()
         if self.module.check_mode:
-            return {'changed': True, 'plan': plan, 'msg': 'check mode: nothing was stopped or written'}
+            with self._snapshot() as snapshot:
+                return {'changed': True, 'plan': self._listed(snapshot)[0],
+                        'msg': 'check mode: nothing was stopped or written'}
         with self.repository.locked('backup'), orthanc_lock(self.config.identity, 'backup'):
             self.repository.clean_partials()
-            self._check_space(plan['bytes_to_copy'])
-            return self._run_locked(started, live_files, previous_id, previous, plan['orthanc_running'])
+            with self._snapshot() as snapshot:
+                plan, previous_id = self._listed(snapshot)
+                self._check_space(plan['bytes_to_copy'])
+                return self._run_locked(started, snapshot, previous_id, plan['orthanc_running'])
 
     def _check_storage_not_lost(self):
         """An empty storage folder under an Orthanc that holds instances is a lost mount or a wrong path."""
@@ -143,12 +159,12 @@ class Backup(Phase):
                                   'Free space there, or point "repository" elsewhere. Nothing was stopped.'
                                   % (self.repository.path, wanted // 2**20, free // 2**20))
 
-    def _run_locked(self, started, live_files, previous_id, previous, was_running):
+    def _run_locked(self, started, snapshot, previous_id, was_running):
         started_at = _utc_iso()
         software = self.rest.software() if was_running else {}
         backup_id, partial = self.repository.new_partial()
         try:
-            manifest, entries = self._make(backup_id, partial, live_files, previous_id, previous, was_running)
+            manifest, entries = self._make(backup_id, partial, snapshot, previous_id, was_running)
             manifest.update(started_at=started_at, finished_at=_utc_iso(), orthanc_version=software.get('orthanc_version'),
                             database_version=software.get('database_version'), plugins=software.get('plugins'))
             manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
@@ -182,23 +198,21 @@ class Backup(Phase):
             'timings': manifest['timings'],
         }
 
-    def _make(self, backup_id, partial, live_files, previous_id, previous, was_running):
+    def _make(self, backup_id, partial, snapshot, previous_id, was_running):
         """The backup's description and its files' entries (path, size, md5), in a manifest's order."""
         files = {}
         if self.params['include_config']:
             make_dirs(os.path.join(partial, 'config'))
             for name, path in self.config.named_files().items():
                 files['config/' + name] = copy_file(path, os.path.join(partial, 'config', name))
-        snapshot = StorageSnapshot(self.storage_dir, os.path.join(partial, 'storage'),
-                                   self.repository.backup_path(previous_id) + '/storage' if previous_id else None,
-                                   previous)
+        snapshot.target_root = os.path.join(partial, 'storage')
         timings = {'snapshot_seconds': 0.0, 'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0,
                    'pause_seconds': 0.0}
         step = time.monotonic()
         if self.files_on_disk:
             make_dirs(snapshot.target_root)
             # Files present now are taken while Orthanc serves; the index decides later which stay.
-            snapshot.take(live_files)
+            snapshot.take()
         if was_running:
             self.backend.prepare(partial)
             if self.mode == 'cold':
@@ -209,7 +223,7 @@ class Backup(Phase):
         step = time.monotonic()
         if self.mode == 'freeze' and was_running:
             try:
-                index_files, attachments, counts, missing, live_missing = self._capture_frozen(
+                index_files, counts, missing, live_missing = self._capture_frozen(
                     partial, snapshot, timings)
                 timings['capture_seconds'] = time.monotonic() - step
             except PauseTooLong as exc:
@@ -222,22 +236,18 @@ class Backup(Phase):
         if self.mode == 'cold':
             with self.service.stopped() if was_running else nullcontext():
                 timings['stop_seconds'] = time.monotonic() - step
-                index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot)
+                index_files, counts, missing, live_missing = self._capture(partial, snapshot)
                 timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
             if was_running:
                 timings['downtime_seconds'] = time.monotonic() - step
         elif self.mode == 'hot' or not was_running:
-            index_files, attachments, counts, missing, live_missing = self._capture(partial, snapshot)
+            index_files, counts, missing, live_missing = self._capture(partial, snapshot)
             timings['capture_seconds'] = time.monotonic() - step
-        self._check_live_files(live_missing, len(attachments))
-        orphans = [uuid for uuid in live_files if uuid not in attachments
-                   and os.path.exists(os.path.join(self.storage_dir, relative_path(uuid)))]
+        self._check_live_files(live_missing, counts['attachments'])
         for relative, entry in index_files.items():
             # The MD5 left out by a capture that had to be quick: Orthanc runs again now.
             files[relative] = (entry['size'], entry['md5'] or file_md5(relative, beneath=partial))
-        mismatches = sorted(uuid for uuid, expected in attachments.items() if uuid in snapshot.files and (
-            expected['size'] != snapshot.files[uuid][0]
-            or (expected['md5'] and expected['md5'] != snapshot.files[uuid][1])))
+        mismatches = snapshot.mismatches()
         if missing:
             self.module.warn('%d attachment(s) referenced by the index are not in the storage: %s'
                              % (len(missing), ', '.join(missing[:10])))
@@ -263,15 +273,15 @@ class Backup(Phase):
             'previous_backup': previous_id,
             'consistent_at': self.consistent_at,
             'counts': counts,
-            'orphans_skipped': len(orphans),
+            'orphans_skipped': snapshot.orphans(),
             'missing_attachments': missing,
-            'live_missing_count': len(live_missing),
+            'live_missing_count': live_missing.count,
             'live_missing': live_missing[:LIVE_MISSING_LISTED],
             'md5_mismatches': mismatches,
             'bytes_copied': snapshot.bytes_copied + sum(size for size, dummy in files.values()),
             'bytes_linked': snapshot.bytes_linked,
             'timings': dict((name, round(value, 3)) for name, value in timings.items()),
-        }, _Entries(files, snapshot.files)
+        }, _Entries(files, snapshot)
 
     def _capture_frozen(self, partial, snapshot, timings):
         """The index copied while every Orthanc thread is stopped by the kernel: what a crash at that instant
@@ -298,7 +308,7 @@ class Backup(Phase):
                     with frozen() as pause:
                         captured = self._capture(partial, snapshot, pause)
                 self._check_pause(pauses[-1])
-                if round_number == FREEZE_ROUNDS or not (captured[3] or captured[4]):
+                if round_number == FREEZE_ROUNDS or not (captured[2] or captured[3].count):
                     return captured    # nothing referenced went missing, or missing through a whole freeze
         finally:
             timings['pause_seconds'] = max([pause.seconds for pause in pauses] or [0.0])
@@ -309,21 +319,22 @@ class Backup(Phase):
         referenced files absent from the live storage. During a ``pause`` (Orthanc frozen), a pause already
         longer than max_pause ends the capture before the files are taken; with ``quiesced``, Orthanc is
         frozen only while the backend copies the index."""
-        live_missing = []
-
-        def hold(attachments):
+        def hold(expected):
             if not quiesced:
                 # Orthanc can neither add nor delete an attachment now: the backup holds its state of this instant.
                 self.consistent_at = _utc_iso()
             if pause:
                 self._check_pause(pause)
+            referenced = snapshot.hold(expected)
             if not self.files_on_disk:
-                return []
-            live_missing.extend(snapshot.absent_from_live(attachments))
-            return snapshot.reconcile(attachments)[0]
+                return referenced, [], Findings(LIVE_MISSING_LISTED)
+            return referenced, snapshot.reconcile(), snapshot.absent_from_live(LIVE_MISSING_LISTED)
         if quiesced:
-            return self.backend.capture(partial, hold, quiesced) + (live_missing,)
-        return self.backend.capture(partial, hold) + (live_missing,)
+            index_files, counts, held = self.backend.capture(partial, hold, quiesced)
+        else:
+            index_files, counts, held = self.backend.capture(partial, hold)
+        counts['attachments'], missing, live_missing = held
+        return index_files, counts, missing, live_missing
 
     def _check_pause(self, pause):
         if pause.seconds > self.params['max_pause']:
@@ -331,15 +342,15 @@ class Backup(Phase):
 
     def _check_live_files(self, live_missing, referenced):
         """A backup that cannot hold what its index references is not complete, unless told so."""
-        if not live_missing:
+        if not live_missing.count:
             return
         what = ('%d of the %d file(s) that the index references are not in the storage folder %s (first: %s)'
-                % (len(live_missing), referenced, self.storage_dir, ', '.join(live_missing[:5])))
+                % (live_missing.count, referenced, self.storage_dir, ', '.join(live_missing[:5])))
         if not self.params['allow_missing_files']:
             raise OrthancOpsError('%s. The backup was not completed, so the previous backup stays the latest. Check '
                                   'that the storage is mounted and StorageDirectory is right; set allow_missing_files '
                                   'to back up a damaged Orthanc knowingly.' % what,
-                                  live_missing_count=len(live_missing), live_missing=live_missing[:LIVE_MISSING_LISTED])
+                                  live_missing_count=live_missing.count, live_missing=list(live_missing))
         self.module.warn('%s; backed up anyway (allow_missing_files), with those taken from an earlier backup where '
                          'one holds them.' % what)
 

@@ -9,6 +9,7 @@ storage folder)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -18,6 +19,8 @@ CHUNK = 1024 * 1024
 # Files hashed at once, and paths handed to a hashing thread at a time.
 HASH_THREADS = min(4, os.cpu_count() or 1)
 HASH_BATCH = 1024
+# Paths a caller that streams its files hands to tree_md5s at once: enough to keep the threads busy.
+HASHED_AT_ONCE = 8192
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -49,8 +52,8 @@ def make_dirs(path, mode=DIR_MODE):
         try:
             os.mkdir(folder, mode)
         except FileExistsError:
-            if not os.path.isdir(folder):
-                raise
+            if not os.path.isdir(folder):    # a file where a folder belongs: say so, not "File exists"
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder)
             continue
         os.chmod(folder, mode)
 

@@ -25,7 +25,7 @@ import zlib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    CHUNK, FILE_MODE, UnsafePath, create_file, open_regular, safe_parts, tree_md5s, walk_sorted)
+    CHUNK, FILE_MODE, HASHED_AT_ONCE, UnsafePath, create_file, open_regular, safe_parts, tree_md5s, walk_sorted)
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -41,8 +41,6 @@ _STORAGE_LINE = re.compile(rb'^\["(storage/([0-9a-f]{2})/([0-9a-f]{2})/\2\3[0-9a
 _ENCODE_PATH = json.JSONEncoder().encode
 # Lines compressed at once: one call per batch, not per file.
 WRITE_BATCH = 4096
-# Files hashed per call of tree_md5s while a folder is checked: enough to keep the threads busy.
-HASH_FLUSH = 8192
 # The longest line a listing may hold: a path, a size and an MD5 take far less.
 LINE_LIMIT = 64 * 1024
 
@@ -318,7 +316,7 @@ def problems(folder, manifest, check_md5=True, hashed_later=(), keep=PROBLEMS_KE
             found.add('%s has %d bytes, expected %d' % (relative, info.st_size, listed[0]))
         elif info is not None and check_md5 and not relative.startswith(hashed_later):
             pending.append((relative, listed[1]))
-            if len(pending) >= HASH_FLUSH:
+            if len(pending) >= HASHED_AT_ONCE:
                 hash_pending()
         if listed is not None and (info is None or not stat.S_ISREG(info.st_mode)):
             found.add('%s is missing' % relative)

@@ -23,6 +23,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifes
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME, Lock
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _ledger
 
 ID_FORMAT = '%Y%m%dT%H%M%SZ'
 ID_PATTERN = re.compile(r'^\d{8}T\d{6}Z$')
@@ -140,10 +141,11 @@ class Repository:
             self.unlock()
 
     def clean_partials(self):
-        """Remove what crashed runs left (call with the lock held); return the names removed."""
+        """Remove what crashed runs left, partial backups and their ledgers (call with the lock held); return
+        the names removed."""
         removed = []
         for name in os.listdir(self.path):
-            if name.endswith(PARTIAL):
+            if name.endswith(PARTIAL) or name.startswith(_ledger.PREFIX):
                 shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
                 removed.append(name)
         return removed

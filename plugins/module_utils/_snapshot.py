@@ -8,6 +8,10 @@
 A file is written once and never modified by Orthanc (same uuid, same bytes), so a
 file that an earlier backup holds can be hard-linked from that backup. A backup never
 shares an inode with the live storage: from there it always copies.
+
+What a snapshot knows of the files (the live listing, the previous backup's files, those
+taken, those the index references) lives in a ledger: a SQLite database on disk of its
+own, joined there, so that memory stays flat whatever the number of files.
 """
 
 from __future__ import annotations
@@ -17,9 +21,19 @@ import os
 import re
 import stat
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import UnsafePath, copy_file, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH
 
 _LEVEL = re.compile(r'^[0-9a-f]{2}$')
+# The ledger of a snapshot: the live listing, the previous backup's files, those taken, those referenced.
+TABLES = {
+    'live': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL',
+    'previous': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL',
+    'taken': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL, linked INTEGER NOT NULL',
+    'referenced': 'uuid TEXT PRIMARY KEY, size INTEGER, md5 TEXT',
+    'not_regular': 'uuid TEXT PRIMARY KEY',
+}
 
 
 def is_storage_entry(name):
@@ -44,11 +58,6 @@ def scan_storage(root):
                     yield entry.name, entry
 
 
-def list_storage(root):
-    """{uuid: size} of the attachment files under ``root``."""
-    return dict((uuid, entry.stat(follow_symlinks=False).st_size) for uuid, entry in scan_storage(root))
-
-
 def _scandir(path):
     try:
         with os.scandir(path) as entries:
@@ -58,93 +67,132 @@ def _scandir(path):
 
 
 class StorageSnapshot:
-    """The storage folder of one backup, built from the live storage and the previous backup.
+    """The storage folder of one backup (``target_root``), built from the live storage and the previous
+    backup (under ``previous_root``, none when there is none or linking is off), its bookkeeping in
+    ``ledger``, a Ledger of TABLES."""
 
-    ``previous`` maps uuid -> (size, md5) for the files of the previous complete
-    backup under ``previous_root`` (empty when there is none or linking is off); ``files``
-    maps the uuids taken to (size, md5, linked).
-    """
-
-    def __init__(self, live_root, target_root, previous_root=None, previous=None):
+    def __init__(self, live_root, ledger):
         self.live_root = live_root
-        self.target_root = target_root
-        self.previous_root = previous_root
-        self.previous = previous or {}
-        self.files = {}
+        self.target_root = self.previous_root = None
         self.bytes_copied = 0
         self.bytes_linked = 0
-        self.not_regular = []
-        self.listed = set()
+        self.ledger = ledger
+        self.db = ledger.db
 
-    def _dirs_for(self, uuid):
+    def list_live(self):
+        """Record the attachment files of the live storage; return how many there are."""
+        return self.ledger.fill('live', ((uuid, entry.stat(follow_symlinks=False).st_size)
+                                         for uuid, entry in scan_storage(self.live_root)))
+
+    def load_previous(self, files):
+        """Record the files of the previous backup, (uuid, size, md5) each."""
+        self.ledger.fill('previous', files)
+
+    def plan(self):
+        """What taking the live files would cost: files and bytes to copy and to link."""
+        files, total, linked, linked_bytes = self.db.execute(
+            'SELECT COUNT(*), COALESCE(SUM(l.size), 0), COUNT(p.uuid), COALESCE(SUM(p.size), 0) FROM live l '
+            'LEFT JOIN previous p ON p.uuid = l.uuid AND p.size = l.size').fetchone()
+        return {'files_to_link': linked, 'bytes_to_link': linked_bytes,
+                'files_to_copy': files - linked, 'bytes_to_copy': total - linked_bytes}
+
+    def _add(self, uuid, size, known):
+        """Take one file: a link to the previous backup when it holds it (``known``: its (size, md5) there,
+        and of the same ``size`` when one is given), else a copy from live. Returns the taken row, or None
+        when the file is not in the live storage (deleted meanwhile) nor linkable, or when it is not a
+        regular file there (recorded in not_regular)."""
         make_dirs(os.path.join(self.target_root, uuid[0:2], uuid[2:4]))
-
-    def can_link(self, uuid, size=None):
-        known = self.previous.get(uuid)
-        return known is not None and (size is None or known[0] == size)
-
-    def add(self, uuid, size=None):
-        """Take one file: a link to the previous backup when it holds it, else a copy from live.
-
-        Returns False when the file is not in the live storage (deleted meanwhile) nor linkable, or
-        when it is not a regular file there (recorded in ``not_regular``).
-        """
-        self._dirs_for(uuid)
         target = os.path.join(self.target_root, relative_path(uuid))
-        if self.can_link(uuid, size):
+        if known[0] is not None and (size is None or known[0] == size):
             os.link(os.path.join(self.previous_root, relative_path(uuid)), target)
-            size, md5 = self.previous[uuid]
-            self.files[uuid] = (size, md5, True)
-            self.bytes_linked += size
-            return True
+            self.bytes_linked += known[0]
+            return uuid, known[0], known[1], 1
         try:
             copied, md5 = copy_file(relative_path(uuid), target, beneath=self.live_root)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as exc:
             # A symbolic link (or a device) where Orthanc writes plain files: never followed.
             if not isinstance(exc, UnsafePath) and exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
-            self.not_regular.append(uuid)
-            return False
-        self.files[uuid] = (copied, md5, False)
+            self.db.execute('INSERT OR IGNORE INTO not_regular VALUES (?)', (uuid,))
+            return None
         self.bytes_copied += copied
-        return True
+        return uuid, copied, md5, 0
 
-    def take(self, live_files):
-        """Phase one, while Orthanc runs: every file of the live listing {uuid: size}."""
-        self.listed = set(live_files)
-        for uuid, size in live_files.items():
-            self.add(uuid, size)
+    def _take_all(self, query):
+        """Take the files of the rows (uuid, size or None, previous size, previous md5) that ``query``
+        selects; return the uuids not taken."""
+        missing = []
+        with self.ledger.aside(query) as pending:
+            for batch in iter(lambda: pending.fetchmany(BATCH), []):
+                taken = []
+                for uuid, size, previous_size, previous_md5 in batch:
+                    row = self._add(uuid, size, (previous_size, previous_md5))
+                    if row:
+                        taken.append(row)
+                    else:
+                        missing.append(uuid)
+                self.db.executemany('INSERT INTO taken VALUES (?, ?, ?, ?)', taken)
+        return missing
 
-    def absent_from_live(self, referenced):
-        """The ``referenced`` uuids the live storage does not hold as regular files (an unmounted NAS, a
-        wrong StorageDirectory), whether or not an earlier backup could stand in for them."""
-        absent = []
-        for uuid in referenced:
-            if uuid in self.listed and uuid not in self.not_regular:
-                continue
+    def take(self):
+        """Phase one, while Orthanc runs: every file of the live listing."""
+        self._take_all('SELECT l.uuid, l.size, p.size AS previous_size, p.md5 FROM live l '
+                       'LEFT JOIN previous p ON p.uuid = l.uuid')
+
+    def hold(self, referenced):
+        """Record what the index references, (uuid, size, md5 or None) each; return how many."""
+        return self.ledger.fill('referenced', referenced)
+
+    def absent_from_live(self, keep):
+        """The referenced uuids the live storage does not hold as regular files (an unmounted NAS, a wrong
+        StorageDirectory), whether or not an earlier backup could stand in for them: Findings of ``keep``."""
+        absent = Findings(keep)
+        rows = self.db.execute(
+            'SELECT r.uuid, n.uuid IS NOT NULL FROM referenced r LEFT JOIN live l ON l.uuid = r.uuid '
+            'LEFT JOIN not_regular n ON n.uuid = r.uuid WHERE l.uuid IS NULL OR n.uuid IS NOT NULL ORDER BY r.uuid')
+        for uuid, not_regular in rows:
             try:
                 regular = stat.S_ISREG(os.lstat(os.path.join(self.live_root, relative_path(uuid))).st_mode)
             except FileNotFoundError:
                 regular = False
-            if not regular or uuid in self.not_regular:
-                absent.append(uuid)
-        return sorted(absent)
+            if not regular or not_regular:
+                absent.add(uuid)
+        return absent
 
-    def reconcile(self, referenced):
-        """Bring the snapshot to exactly the ``referenced`` uuids.
-
-        Returns (missing, dropped): referenced uuids found nowhere, and the uuids
-        taken earlier that the index does not reference (removed again).
-        """
-        missing = [uuid for uuid in referenced if uuid not in self.files and not self.add(uuid)]
-        dropped = [uuid for uuid in self.files if uuid not in referenced]
-        for uuid in dropped:
+    def reconcile(self):
+        """Bring the snapshot to exactly the referenced files. Returns the referenced uuids found nowhere
+        (sorted); the files taken earlier that the index does not reference are removed again."""
+        missing = self._take_all(
+            'SELECT r.uuid, NULL AS size, p.size AS previous_size, p.md5 FROM referenced r '
+            'LEFT JOIN taken t ON t.uuid = r.uuid LEFT JOIN previous p ON p.uuid = r.uuid WHERE t.uuid IS NULL')
+        dropped = self.db.execute('SELECT t.uuid, t.size, t.linked FROM taken t LEFT JOIN referenced r '
+                                  'ON r.uuid = t.uuid WHERE r.uuid IS NULL')
+        for uuid, size, linked in dropped:
             os.unlink(os.path.join(self.target_root, relative_path(uuid)))
-            size, dummy, linked = self.files.pop(uuid)
             if linked:
                 self.bytes_linked -= size
             else:
                 self.bytes_copied -= size
-        return sorted(missing), dropped
+        self.db.execute('DELETE FROM taken WHERE uuid NOT IN (SELECT uuid FROM referenced)')
+        return sorted(missing)
+
+    def mismatches(self):
+        """The taken files whose size or MD5 differ from those the index recorded, sorted."""
+        return [uuid for uuid, in self.db.execute(
+            'SELECT r.uuid FROM referenced r JOIN taken t ON t.uuid = r.uuid '
+            'WHERE r.size != t.size OR (r.md5 IS NOT NULL AND r.md5 != t.md5) ORDER BY r.uuid')]
+
+    def orphans(self):
+        """How many files of the live listing the index does not reference and are still there."""
+        rows = self.db.execute('SELECT l.uuid FROM live l LEFT JOIN referenced r ON r.uuid = l.uuid '
+                               'WHERE r.uuid IS NULL')
+        return sum(1 for uuid, in rows if os.path.exists(os.path.join(self.live_root, relative_path(uuid))))
+
+    def entries(self):
+        """(uuid, size, md5) of the files taken, in uuid order (which is path order)."""
+        return self.db.execute('SELECT uuid, size, md5 FROM taken ORDER BY uuid')
+
+    def taken_count(self):
+        return self.ledger.one('SELECT COUNT(*) FROM taken')

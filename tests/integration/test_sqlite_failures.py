@@ -90,11 +90,17 @@ def test_module_killed_while_orthanc_is_stopped(loaded, ansible, repository):
     assert process.returncode != 0
     orthanc.wait(timeout=60)    # the watcher brought it back
     assert orthanc.md5s() == before
-    assert complete_backups(repository) == []
+    assert complete_backups(repository) == [] and len(ledgers(repository)) == 1    # left by the killed run
 
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
     assert rc == 0, output
     assert complete_backups(repository) == [result['backup_id']] and partials(repository) == []
+    assert ledgers(repository) == []
+
+
+def ledgers(repository):
+    folder = os.path.join(repository, 'pacs')
+    return [name for name in os.listdir(folder) if name.startswith('.orthanc-ops-ledger-')]
 
 
 def test_second_concurrent_backup_fails_at_once(loaded, ansible, repository):

@@ -12,16 +12,17 @@ and never look at backend names themselves:
   sub-folder of a backup that holds its index or dump;
 - ``missing(module)`` (static): what the host lacks to use it (Python drivers, client tools);
 - ``estimate_bytes()``: about how much the index or dump adds to a backup;
-- ``referenced(scratch, frozen)``: {uuid: expected file with its ``resource`` and ``attachment``} of every
-  attachment the index references, read directly (SQLite from a copy in the folder ``scratch`` taken
-  inside ``frozen()``, the databases with one read-only query);
+- ``referenced(scratch, frozen, hold)``: calls ``hold`` with an iterator of (uuid, size, md5, resource,
+  attachment name) of every attachment the index references, read directly as it is consumed (SQLite
+  from a copy in the folder ``scratch`` taken inside ``frozen()``, the databases with one read-only
+  query), and returns what ``hold`` returns;
 - ``prepare(backup_folder)``: what can be taken ahead while Orthanc serves, before ``capture``;
-- ``capture(backup_folder, hold)`` -> (files, attachments, counts, missing): copy or dump the
-  index into ``<backup_folder>/<folder>`` (its files' MD5s may be None, for the phase to compute once
-  Orthanc runs again), read from that very copy or snapshot the attachments
-  ({uuid: {'size', 'md5'}} of each file) and the resource counts, and call ``hold(attachments)``
-  (which takes their files and returns those it could not find) at a moment when Orthanc can
-  neither delete nor add one; a backend whose ``modes`` include ``freeze`` also takes
+- ``capture(backup_folder, hold)`` -> (files, counts, held): copy or dump the index into
+  ``<backup_folder>/<folder>`` (its files' MD5s may be None, for the phase to compute once Orthanc
+  runs again), read from that very copy or snapshot the resource counts, then the attachments, and
+  call ``hold(expected)`` with an iterator of (uuid, size, md5 or None) of each file, read as it is
+  consumed (never all at once), at a moment when Orthanc can neither delete nor add one; ``held`` is
+  what ``hold`` returns; a backend whose ``modes`` include ``freeze`` also takes
   ``quiesced``, a context it holds only while it copies the index (``hold`` then runs after it);
 - ``stage(backup_folder, stamp, manifest)`` -> a swap (``apply``, ``undo``, ``discard``,
   ``cleanup``, ``kept_at``): prepare the restore of the index while Orthanc runs from the files

@@ -28,27 +28,34 @@ def connect_error(where, section, error):
 ATTACHMENT_NAMES = {1: 'dicom', 2: 'dicom-as-json', 3: 'dicom-until-pixel-data'}
 
 
-def expected_file(size, compression, uncompressed_md5, compressed_md5):
-    """Size and MD5 the file on disk must have: with zlib compression, the compressed ones."""
-    return {'size': size, 'md5': (compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5) or None}
+def expected_md5(compression, uncompressed_md5, compressed_md5):
+    """The MD5 the file on disk must have: with zlib compression, the compressed one."""
+    return (compressed_md5 if compression == COMPRESSION_ZLIB else uncompressed_md5) or None
 
 
-def attachments_and_counts(rows, counts):
-    """({uuid: expected file}, counts) from AttachedFiles rows and per-type resource counts."""
-    attachments = dict((row[0], expected_file(*row[1:])) for row in rows)
+def expected_files(rows):
+    """(uuid, size, md5 or None) of each file on disk, from AttachedFiles rows (uuid, size, compression,
+    uncompressed MD5, compressed MD5), one at a time."""
+    for uuid, size, compression, uncompressed_md5, compressed_md5 in rows:
+        yield uuid, size, expected_md5(compression, uncompressed_md5, compressed_md5)
+
+
+def all_counts(counts):
+    """Per-type resource counts with every type present."""
     counts = dict(counts)
     for label in RESOURCE_LABELS:
         counts.setdefault(label, 0)
-    counts['attachments'] = len(attachments)
-    return attachments, counts
+    return counts
 
 
-def attachments_with_resources(rows, types=None):
-    """{uuid: expected file, its ``resource`` ('instances/<id>') and ``attachment`` name} from rows of
-    (uuid, size, compression, uncompressed MD5, compressed MD5, resource type, public id, file type)."""
+def resource_files(rows, types=None):
+    """(uuid, size, md5 or None, resource ('instances/<id>'), attachment name) of each file on disk, from rows
+    of (uuid, size, compression, uncompressed MD5, compressed MD5, resource type, public id, file type), one
+    at a time."""
     types = types or PLUGIN_RESOURCE_TYPES
-    return dict((row[0], dict(expected_file(*row[1:5]), resource='%s/%s' % (types[row[5]], row[6]),
-                              attachment=ATTACHMENT_NAMES.get(row[7], str(row[7])))) for row in rows)
+    for uuid, size, compression, uncompressed_md5, compressed_md5, kind, public_id, file_type in rows:
+        yield (uuid, size, expected_md5(compression, uncompressed_md5, compressed_md5),
+               '%s/%s' % (types[kind], public_id), ATTACHMENT_NAMES.get(file_type, str(file_type)))
 
 
 def count_resources(cursor, query, types=None):
@@ -61,8 +68,8 @@ def count_resources(cursor, query, types=None):
 class DatabaseBackend:
     """What the database backends share: one-statement reads on a connection of their own.
 
-    A subclass sets ``driver_error`` (its driver's base exception) and offers ``connect()`` and
-    ``_where()``.
+    A subclass sets ``driver_error`` (its driver's base exception) and offers ``connect()``, ``_where()``
+    and ``server_cursor(connection)``, a cursor that reads its rows from the server as they are consumed.
     """
 
     driver_error = Exception
@@ -82,11 +89,20 @@ class DatabaseBackend:
     def prepare(self, backup_folder):
         """Nothing to take ahead: the dump is the capture."""
 
-    def referenced(self, scratch, frozen):
-        """Every attachment the index references, with its resource: one query while Orthanc runs."""
-        return attachments_with_resources(self._select(
-            'SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedHash, a.compressedHash, '
-            'r.resourceType, r.publicId, a.fileType FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id'))
+    def referenced(self, scratch, frozen, hold):
+        """Every attachment the index references, with its resource (see resource_files), handed to ``hold``
+        as it is read through a cursor of the server: one query while Orthanc runs."""
+        connection = self.connect()
+        try:
+            with self.server_cursor(connection) as rows:
+                rows.execute('SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedHash, '
+                             'a.compressedHash, r.resourceType, r.publicId, a.fileType FROM AttachedFiles a '
+                             'JOIN Resources r ON r.internalId = a.id')
+                return hold(resource_files(rows))
+        except self.driver_error as exc:
+            raise OrthancOpsError('Reading the %s failed: %s' % (self._where(), str(exc).strip()))
+        finally:
+            connection.close()
 
 
 def check_staged(expected, staged, where):

@@ -17,7 +17,8 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    DatabaseBackend, attachments_and_counts, check_staged, connect_error, connection_settings, count_resources)
+    DatabaseBackend, all_counts, check_staged, connect_error, connection_settings, count_resources,
+    expected_files)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
@@ -25,6 +26,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import f
 PYMYSQL_ERROR = None
 try:
     import pymysql
+    import pymysql.cursors
 except ImportError:
     pymysql = None
     PYMYSQL_ERROR = traceback.format_exc()
@@ -108,6 +110,11 @@ class MySQLBackend(DatabaseBackend):
         except pymysql.MySQLError as exc:
             raise connect_error(self._where(), 'MySQL', exc)
 
+    @staticmethod
+    def server_cursor(connection):
+        """An unbuffered cursor, whose rows stay on the server until read."""
+        return connection.cursor(pymysql.cursors.SSCursor)
+
     def _client(self, names, args):
         """Run a client tool with a 0600 option file, so that the password is never on argv."""
         binary = next((path for path in (self.module.get_bin_path(name) for name in names) if path), None)
@@ -148,11 +155,11 @@ class MySQLBackend(DatabaseBackend):
         try:
             with connection.cursor() as cursor:
                 cursor.execute('LOCK TABLES AttachedFiles READ, Resources READ')
-                cursor.execute('SELECT uuid, compressedSize, compressionType, uncompressedHash, compressedHash '
-                               'FROM AttachedFiles')
-                rows = cursor.fetchall()
-                attachments, counts = attachments_and_counts(rows, read_counts(cursor))
-                missing = hold(attachments)
+                counts = all_counts(read_counts(cursor))
+                with self.server_cursor(connection) as rows:
+                    rows.execute('SELECT uuid, compressedSize, compressionType, uncompressedHash, compressedHash '
+                                 'FROM AttachedFiles')
+                    held = hold(expected_files(rows))
                 self._client(DUMP_COMMANDS, [
                     '--single-transaction', '--hex-blob', '--no-tablespaces', '--routines', '--triggers',
                     '--result-file=' + dump, self.database])
@@ -164,7 +171,7 @@ class MySQLBackend(DatabaseBackend):
         os.chmod(dump, 0o600)
         check_complete(dump)
         files = {'%s/%s' % (self.folder, DUMP): {'size': os.path.getsize(dump), 'md5': file_md5(dump)}}
-        return files, attachments, counts, missing
+        return files, counts, held
 
     def stage(self, backup_folder, stamp, manifest):
         """While Orthanc runs: load the dump into a staging database, check it holds the manifest's counts; return its swap."""

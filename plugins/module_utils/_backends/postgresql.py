@@ -14,7 +14,8 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    DatabaseBackend, attachments_and_counts, check_staged, connect_error, connection_settings, count_resources)
+    DatabaseBackend, all_counts, check_staged, connect_error, connection_settings, count_resources,
+    expected_files)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
@@ -29,6 +30,8 @@ except ImportError:
     PSYCOPG2_ERROR = traceback.format_exc()
 
 MAINTENANCE_DB = 'postgres'
+# Attachments a server-side cursor hands over per round trip.
+ROWS_PER_FETCH = 4096
 DUMP = 'orthanc.dump'
 
 
@@ -88,6 +91,13 @@ class PostgreSQLBackend(DatabaseBackend):
         connection.autocommit = autocommit
         return connection
 
+    @staticmethod
+    def server_cursor(connection):
+        """A named cursor, whose rows stay on the server until read (inside the connection's transaction)."""
+        cursor = connection.cursor(name='orthanc_ops_rows')
+        cursor.itersize = ROWS_PER_FETCH
+        return cursor
+
     def _tool(self, name, args):
         """Run a PostgreSQL client tool with the connection in the environment, the password never on argv."""
         binary = self.module.get_bin_path(name)
@@ -126,11 +136,11 @@ class PostgreSQLBackend(DatabaseBackend):
                 dump_cursor.execute('SET TRANSACTION SNAPSHOT %s', (cursor.fetchone()[0],))
                 dump_cursor.execute('SELECT pg_export_snapshot()')
                 snapshot = dump_cursor.fetchone()[0]
-                cursor.execute('SELECT uuid, compressedsize, compressiontype, uncompressedhash, compressedhash '
-                               'FROM attachedfiles')
-                rows = cursor.fetchall()
-                attachments, counts = attachments_and_counts(rows, read_counts(cursor))
-                missing = hold(attachments)
+                counts = all_counts(read_counts(cursor))
+                with self.server_cursor(holder) as rows:
+                    rows.execute('SELECT uuid, compressedsize, compressiontype, uncompressedhash, compressedhash '
+                                 'FROM attachedfiles')
+                    held = hold(expected_files(rows))
                 holder.commit()
                 layout = ['-Fd', '-j', str(self.jobs)] if self.jobs > 1 else ['-Fc']
                 self._tool('pg_dump', layout + ['--snapshot=' + snapshot, '-f', dump, '-d', self.database])
@@ -146,7 +156,7 @@ class PostgreSQLBackend(DatabaseBackend):
                 path = os.path.join(folder, name)
                 os.chmod(path, 0o600)
                 files[os.path.relpath(path, backup_folder)] = {'size': os.path.getsize(path), 'md5': file_md5(path)}
-        return files, attachments, counts, missing
+        return files, counts, held
 
     def stage(self, backup_folder, stamp, manifest):
         """While Orthanc runs: pg_restore the dump into a fresh database, check it holds the manifest's counts; return its swap."""

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from urllib.parse import quote
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    attachments_and_counts, attachments_with_resources, count_resources)
+    all_counts, count_resources, expected_files, resource_files)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, refresh_copy
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_entries
@@ -87,32 +87,29 @@ class SQLiteBackend:
         target = os.path.join(backup_folder, self.folder)
         with quiesced():
             sizes = self._copy(target)
-        attachments, counts = self._read(os.path.join(target, 'index'))
+        counts, held = self._query(os.path.join(target, 'index'), lambda cursor: (
+            all_counts(count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType',
+                                       CORE_RESOURCE_TYPES)),
+            hold(expected_files(cursor.execute(
+                'SELECT uuid, compressedSize, compressionType, uncompressedMD5, compressedMD5 FROM AttachedFiles')))))
         for name in self.FILES:
             # SQLite creates -wal and -shm beside a WAL database it reads: not part of the backup.
             if name not in sizes and os.path.lexists(os.path.join(target, name)):
                 os.unlink(os.path.join(target, name))
         files = dict(('%s/%s' % (self.folder, name), {'size': size, 'md5': None}) for name, size in sizes.items())
-        return files, attachments, counts, hold(attachments)
+        return files, counts, held
 
-    def referenced(self, scratch, frozen):
-        """Every attachment the index references, with its resource, read from a copy of the index in
-        ``scratch`` (its own connection excludes any other reader), taken ahead and brought up to date
-        while Orthanc is ``frozen()``."""
+    def referenced(self, scratch, frozen, hold):
+        """Every attachment the index references, with its resource (see resource_files), handed to ``hold``
+        as it is read from a copy of the index in ``scratch`` (its own connection excludes any other reader),
+        taken ahead and brought up to date while Orthanc is ``frozen()``."""
         self._copy(scratch)
         with frozen():
             self._copy(scratch)
-        return self._query(os.path.join(scratch, 'index'), lambda cursor: attachments_with_resources(cursor.execute(
+        return self._query(os.path.join(scratch, 'index'), lambda cursor: hold(resource_files(cursor.execute(
             'SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedMD5, a.compressedMD5, r.resourceType, '
-            'r.publicId, a.fileType FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id').fetchall(),
-            CORE_RESOURCE_TYPES))
-
-    def _read(self, path):
-        return self._query(path, lambda cursor: attachments_and_counts(
-            cursor.execute('SELECT uuid, compressedSize, compressionType, uncompressedMD5, compressedMD5 '
-                           'FROM AttachedFiles').fetchall(),
-            count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType',
-                            CORE_RESOURCE_TYPES)))
+            'r.publicId, a.fileType FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id'),
+            CORE_RESOURCE_TYPES)))
 
     def _query(self, path, read):
         """``read(cursor)`` on the index copy at ``path``, opened read-only."""

@@ -16,11 +16,16 @@ import time
 from contextlib import contextmanager
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backup import FREEZE_ROUNDS, Backup
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Pause
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
-    StorageSnapshot, list_storage, relative_path)
+    TABLES, StorageSnapshot, relative_path, scan_storage)
 
 KEPT, LATE, GONE = '0a1b0000-kept', 'ff000000-late', 'ee000000-gone'
+
+
+def stored(root):
+    return sorted(uuid for uuid, entry in scan_storage(root))
 
 
 def write(root, uuid, data=b'dicom'):
@@ -64,10 +69,10 @@ class Index:
         with quiesced() if quiesced else _nothing():
             os.makedirs(os.path.join(backup_folder, self.folder), exist_ok=True)
             self.copied_frozen.append(self.orthanc.is_frozen)
-            referenced = dict((uuid, {'size': 5, 'md5': None}) for uuid in self.states.pop(0))
+            referenced = [(uuid, 5, None) for uuid in self.states.pop(0)]
         self.after_copy()
         self.held_frozen.append(self.orthanc.is_frozen)
-        return {}, referenced, {}, hold(referenced)
+        return {}, {}, hold(iter(referenced))
 
 
 @contextmanager
@@ -85,8 +90,11 @@ def phase(tmp_path, index_states, after_copy=lambda: None):
     backup.params = {'max_pause': 1.0}
     backup.files_on_disk = True
     backup.consistent_at = None
-    snapshot = StorageSnapshot(live, os.path.join(partial, 'storage'))
-    snapshot.take(list_storage(live))
+    os.makedirs(str(tmp_path / 'ledger'))
+    snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
+    snapshot.target_root = os.path.join(partial, 'storage')
+    snapshot.list_live()
+    snapshot.take()
     write(live, LATE)    # arrives after the storage was listed, before the freeze
     return backup, snapshot, partial
 
@@ -94,10 +102,11 @@ def phase(tmp_path, index_states, after_copy=lambda: None):
 def test_one_freeze_covers_only_the_index_copy(tmp_path):
     backup, snapshot, partial = phase(tmp_path, [[KEPT, LATE]])
     timings = {}
-    dummy, attachments, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
+    dummy, counts, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
     assert backup.backend.copied_frozen == [True] and backup.backend.held_frozen == [False]
     assert timings['freezes'] == 1 and missing == [] and live_missing == [] and backup.consistent_at
-    assert sorted(list_storage(snapshot.target_root)) == sorted([KEPT, LATE])
+    assert counts == {'attachments': 2}
+    assert stored(snapshot.target_root) == sorted([KEPT, LATE])
 
 
 def test_a_file_deleted_after_the_thaw_sends_the_capture_round_again(tmp_path):
@@ -110,15 +119,15 @@ def test_a_file_deleted_after_the_thaw_sends_the_capture_round_again(tmp_path):
     # The first copy references LATE, which Orthanc deletes as soon as it runs; the second no longer does.
     backup, snapshot, partial = phase(tmp_path, [[KEPT, LATE], [KEPT]], orthanc_deletes_late_once)
     timings = {}
-    dummy, dummy, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
+    dummy, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
     assert timings['freezes'] == 2 and missing == [] and live_missing == []
-    assert sorted(list_storage(snapshot.target_root)) == [KEPT]
+    assert stored(snapshot.target_root) == [KEPT]
 
 
 def test_a_file_missing_for_good_is_found_by_the_last_round_frozen_throughout(tmp_path):
     backup, snapshot, partial = phase(tmp_path, [[KEPT, GONE]] * FREEZE_ROUNDS)
     timings = {}
-    dummy, dummy, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
+    dummy, dummy, missing, live_missing = backup._capture_frozen(partial, snapshot, timings)
     assert timings['freezes'] == FREEZE_ROUNDS and missing == [GONE] and live_missing == [GONE]
     assert backup.backend.copied_frozen == [True] * FREEZE_ROUNDS
     assert backup.backend.held_frozen == [False] * (FREEZE_ROUNDS - 1) + [True]

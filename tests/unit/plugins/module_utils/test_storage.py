@@ -15,10 +15,11 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backend
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._info import masked_database
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import problems, read, write
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
-    StorageSnapshot, list_storage, relative_path)
+    TABLES, StorageSnapshot, relative_path, scan_storage)
 
 UUIDS = ['0a1b2c3d-0000', '0a1bffff-1111', 'ee00aaaa-2222']
 
@@ -29,6 +30,10 @@ def write_storage(root, contents):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'wb') as handle:
             handle.write(data)
+
+
+def list_storage(root):
+    return dict((uuid, entry.stat(follow_symlinks=False).st_size) for uuid, entry in scan_storage(root))
 
 
 def test_listing_takes_only_orthanc_files(tmp_path):
@@ -42,19 +47,28 @@ def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
     live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
     write_storage(live, {UUIDS[0]: b'abc', UUIDS[1]: b'defg', UUIDS[2]: b'orphan'})
     write_storage(previous, {UUIDS[0]: b'abc'})
-    snapshot = StorageSnapshot(live, target, previous, {UUIDS[0]: (3, 'm0')})
-    snapshot.take(list_storage(live))
+    os.mkdir(str(tmp_path / 'ledger'))
+    snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
+    snapshot.target_root, snapshot.previous_root = target, previous
+    assert snapshot.list_live() == 3
+    snapshot.load_previous([(UUIDS[0], 3, 'm0')])
+    assert snapshot.plan() == {'files_to_link': 1, 'bytes_to_link': 3, 'files_to_copy': 2, 'bytes_to_copy': 10}
+    snapshot.take()
     write_storage(live, {'ff000000-3333': b'late'})    # arrives after the first pass
-    referenced = {UUIDS[0]: {}, UUIDS[1]: {}, 'ff000000-3333': {}, 'ab000000-4444': {}}
-    missing, dropped = snapshot.reconcile(referenced)
-    assert missing == ['ab000000-4444'] and dropped == [UUIDS[2]]
+    assert snapshot.hold([(UUIDS[0], 3, 'm0'), (UUIDS[1], 4, 'other'), ('ff000000-3333', 4, None),
+                          ('ab000000-4444', 1, None)]) == 4
+    assert snapshot.reconcile() == ['ab000000-4444']
     assert sorted(list_storage(target)) == sorted([UUIDS[0], UUIDS[1], 'ff000000-3333'])
+    assert [uuid for uuid, size, md5 in snapshot.entries()] == sorted([UUIDS[0], UUIDS[1], 'ff000000-3333'])
+    assert snapshot.mismatches() == [UUIDS[1]] and snapshot.orphans() == 1
+    assert list(snapshot.absent_from_live(10)) == ['ab000000-4444']
     linked = os.stat(os.path.join(target, relative_path(UUIDS[0])))
     assert linked.st_ino == os.stat(os.path.join(previous, relative_path(UUIDS[0]))).st_ino
     copied = os.stat(os.path.join(target, relative_path(UUIDS[1])))
     assert copied.st_ino != os.stat(os.path.join(live, relative_path(UUIDS[1]))).st_ino
     assert copied.st_mode & 0o777 == 0o600
     assert snapshot.bytes_linked == 3 and snapshot.bytes_copied == 4 + 4
+    snapshot.ledger.close()
 
 
 def test_manifest_problems(tmp_path):

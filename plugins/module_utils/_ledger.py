@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A ledger: a SQLite database on disk, private to one run, where a phase keeps what it knows of every
+file (a storage listing, what an index references, what a backup took) and joins it there, so that its
+memory stays flat whatever the number of files. Nothing in it needs to survive the run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from contextlib import contextmanager
+
+# The private folder of a ledger; a backup's lives in the instance's folder of the repository, where the
+# next run removes what a killed one left.
+PREFIX = '.orthanc-ops-ledger-'
+NAME = 'ledger.sqlite'
+# Rows written per statement.
+BATCH = 4096
+_SETTINGS = '''
+PRAGMA journal_mode = OFF;
+PRAGMA synchronous = OFF;
+PRAGMA temp_store = FILE;
+PRAGMA cache_size = -16384;
+'''
+
+
+def batches(rows, size=BATCH):
+    """Lists of up to ``size`` consecutive rows."""
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Ledger:
+    """The tables {name: column definitions} of a database in ``folder``; ``db`` is its connection, in
+    autocommit mode (a bulk write takes a transaction of its own)."""
+
+    def __init__(self, folder, tables):
+        self.db = sqlite3.connect(os.path.join(folder, NAME), isolation_level=None)
+        self.db.executescript(_SETTINGS + ''.join('CREATE TABLE %s (%s) WITHOUT ROWID;\n' % (name, columns)
+                                                  for name, columns in tables.items()))
+        self.widths = dict((name, columns.count(',') + 1) for name, columns in tables.items())
+
+    def fill(self, table, rows):
+        """Replace the rows of ``table`` by ``rows`` in one transaction; return how many there are."""
+        statement = 'INSERT OR REPLACE INTO %s VALUES (%s)' % (table, ', '.join('?' * self.widths[table]))
+        self.db.execute('BEGIN')
+        try:
+            self.db.execute('DELETE FROM %s' % table)
+            for batch in batches(rows):
+                self.db.executemany(statement, batch)
+        except BaseException:
+            self.db.execute('ROLLBACK')    # the rows could not all be read (a failed query, a pause too long)
+            raise
+        self.db.execute('COMMIT')
+        return self.one('SELECT COUNT(*) FROM %s' % table)
+
+    @contextmanager
+    def aside(self, query):
+        """A cursor over the rows of ``query`` in the order of their first column, set aside in a table of
+        their own first (a table is not read and written in one go), within one transaction."""
+        self.db.execute('CREATE TEMP TABLE aside AS ' + query)
+        self.db.execute('BEGIN')
+        try:
+            yield self.db.execute('SELECT * FROM temp.aside ORDER BY 1')
+        finally:
+            self.db.execute('COMMIT')
+            self.db.execute('DROP TABLE temp.aside')
+
+    def one(self, query, parameters=()):
+        """The first column of the first row of ``query``."""
+        return self.db.execute(query, parameters).fetchone()[0]
+
+    def close(self):
+        self.db.close()
+
+
+@contextmanager
+def private_ledger(where, tables):
+    """A Ledger in a new private folder (0700) of ``where`` (the system's temporary folder if None), closed
+    and removed afterwards."""
+    folder = tempfile.mkdtemp(prefix=PREFIX, dir=where)
+    ledger = None
+    try:
+        ledger = Ledger(folder, tables)
+        yield ledger
+    finally:
+        if ledger is not None:
+            ledger.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The ledger the backup and the audit keep on disk instead of in memory."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH, PREFIX, private_ledger
+
+TABLES = {'files': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL'}
+
+
+def test_fill_replaces_the_rows_and_keeps_the_old_ones_when_the_new_cannot_all_be_read(tmp_path):
+    with private_ledger(str(tmp_path), TABLES) as ledger:
+        assert ledger.fill('files', (('u%06d' % number, number) for number in range(BATCH * 2 + 1))) == BATCH * 2 + 1
+        assert ledger.fill('files', [('a', 1), ('b', 2)]) == 2
+
+        def failing():
+            yield ('c', 3)
+            raise OSError('the index copy went away')
+        with pytest.raises(OSError):
+            ledger.fill('files', failing())
+        assert ledger.db.execute('SELECT * FROM files ORDER BY uuid').fetchall() == [('a', 1), ('b', 2)]
+
+
+def test_rows_set_aside_can_be_written_back_while_they_are_read(tmp_path):
+    with private_ledger(str(tmp_path), TABLES) as ledger:
+        ledger.fill('files', [('b', 2), ('a', 1)])
+        with ledger.aside('SELECT uuid, size FROM files') as rows:
+            for uuid, size in rows:
+                ledger.db.execute('INSERT INTO files VALUES (?, ?)', (uuid + '-copy', size))
+        assert ledger.one('SELECT COUNT(*) FROM files') == 4
+        with ledger.aside('SELECT uuid FROM files WHERE size = 2') as rows:    # the name can be used again
+            assert [uuid for uuid, in rows] == ['b', 'b-copy']
+
+
+def test_the_private_folder_is_the_runs_own_and_is_removed_even_after_a_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with private_ledger(str(tmp_path), TABLES):
+            folder, = os.listdir(str(tmp_path))
+            assert folder.startswith(PREFIX) and stat.S_IMODE(os.stat(str(tmp_path / folder)).st_mode) == 0o700
+            raise RuntimeError('the backup failed')
+    assert os.listdir(str(tmp_path)) == []
