@@ -31,7 +31,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    HASHED_AT_ONCE, copy_file, create_file, make_dirs, set_owner, tree_md5s)
+    copy_file, create_file, hash_tree, make_dirs, set_owner)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
@@ -147,10 +147,10 @@ def classify(ledger, cutoff, check_md5, storage_dir, threads=1):
                for row in ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size != r.size')]
     if check_md5:
         same_size = ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size = r.size ORDER BY r.uuid')
-        for batch in iter(lambda: same_size.fetchmany(HASHED_AT_ONCE), []):
-            md5s = tree_md5s(storage_dir, [relative_path(row[0]) for row in batch], threads)
-            damaged.extend(dict(_entry(row), problem='MD5 %s, Orthanc recorded %s' % (md5, row[2]) if md5
-                                else 'not readable as a regular file') for row, md5 in zip(batch, md5s) if md5 != row[2])
+        damaged.extend(dict(_entry(row), problem='MD5 %s, Orthanc recorded %s' % (md5, row[2]) if md5
+                            else 'not readable as a regular file')
+                       for dummy, row, md5 in hash_tree(storage_dir, ((relative_path(row[0]), row) for row in same_size),
+                                                        threads) if md5 != row[2])
     return orphans, young, missing, sorted(damaged, key=lambda entry: entry['uuid'])
 
 

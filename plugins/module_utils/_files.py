@@ -13,14 +13,13 @@ import errno
 import hashlib
 import os
 import stat
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 CHUNK = 1024 * 1024
 # Files hashed at once, and paths handed to a hashing thread at a time.
 HASH_THREADS = min(4, os.cpu_count() or 1)
 HASH_BATCH = 1024
-# Paths a caller that streams its files hands to tree_md5s at once: enough to keep the threads busy.
-HASHED_AT_ONCE = 8192
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -193,22 +192,59 @@ def file_md5(path, beneath=None):
         os.close(fd)
 
 
-def tree_md5s(root, relatives, threads=HASH_THREADS):
-    """The MD5 of each regular file at ``relatives`` below ``root`` (see TreeReader), None for one that
-    cannot be read (gone, or not a regular file), hashed ``threads`` files at once: reading and hashing
-    release the interpreter's lock. Each thread takes a run of consecutive paths with a reader of its own."""
+def map_runs(work, items, threads=HASH_THREADS):
+    """(item, result) for each of ``items``, in order, where ``work(run)`` returns the results of a run of
+    consecutive items (HASH_BATCH at most). Runs are worked ``threads`` at once while the caller goes on
+    producing ``items`` (reading, writing and hashing release the interpreter's lock); at most two runs per
+    thread wait at a time, so memory stays flat."""
+    threads = max(1, threads)
+    in_flight = deque()
+    with ThreadPoolExecutor(threads) as pool:
+        for run in batches(items, HASH_BATCH):
+            in_flight.append((run, pool.submit(work, run)))
+            if len(in_flight) >= 2 * threads:
+                yield from _worked(*in_flight.popleft())
+        while in_flight:
+            yield from _worked(*in_flight.popleft())
+
+
+def _worked(run, future):
+    return zip(run, future.result())
+
+
+def hash_tree(root, files, threads=HASH_THREADS):
+    """(relative, payload, md5) for each (relative, payload) of ``files``, in their order: the MD5 of the
+    regular file at ``relative`` below ``root`` (see TreeReader), None for one that cannot be read (gone,
+    or not a regular file); hashed in threads as map_runs does, each thread with a reader of its own."""
     def hash_run(run):
         md5s = []
         with TreeReader(root) as tree:
-            for relative in run:
+            for relative, dummy in run:
                 try:
                     md5s.append(file_md5(relative, beneath=tree))
                 except OSError:
                     md5s.append(None)
         return md5s
-    runs = [relatives[start:start + HASH_BATCH] for start in range(0, len(relatives), HASH_BATCH)]
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        return [md5 for md5s in pool.map(hash_run, runs) for md5 in md5s]
+    for (relative, payload), md5 in map_runs(hash_run, files, threads):
+        yield relative, payload, md5
+
+
+def batches(items, size):
+    """Lists of up to ``size`` consecutive items."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _hashed(future):
+    run, md5s = future.result()
+    for (relative, payload), md5 in zip(run, md5s):
+        yield relative, payload, md5
 
 
 def walk_sorted(root, relative=''):

@@ -15,6 +15,8 @@ import sqlite3
 import tempfile
 from contextlib import contextmanager
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import batches
+
 # The private folder of a ledger; a backup's lives in the instance's folder of the repository, where the
 # next run removes what a killed one left.
 PREFIX = '.orthanc-ops-ledger-'
@@ -27,18 +29,6 @@ PRAGMA synchronous = OFF;
 PRAGMA temp_store = FILE;
 PRAGMA cache_size = -16384;
 '''
-
-
-def batches(rows, size=BATCH):
-    """Lists of up to ``size`` consecutive rows."""
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class Ledger:
@@ -57,7 +47,7 @@ class Ledger:
         self.db.execute('BEGIN')
         try:
             self.db.execute('DELETE FROM %s' % table)
-            for batch in batches(rows):
+            for batch in batches(rows, BATCH):
                 self.db.executemany(statement, batch)
         except BaseException:
             self.db.execute('ROLLBACK')    # the rows could not all be read (a failed query, a pause too long)

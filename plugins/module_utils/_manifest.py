@@ -25,7 +25,7 @@ import zlib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    CHUNK, FILE_MODE, HASHED_AT_ONCE, UnsafePath, create_file, open_regular, safe_parts, tree_md5s, walk_sorted)
+    CHUNK, FILE_MODE, UnsafePath, create_file, hash_tree, open_regular, safe_parts, walk_sorted)
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -292,35 +292,31 @@ def problems(folder, manifest, check_md5=True, hashed_later=(), keep=PROBLEMS_KE
     """What makes ``folder`` differ from its manifest (Findings: the first ``keep`` and a count): files
     missing, of another size or (with check_md5) of another MD5, and anything the manifest does not list
     (files, symbolic links, devices). The files under the prefixes ``hashed_later`` are not hashed here:
-    their caller checks each copy it makes. The folder and the listing are walked side by side in order."""
+    their caller checks each copy it makes. The folder and the listing are walked side by side in order,
+    the files hashed meanwhile."""
     found = Findings(keep)
-    pending = []
 
-    def hash_pending():
-        for (relative, expected), md5 in zip(pending, tree_md5s(folder, [relative for relative, dummy in pending])):
-            if md5 is None:
-                found.add('%s cannot be read as a regular file' % relative)
-            elif md5 != expected:
-                found.add('%s has MD5 %s, expected %s' % (relative, md5, expected))
-        del pending[:]
+    def to_hash():
+        walked = ((relative, info) for relative, info in walk_sorted(folder) if relative not in (NAME, LISTING))
+        for relative, info, listed in _paired(walked, manifest.entries()):
+            if info is not None and stat.S_ISLNK(info.st_mode):
+                found.add('%s is a symbolic link' % relative)
+            elif info is not None and not stat.S_ISREG(info.st_mode):
+                found.add('%s is not a regular file' % relative)
+            elif listed is None:
+                found.add('%s is not listed in the manifest' % relative)
+            elif info is not None and info.st_size != listed[0]:
+                found.add('%s has %d bytes, expected %d' % (relative, info.st_size, listed[0]))
+            elif info is not None and check_md5 and not relative.startswith(hashed_later):
+                yield relative, listed[1]
+            if listed is not None and (info is None or not stat.S_ISREG(info.st_mode)):
+                found.add('%s is missing' % relative)
 
-    walked = ((relative, info) for relative, info in walk_sorted(folder) if relative not in (NAME, LISTING))
-    for relative, info, listed in _paired(walked, manifest.entries()):
-        if info is not None and stat.S_ISLNK(info.st_mode):
-            found.add('%s is a symbolic link' % relative)
-        elif info is not None and not stat.S_ISREG(info.st_mode):
-            found.add('%s is not a regular file' % relative)
-        elif listed is None:
-            found.add('%s is not listed in the manifest' % relative)
-        elif info is not None and info.st_size != listed[0]:
-            found.add('%s has %d bytes, expected %d' % (relative, info.st_size, listed[0]))
-        elif info is not None and check_md5 and not relative.startswith(hashed_later):
-            pending.append((relative, listed[1]))
-            if len(pending) >= HASHED_AT_ONCE:
-                hash_pending()
-        if listed is not None and (info is None or not stat.S_ISREG(info.st_mode)):
-            found.add('%s is missing' % relative)
-    hash_pending()
+    for relative, expected, md5 in hash_tree(folder, to_hash()):
+        if md5 is None:
+            found.add('%s cannot be read as a regular file' % relative)
+        elif md5 != expected:
+            found.add('%s has MD5 %s, expected %s' % (relative, md5, expected))
     return found
 
 

@@ -11,7 +11,8 @@ import os
 import shutil
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import TreeReader, copy_file, make_dirs, set_owner
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    TreeReader, copy_file, make_dirs, map_runs, set_owner)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -78,6 +79,26 @@ class StagedDamage(OrthancOpsError):
         self.problems = problems
 
 
+def _with_folders(files, staging, owner, dir_mode, refuse):
+    """The ``files`` ((relative path, payload), in a manifest's order), each once its folders exist in
+    ``staging`` (each created once), after ``refuse(top-level name)`` let it pass."""
+    made = []
+    for relative, payload in files:
+        parts = relative.split('/')
+        refuse(parts[0])
+        folders = parts[:-1]
+        depth = 0
+        while depth < len(made) and depth < len(folders) and made[depth] == folders[depth]:
+            depth += 1
+        del made[depth:]
+        for name in folders[depth:]:
+            made.append(name)
+            path = os.path.join(staging, *made)
+            os.mkdir(path, dir_mode)
+            _own(path, owner, dir_mode)
+        yield relative, payload
+
+
 def stage_files(source, files, target, label, stamp, owned, check_md5=False):
     """Copy ``files`` ((path relative to ``source``, MD5), as a manifest lists them, in its order) into a
     staging folder inside ``target``, owned like ``target``, and return the Swap that puts them in place
@@ -96,33 +117,23 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False):
     owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
     staging = os.path.join(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp))
     swap = Swap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
-    # The folders made so far: a listing in order creates each once, and only the current path is kept.
-    created = []
     os.mkdir(staging, dir_mode)
     damage = Findings(PROBLEMS_KEPT)
+
+    def refuse(name):
+        if not owned(name):
+            raise OrthancOpsError('The backup holds %s in %s, which a restore must not put in %s. The backup was '
+                                  'altered or belongs to another layout; choose another backup.' % (name, source, target))
+
+    def copy_run(run):
+        with TreeReader(source) as tree:
+            return [copy_file(relative, os.path.join(staging, relative), dir_mode & 0o666, beneath=tree,
+                              hashed=check_md5, owner=owner)[1] for relative, dummy in run]
     try:
         _own(staging, owner, dir_mode)
-        with TreeReader(source) as tree:
-            for relative, expected in files:
-                parts = relative.split('/')
-                if not owned(parts[0]):
-                    raise OrthancOpsError('The backup holds %s in %s, which a restore must not put in %s. The backup '
-                                          'was altered or belongs to another layout; choose another backup.'
-                                          % (parts[0], source, target))
-                folders = parts[:-1]
-                depth = 0
-                while depth < len(created) and depth < len(folders) and created[depth] == folders[depth]:
-                    depth += 1
-                del created[depth:]
-                for name in folders[depth:]:
-                    created.append(name)
-                    path = os.path.join(staging, *created)
-                    os.mkdir(path, dir_mode)
-                    _own(path, owner, dir_mode)
-                md5 = copy_file(relative, os.path.join(staging, relative), dir_mode & 0o666, beneath=tree,
-                                hashed=check_md5, owner=owner)[1]
-                if check_md5 and md5 != expected:
-                    damage.add('%s/%s has MD5 %s, expected %s' % (label, relative, md5, expected))
+        for (relative, expected), md5 in map_runs(copy_run, _with_folders(files, staging, owner, dir_mode, refuse)):
+            if check_md5 and md5 != expected:
+                damage.add('%s/%s has MD5 %s, expected %s' % (label, relative, md5, expected))
         if damage.count:
             raise StagedDamage(damage)
     except BaseException:

@@ -24,9 +24,12 @@ description:
     With C(EnableStorage) the files are in the dump (large objects included). O(mode=cold) stops Orthanc
     for the dump instead."
   - A backup never shares an inode with the live storage. Backup folders are mode 0700, files 0600.
-  - A backup is complete only when its C(manifest.json) (with the size and MD5 of every file) is
-    written and the folder renamed from C(<backup_id>.partial). Leftover partial folders are removed
-    by the next run.
+  - A backup is complete only when its C(manifest.json) is written, after C(manifest-files.jsonl.gz)
+    (the size and MD5 of every file, one JSON line each, sorted, gzip-compressed), and the folder renamed
+    from C(<backup_id>.partial). Leftover partial folders are removed by the next run.
+  - What the backup knows of the files is kept in a SQLite ledger on disk, in a private folder of the
+    instance's folder of the repository removed afterwards, so its memory does not grow with the number
+    of files.
   - Orthanc is started again whatever fails once it was stopped. If it was not running when the
     module began, it is left stopped.
   - Two backups of the same instance cannot run at once, nor a backup and a restore or prune of the instance,
