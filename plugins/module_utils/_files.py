@@ -246,12 +246,6 @@ def batches(items, size):
         yield batch
 
 
-def _hashed(future):
-    run, md5s = future.result()
-    for (relative, payload), md5 in zip(run, md5s):
-        yield relative, payload, md5
-
-
 def walk_sorted(root, relative=''):
     """(relative path, os.stat_result) of every entry below ``root`` that is not a folder, in the order of
     their path components, without following symbolic links: folders are entered, links and special files
