@@ -104,6 +104,27 @@ options:
 '''
 
     # Database login for the PostgreSQL and MySQL/MariaDB backends.
+    # The retention policy of orthanc_backup_prune and orthanc_offsite.
+    RETENTION = r'''
+options:
+  keep_last:
+    description: Number of newest backups to keep.
+    type: int
+    default: 0
+  keep_daily:
+    description: Number of days (the newest that have a backup) whose newest backup is kept.
+    type: int
+    default: 0
+  keep_weekly:
+    description: Number of ISO weeks whose newest backup is kept.
+    type: int
+    default: 0
+  keep_monthly:
+    description: Number of months whose newest backup is kept.
+    type: int
+    default: 0
+'''
+
     DATABASE = r'''
 options:
   login_host:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import POLICY
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import MANAGERS
 
 
@@ -36,6 +37,10 @@ def repository_argument_spec(required=False):
         repository=dict(type='path', required=required),
         instance=dict(type='str'),
     )
+
+
+def retention_argument_spec():
+    return dict((name, dict(type='int', default=0)) for name in POLICY)
 
 
 def database_argument_spec():

@@ -116,6 +116,21 @@ class TreeReader:
             self.folder = folder
         return _regular(os.open(parts[-1], _READ_FLAGS | os.O_NOFOLLOW, dir_fd=self.folder_fd), relative)
 
+    def link(self, relative, target):
+        """Hard-link the regular file at ``relative`` to the new path ``target``; return its size. The link
+        is checked to be the file that was opened: a file swapped meanwhile raises UnsafePath."""
+        fd = self.descriptor(relative)
+        try:
+            opened = os.fstat(fd)
+            os.link(relative.rsplit('/', 1)[-1], target, src_dir_fd=self.folder_fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+        linked = os.lstat(target)
+        if (linked.st_dev, linked.st_ino) != (opened.st_dev, opened.st_ino):
+            os.unlink(target)
+            raise UnsafePath('%s changed while it was linked' % relative)
+        return opened.st_size
+
 
 def _regular(fd, path):
     if not stat.S_ISREG(os.fstat(fd).st_mode):

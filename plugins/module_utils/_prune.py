@@ -12,14 +12,13 @@ import itertools
 import shutil
 from operator import itemgetter
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import walk_sorted
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import sort_key
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept, policy
 
 _PATH = itemgetter(0)
-POLICY = ('keep_last', 'keep_daily', 'keep_weekly', 'keep_monthly')
 
 
 def freed_bytes(folders):
@@ -41,20 +40,14 @@ def freed_bytes(folders):
 
 def prune(module):
     params = module.params
-    policy = dict((name, params[name]) for name in POLICY)
-    if any(value < 0 for value in policy.values()):
-        raise OrthancOpsError('keep_* options cannot be negative.')
-    if not any(policy.values()):
-        # As restic's forget: no policy removes nothing rather than everything but the newest.
-        raise OrthancOpsError('No retention policy was given: set at least one of %s (keep_last: 1 keeps only the '
-                              'newest backup). Nothing was removed.' % ', '.join(POLICY))
+    keep_policy = policy(params)
     repository = Repository.from_params(module)
     if not module.check_mode:
         # Backups, restores and incoming copies hold this lock: nothing they use is removed.
         repository.lock('prune')
     try:
         backup_ids = repository.backup_ids()
-        keep = kept(backup_ids, **policy)
+        keep = kept(backup_ids, **keep_policy)
         remove = [backup_id for backup_id in backup_ids if backup_id not in keep]
         folders = [repository.backup_path(backup_id) for backup_id in remove]
         result = {'changed': bool(remove), 'kept': sorted(keep), 'reasons': keep, 'removed': remove,

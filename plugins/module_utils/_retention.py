@@ -9,13 +9,29 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_FORMAT
+
+POLICY = ('keep_last', 'keep_daily', 'keep_weekly', 'keep_monthly')
 
 PERIODS = (
     ('daily', lambda moment: moment.strftime('%Y-%m-%d')),
     ('weekly', lambda moment: '%d-W%02d' % moment.isocalendar()[:2]),
     ('monthly', lambda moment: moment.strftime('%Y-%m')),
 )
+
+
+def policy(params):
+    """The keep_* options of a module's ``params``, checked: a policy that removes nothing by mistake is
+    refused before anything is removed."""
+    values = dict((name, params[name]) for name in POLICY)
+    if any(value < 0 for value in values.values()):
+        raise OrthancOpsError('keep_* options cannot be negative.')
+    if not any(values.values()):
+        # As restic's forget: no policy removes nothing rather than everything but the newest.
+        raise OrthancOpsError('No retention policy was given: set at least one of %s (keep_last: 1 keeps only the '
+                              'newest backup). Nothing was removed.' % ', '.join(POLICY))
+    return values
 
 
 def kept(backup_ids, keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0):

@@ -22,26 +22,11 @@ author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.orthanc.RETENTION
   - orthanc_ops.backup.attributes
 options:
   repository:
     required: true
-  keep_last:
-    description: Number of newest backups to keep.
-    type: int
-    default: 0
-  keep_daily:
-    description: Number of days (the newest that have a backup) whose newest backup is kept.
-    type: int
-    default: 0
-  keep_weekly:
-    description: Number of ISO weeks whose newest backup is kept.
-    type: int
-    default: 0
-  keep_monthly:
-    description: Number of months whose newest backup is kept.
-    type: int
-    default: 0
 attributes:
   check_mode:
     support: full
@@ -98,12 +83,12 @@ partials_removed:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _prune
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import repository_argument_spec
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import repository_argument_spec, retention_argument_spec
 
 
 def main():
     argument_spec = repository_argument_spec(required=True)
-    argument_spec.update(dict((name, dict(type='int', default=0)) for name in _prune.POLICY))
+    argument_spec.update(retention_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _prune.main(module)
 

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need on a Debian 12 machine: Debian packages
 # (Orthanc and its database plugins, the database servers and clients, rsync, sshd, Chromium
-# for the report screenshot) and a
-# Python virtual environment with the pinned requirements. Safe to run again.
+# for the report screenshot, Podman for containers, restic and rclone for off-site copies) and a
+# Python virtual environment with the pinned requirements (moto's S3-compatible server among them).
+# Safe to run again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${ORTHANC_OPS_VENV:-$HOME/.cache/orthanc-ops/venv}
 
 packages=(orthanc orthanc-postgresql orthanc-mysql postgresql mariadb-server postgresql-client
           mariadb-client rsync sqlite3 openssh-server openssh-client python3 python3-psycopg2 python3-pymysql
-          python3-apt make shellcheck chromium podman runc mmdebstrap)
+          python3-apt make shellcheck chromium podman runc mmdebstrap restic rclone)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -1,0 +1,189 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The off-site phase: copies of complete backups in a restic repository, pushed, listed, pulled back
+(checked against their manifest before they count), pruned and checked.
+
+restic does the encryption, deduplication, transport, locking and integrity checks; this phase chooses
+what it copies and proves what comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from datetime import datetime
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, TreeReader, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
+    ID_FORMAT, PARTIAL, Repository, check_instance)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._restic import Restic
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept, policy
+
+# In the instance's folder: what restic backs up (the same path on every push, so that restic finds its
+# previous snapshot there and reads only the files it has not seen), and the lock of off-site operations.
+STAGE = '.offsite-stage'
+OFFSITE_LOCK = '.offsite.lock'
+
+
+def _not_pushable(folder, why):
+    return OrthancOpsError('The backup in %s cannot be pushed: %s. Nothing was pushed; check it with '
+                           'orthanc_ops.backup.orthanc_backup_verify and take a new backup.' % (folder, why))
+
+
+def stage(repository, folder, manifest):
+    """Hard links, in the instance's staging folder, of exactly what the backup's manifest lists, plus the
+    manifest: a file planted in the backup folder is not pushed, and every linked file is a regular file
+    inside the backup, of the size listed."""
+    target = os.path.join(repository.path, STAGE)
+    shutil.rmtree(target, ignore_errors=True)    # what a killed push left
+    os.mkdir(target, DIR_MODE)
+    own = [_manifest.NAME] + ([] if manifest.get('format') == 1 else [_manifest.LISTING])
+    made = None
+    try:
+        with TreeReader(folder) as tree:
+            for relative in own:
+                tree.link(relative, os.path.join(target, relative))
+            for relative, size, dummy in manifest.entries():
+                parent = os.path.dirname(relative)
+                if parent != made:
+                    make_dirs(os.path.join(target, parent))
+                    made = parent
+                linked = tree.link(relative, os.path.join(target, relative))
+                if linked != size:
+                    raise _not_pushable(folder, '%s has %d bytes, its manifest says %d' % (relative, linked, size))
+    except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise _not_pushable(folder, exc)
+    except OrthancOpsError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def _copy(backup_id, snapshots):
+    """What the results say of one backup held off site: its newest snapshot."""
+    newest = snapshots[-1]
+    return {'backup_id': backup_id, 'snapshot_id': newest['short_id'], 'time': newest['time'],
+            'hostname': newest.get('hostname'), 'snapshots': len(snapshots)}
+
+
+def push(module, restic, instance):
+    params = module.params
+    repository = Repository(params['repository'], instance, module.warn)
+    folder, manifest = repository.open_backup(params['backup'])
+    backup_id = manifest['backup_id']
+    result = {'backup_id': backup_id, 'path': folder, 'files': manifest['files'], 'bytes': manifest['bytes'],
+              'bytes_added': 0, 'initialized': False}
+    found = restic.exists()
+    if not found and not params['initialize']:
+        raise OrthancOpsError('There is no restic repository at %s. Check offsite_repository, or set '
+                              'initialize=true to create it. Nothing was pushed.' % restic.location)
+    pushed = restic.snapshots(instance).get(backup_id) if found else None
+    if pushed:
+        return dict(result, changed=False, snapshot_id=pushed[-1]['short_id'])
+    result.update(changed=True, initialized=not found)
+    if module.check_mode:
+        return result
+    with Lock(os.path.join(repository.path, OFFSITE_LOCK), 'Off-site copies of instance "%s"' % instance).acquire('push'):
+        if not found:
+            restic.initialize()
+        with repository.locked('off-site push'):
+            # Links hold the files: once staged, a prune of the backup cannot take them from restic.
+            folder, manifest = repository.open_backup(backup_id)
+            staged = stage(repository, folder, manifest)
+        try:
+            taken_at = datetime.strptime(backup_id, ID_FORMAT).strftime('%Y-%m-%d %H:%M:%S')
+            done = restic.backup(staged, instance, backup_id, taken_at)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+    return dict(result, snapshot_id=done['snapshot_id'], bytes_added=done['data_added'],
+                files_unmodified=done['files_unmodified'])
+
+
+def _chosen(backups, backup, instance, location):
+    if not backups:
+        raise OrthancOpsError('The restic repository %s holds no backup of instance "%s".' % (location, instance))
+    backup_id = max(backups) if backup == 'latest' else backup
+    if backup_id not in backups:
+        raise OrthancOpsError('Backup "%s" of instance "%s" is not in the restic repository %s; backups there: %s.'
+                              % (backup, instance, location, ', '.join(sorted(backups))))
+    return backup_id
+
+
+def pull(module, restic, instance):
+    params = module.params
+    repository = Repository(params['repository'], instance, module.warn)
+    backups = restic.snapshots(instance)
+    backup_id = _chosen(backups, params['backup'], instance, restic.location)
+    result = dict(_copy(backup_id, backups[backup_id]), path=repository.backup_path(backup_id))
+    if backup_id in repository.backup_ids():
+        return dict(result, changed=False)
+    if module.check_mode:
+        return dict(result, changed=True)
+    with repository.locked('off-site pull'):
+        partial = repository.backup_path(backup_id) + PARTIAL
+        shutil.rmtree(partial, ignore_errors=True)
+        make_dirs(partial)
+        restic.run(['restore', result['snapshot_id'], '--target', partial], 'pull from')
+        manifest = _manifest.read(partial)
+        if manifest['backup_id'] != backup_id:
+            raise OrthancOpsError('The snapshot %s of backup "%s" holds backup "%s". It was left in %s and is not '
+                                  'used.' % (result['snapshot_id'], backup_id, manifest['backup_id'], partial))
+        problems = _manifest.problems(partial, manifest, check_md5=True)
+        if problems.count:
+            raise OrthancOpsError('The copy of backup "%s" pulled from %s does not match its manifest (%d problem(s): '
+                                  '%s). It was left in %s and is not used; run "check" on the restic repository.'
+                                  % (backup_id, restic.location, problems.count, '; '.join(problems[:10]), partial))
+        result.update(path=repository.complete(backup_id, partial), files=manifest['files'],
+                      bytes=manifest['bytes'])
+    return dict(result, changed=True)
+
+
+def list_backups(module, restic, instance):
+    held = [_copy(backup_id, snapshots) for backup_id, snapshots in sorted(restic.snapshots(instance).items())]
+    return {'changed': False, 'backups': held, 'latest': held[-1] if held else None}
+
+
+def prune(module, restic, instance):
+    keep_policy = policy(module.params)
+    backups = restic.snapshots(instance)
+    keep = kept(list(backups), **keep_policy)
+    removed = sorted(backup_id for backup_id in backups if backup_id not in keep)
+    snapshots = [snapshot for backup_id in removed for snapshot in backups[backup_id]]
+    if snapshots and not module.check_mode:
+        restic.run(['forget', '--prune'] + [snapshot['id'] for snapshot in snapshots], 'prune')
+    return {'changed': bool(removed), 'kept': sorted(keep), 'reasons': keep, 'removed': removed,
+            'snapshots_removed': [snapshot['short_id'] for snapshot in snapshots]}
+
+
+def check(module, restic, instance):
+    subset = module.params['read_data_subset']
+    restic.run(['check'] + (['--read-data-subset', subset] if subset else []), 'check')
+    return {'changed': False, 'read_data_subset': subset}
+
+
+OPERATIONS = {'push': push, 'pull': pull, 'list': list_backups, 'prune': prune, 'check': check}
+
+
+def offsite(module):
+    params = module.params
+    started = time.monotonic()
+    instance = check_instance(params['instance'] or socket.gethostname())
+    restic = Restic(module, params['offsite_repository'], params['offsite_password'], params['offsite_environment'],
+                    params['offsite_options'])
+    result = OPERATIONS[params['operation']](module, restic, instance)
+    result.update(operation=params['operation'], instance=instance,
+                  duration_seconds=round(time.monotonic() - started, 3))
+    return result
+
+
+def main(module):
+    exit_with(module, lambda: offsite(module))

@@ -1,0 +1,382 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""orthanc_offsite against real restic repositories of three kinds: SFTP to the suite's own sshd, a restic
+REST server (``rclone serve restic``) and S3-compatible object storage (moto's server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fleet import Sshd
+from harness import free_port, make_instances, module_pids, seed
+
+PASSWORD = 'correct horse battery staple 7'
+S3_KEYS = {'AWS_ACCESS_KEY_ID': 'orthanc-ops-test', 'AWS_SECRET_ACCESS_KEY': 'never-printed-s3-secret-42'}
+# In every DICOM file Orthanc stores: 128 bytes of preamble, then the magic word.
+DICOM_PREAMBLE = b'\0' * 128 + b'DICM'
+
+
+def wait_for_port(port, process, name):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError('%s did not start on port %d' % (name, port))
+            time.sleep(0.1)
+
+
+class RestServer:
+    """A restic REST server: ``rclone serve restic`` on a folder; ``bwlimit`` slows its transfers."""
+
+    def __init__(self, root, bwlimit=None):
+        self.folder = os.path.join(root, 'rest-server')
+        os.makedirs(self.folder, exist_ok=True)
+        self.port = free_port()
+        self.params = {'offsite_repository': 'rest:http://127.0.0.1:%d/pacs/' % self.port}
+        self.start(bwlimit)
+
+    def start(self, bwlimit=None):
+        command = ['rclone', 'serve', 'restic', '--addr', '127.0.0.1:%d' % self.port, self.folder]
+        self.process = subprocess.Popen(command + (['--bwlimit', bwlimit] if bwlimit else []),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.process, 'rclone serve restic')
+
+    def contents(self):
+        return local_contents(self.folder)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class SftpTarget:
+    """A folder reached by SFTP through the suite's own sshd, with a key of its own."""
+
+    def __init__(self, root):
+        self.sshd = Sshd(os.path.join(root, 'sshd'), ['127.0.0.2'])
+        self.folder = os.path.join(root, 'sftp-target')
+        command = 'ssh -p %d %s root@127.0.0.2 -s sftp' % (self.sshd.port, self.sshd.ssh_args)
+        self.params = {'offsite_repository': 'sftp:root@127.0.0.2:' + self.folder,
+                       'offsite_options': {'sftp.command': command}}
+
+    def contents(self):
+        return local_contents(self.folder)
+
+    def stop(self):
+        self.sshd.stop()
+
+
+class S3Target:
+    """A bucket of its own on the suite's S3-compatible server."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.bucket = 'orthanc-ops-%d' % time.monotonic_ns()
+        self.params = {'offsite_repository': 's3:%s/%s/pacs' % (endpoint, self.bucket),
+                       'offsite_environment': dict(S3_KEYS)}
+
+    def contents(self):
+        import boto3    # moto's dependency, in the test environment only
+        client = boto3.client('s3', endpoint_url=self.endpoint, region_name='us-east-1',
+                              aws_access_key_id=S3_KEYS['AWS_ACCESS_KEY_ID'],
+                              aws_secret_access_key=S3_KEYS['AWS_SECRET_ACCESS_KEY'])
+        if self.bucket not in [bucket['Name'] for bucket in client.list_buckets()['Buckets']]:
+            return    # restic creates the bucket with the repository
+        for page in client.get_paginator('list_objects_v2').paginate(Bucket=self.bucket):
+            for item in page.get('Contents', []):
+                yield item['Key'], client.get_object(Bucket=self.bucket, Key=item['Key'])['Body'].read()
+
+    def stop(self):
+        pass
+
+
+def local_contents(folder):
+    for parent, dummy, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, 'rb') as handle:
+                yield path, handle.read()
+
+
+@pytest.fixture(scope='session')
+def s3_endpoint(tmp_path_factory):
+    """moto's S3-compatible server, for the whole run (each test takes a bucket of its own)."""
+    port = free_port()
+    server = os.path.join(os.path.dirname(sys.executable), 'moto_server')
+    process = subprocess.Popen([server, '-H', '127.0.0.1', '-p', str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    wait_for_port(port, process, 'moto_server')
+    yield 'http://127.0.0.1:%d' % port
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def make_target(request, tmp_path):
+    made = []
+
+    def factory(kind, **options):
+        if kind == 's3':
+            target = S3Target(request.getfixturevalue('s3_endpoint'))
+        else:
+            kinds = {'rest': RestServer, 'sftp': SftpTarget}
+            target = kinds[kind](str(tmp_path / ('%s-%d' % (kind, len(made)))), **options)
+        made.append(target)
+        return target
+    yield factory
+    for target in made:
+        target.stop()
+
+
+def offsite(target, operation, **extra):
+    params = {'operation': operation, 'instance': 'pacs', 'offsite_password': PASSWORD}
+    params.update(target.params)
+    params.update(extra)
+    return params
+
+
+def backup(ansible, orthanc, repository):
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    return result
+
+
+def tree_state(folder):
+    """Every path below ``folder`` with its size and inode: what "untouched" means for local backups."""
+    state = {}
+    for parent, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            info = os.lstat(os.path.join(parent, name))
+            state[os.path.relpath(os.path.join(parent, name), folder)] = (info.st_size, info.st_ino, info.st_mode)
+    return state
+
+
+@pytest.mark.parametrize('kind', ['sftp', 'rest', 's3'])
+def test_push_wipe_pull_restore(kind, make_target, loaded, ansible, repository):
+    orthanc, before = loaded
+    target = make_target(kind)
+    taken = backup(ansible, orthanc, repository)
+
+    plan, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository), check=True)
+    assert rc == 0, output
+    assert plan['changed'] and plan['initialized'] and plan['backup_id'] == taken['backup_id']
+    assert list(target.contents()) == []
+
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository), verbosity=4)
+    assert rc == 0, output
+    assert pushed['changed'] and pushed['initialized'] and pushed['bytes_added'] > 0
+    for secret in [PASSWORD] + list(S3_KEYS.values()):
+        assert secret not in output
+    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.offsite.lock', taken['backup_id']]
+
+    again, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0, output
+    assert again['changed'] is False and again['snapshot_id'] == pushed['snapshot_id']
+
+    held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
+    assert rc == 0, output
+    assert [copy['backup_id'] for copy in held['backups']] == [taken['backup_id']]
+
+    # Encrypted: nothing stored off site reads as DICOM, names a patient or repeats the configuration.
+    with open(orthanc.config, 'rb') as handle:
+        config_lines = [line.strip() for line in handle.read().splitlines() if len(line.strip()) > 12]
+    stored = list(target.contents())
+    assert stored
+    for name, data in stored:
+        assert DICOM_PREAMBLE not in data and b'Test^Patient' not in data, name
+        assert not [line for line in config_lines if line in data], name
+
+    shutil.rmtree(repository)
+    orthanc.wipe()
+    orthanc.start()
+    assert orthanc.instances() == []
+
+    pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=repository))
+    assert rc == 0, output
+    assert pulled['changed'] and pulled['backup_id'] == taken['backup_id'] and pulled['files'] == taken['files']
+    assert pulled['path'] == taken['path'] and sorted(os.listdir(os.path.join(repository, 'pacs'))) == [
+        '.lock', taken['backup_id']]
+
+    restore, rc, output = ansible.run('orthanc_restore', orthanc.module_params(
+        repository=repository, instance='pacs', backup=taken['backup_id']))
+    assert rc == 0, output
+    assert orthanc.md5s() == before
+
+    check, rc, output = ansible.run('orthanc_offsite', offsite(target, 'check', read_data_subset='100%'))
+    assert rc == 0 and check['read_data_subset'] == '100%', output
+
+
+def test_pushes_add_only_what_changed(make_target, make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    # Instances of 1 MB, as a CT or MR slice is: the index, which changes with every backup, stays a small part.
+    seed(orthanc, 40, pixels=1024)
+    target = make_target('rest')
+    first = backup(ansible, orthanc, repository)
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0, output
+
+    unchanged = backup(ansible, orthanc, repository)
+    second, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0, output
+    assert second['changed'] and second['backup_id'] == unchanged['backup_id'] != first['backup_id']
+    assert second['bytes_added'] < 0.01 * second['bytes'], second
+    # The previous push's files are linked again at the same place: restic does not read them.
+    assert second['files_unmodified'] >= 40
+
+    new_instances = make_instances(patients=1, studies=2, series=2, instances=2, pixels=1024, first_patient=50)
+    orthanc.upload(new_instances)
+    after = backup(ansible, orthanc, repository)
+    third, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0, output
+    added = sum(len(data) for data in new_instances)
+    # The new files, and the chunks of the SQLite index that changed with them (at most the whole index).
+    index = sum(size for dummy, (size, dummy, dummy) in tree_state(os.path.join(after['path'], 'index')).items())
+    assert 0.95 * added < third['bytes_added'] < 1.05 * added + index + 100000, (third, added, index)
+
+
+def test_planted_files_are_not_pushed_and_a_linked_folder_is_refused(make_target, loaded, ansible, repository):
+    orthanc, before = loaded
+    target = make_target('rest')
+    taken = backup(ansible, orthanc, repository)
+    storage = os.path.join(taken['path'], 'storage')
+    with open(os.path.join(storage, 'planted'), 'w') as handle:
+        handle.write('not listed')
+    os.symlink('/etc/passwd', os.path.join(storage, 'passwd'))
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0, output
+
+    elsewhere = repository + '-elsewhere'
+    pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=elsewhere))
+    assert rc == 0, output
+    names = os.listdir(os.path.join(pulled['path'], 'storage'))
+    assert 'planted' not in names and 'passwd' not in names
+    shutil.rmtree(elsewhere)
+
+    # A folder of the storage swapped for a link to a folder outside the backup: nothing is pushed.
+    second = backup(ansible, orthanc, repository)
+    folder = os.path.join(second['path'], 'storage', sorted(os.listdir(os.path.join(second['path'], 'storage')))[0])
+    outside = repository + '-outside'
+    shutil.copytree(folder, outside)
+    shutil.rmtree(folder)
+    os.symlink(outside, folder)
+    refused, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc != 0 and 'cannot be pushed' in refused['msg'], output
+    held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
+    assert [copy['backup_id'] for copy in held['backups']] == [taken['backup_id']]
+    assert not os.path.exists(os.path.join(repository, 'pacs', '.offsite-stage'))
+
+
+def test_failures_leave_local_backups_and_the_repository_sound(make_target, loaded, ansible, repository, tmp_path):
+    orthanc, before = loaded
+    target = make_target('rest')
+    backup(ansible, orthanc, repository)
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0, output
+    backup(ansible, orthanc, repository)
+    local = tree_state(repository)
+
+    wrong, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository,
+                                                               offsite_password='not the password'))
+    assert rc != 0 and 'the password does not open it' in wrong['msg'], output
+
+    nobody = 'rest:http://127.0.0.1:%d/pacs/' % free_port()
+    unreachable, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository,
+                                                                     offsite_repository=nobody))
+    assert rc != 0 and 'it cannot be reached' in unreachable['msg'], output
+
+    missing, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository,
+                                                                 offsite_repository=str(tmp_path / 'none'),
+                                                                 initialize=False))
+    assert rc != 0 and 'There is no restic repository' in missing['msg'] and not os.path.exists(tmp_path / 'none')
+
+    # A repository on a full disk, and one on a read-only mount: each says so.
+    small = tmp_path / 'small'
+    small.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=200k', 'tmpfs', str(small)], check=True)
+    try:
+        full, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository,
+                                                                  offsite_repository=str(small / 'restic')))
+        assert rc != 0 and 'it is full' in full['msg'], output
+    finally:
+        subprocess.run(['umount', str(small)], check=True)
+    shutil.copytree(target.folder, str(tmp_path / 'copy'))
+    read_only = tmp_path / 'read-only'
+    read_only.mkdir()
+    subprocess.run(['mount', '--bind', '-o', 'ro', str(tmp_path / 'copy'), str(read_only)], check=True)
+    try:
+        refused, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository,
+                                                                     offsite_repository=str(read_only / 'pacs')))
+        assert rc != 0 and 'it refuses this change' in refused['msg'], output
+    finally:
+        subprocess.run(['umount', str(read_only)], check=True)
+
+    assert tree_state(repository) == local
+    check, rc, output = ansible.run('orthanc_offsite', offsite(target, 'check'))
+    assert rc == 0, output
+    held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
+    assert [copy['backup_id'] for copy in held['backups']] == [pushed['backup_id']]
+
+
+def test_a_push_killed_half_way_is_done_again(make_target, make_orthanc, ansible, repository):
+    orthanc = make_orthanc()
+    seed(orthanc, 200, pixels=256)
+    target = make_target('rest', bwlimit='1M')
+    backup(ansible, orthanc, repository)
+    process, out = ansible.start('orthanc_offsite', offsite(target, 'push', repository=repository))
+    deadline = time.monotonic() + 60
+    while not subprocess.run(['pgrep', '-f', 'restic --quiet backup'], capture_output=True, check=False).stdout:
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()[0]
+        time.sleep(0.1)
+    time.sleep(3)
+    for pid in module_pids(process, 'orthanc_offsite') + [int(pid) for pid in subprocess.run(
+            ['pgrep', '-f', 'restic --quiet backup'], capture_output=True, text=True, check=False).stdout.split()]:
+        os.kill(pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+
+    target.stop()
+    target.start()    # the same server, back at full speed
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0 and pushed['changed'], output
+    check, rc, output = ansible.run('orthanc_offsite', offsite(target, 'check', read_data_subset='100%'))
+    assert rc == 0, output
+
+
+def test_prune_keeps_exactly_the_policy_among_months_of_copies(make_target, ansible, tmp_path):
+    target = make_target('rest')
+    environment = dict(os.environ, RESTIC_REPOSITORY=target.params['offsite_repository'], RESTIC_PASSWORD=PASSWORD)
+    subprocess.run(['restic', 'init'], env=environment, check=True, capture_output=True)
+    folder = tmp_path / 'tiny'
+    folder.mkdir()
+    ids = ['2026%02d%02dT010000Z' % (month, day) for month in (9, 10, 11) for day in (1, 10, 20, 28)]
+    for backup_id in ids:
+        (folder / 'manifest.json').write_text(backup_id)
+        subprocess.run(['restic', 'backup', '--tag', 'orthanc-instance:pacs', '--tag', 'orthanc-backup:' + backup_id,
+                        '.'], cwd=str(folder), env=environment, check=True, capture_output=True)
+    params = offsite(target, 'prune', keep_last=2, keep_monthly=2)
+    expected = ['20261028T010000Z', '20261120T010000Z', '20261128T010000Z']    # last 2, newest of Nov and Oct
+
+    plan, rc, output = ansible.run('orthanc_offsite', params, check=True)
+    assert rc == 0, output
+    assert plan['kept'] == expected and len(plan['removed']) == len(ids) - 3
+
+    result, rc, output = ansible.run('orthanc_offsite', params)
+    assert rc == 0 and result['removed'] == plan['removed'], output
+    held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
+    assert [copy['backup_id'] for copy in held['backups']] == expected
+
+    again, rc, output = ansible.run('orthanc_offsite', params)
+    assert rc == 0 and again['changed'] is False
