@@ -22,16 +22,25 @@ def backup_time(backup_id):
 # Every row has every column; what a host did not get to (a skipped or unreachable host) is None.
 COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'size_bytes', 'new_bytes',
            'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'live_missing',
-           'missing_attachments', 'md5_mismatches', 'verification', 'last_good_backup')
+           'missing_attachments', 'md5_mismatches', 'verification', 'last_good_backup', 'offsite', 'offsite_backup',
+           'offsite_bytes_added')
+
+
+def _age_hours(backup_id, now):
+    return round((now - backup_time(backup_id)).total_seconds() / 3600, 2) if backup_id else None
 
 
 def row(outcome, rpo_hours, now):
-    """One host's row: its outcome plus the age of its last good backup and whether it is past the RPO."""
-    last_good = outcome.get('last_good_backup')
-    age_hours = round((now - backup_time(last_good)).total_seconds() / 3600, 2) if last_good else None
+    """One host's row: its outcome plus the age of its last good backup and whether it is past the RPO, and
+    for a host with an off-site repository the same of its newest off-site copy."""
     result = dict.fromkeys(COLUMNS)
     result.update(outcome)
-    result.update(age_hours=age_hours, past_rpo=age_hours is None or age_hours > rpo_hours)
+    age_hours = _age_hours(outcome.get('last_good_backup'), now)
+    offsite_age_hours = _age_hours(outcome.get('offsite_backup'), now)
+    result.update(age_hours=age_hours, past_rpo=age_hours is None or age_hours > rpo_hours,
+                  offsite_age_hours=offsite_age_hours,
+                  offsite_past_rpo=bool(outcome.get('offsite')) and (offsite_age_hours is None
+                                                                     or offsite_age_hours > rpo_hours))
     return result
 
 
@@ -40,12 +49,12 @@ NO_OUTCOME = 'no outcome: the host was unreachable, or the run stopped before it
 
 def build(outcomes, rpo_hours, now=None):
     """The report from {host: outcome or None}: a summary and one row per host, hosts past the
-    RPO first, then failed ones. A host without an outcome never got to record one: it failed."""
+    RPO (here or off site) first, then failed ones. A host without an outcome never got to record one: it failed."""
     now = now or datetime.now(timezone.utc)
     outcomes = [outcome or {'host': host, 'status': 'failed', 'error': NO_OUTCOME}
                 for host, outcome in outcomes.items()]
     rows = sorted((row(outcome, rpo_hours, now) for outcome in outcomes),
-                  key=lambda item: (not item['past_rpo'], STATUS_ORDER.get(item['status'], 0), item['host']))
+                  key=lambda item: (not (item['past_rpo'] or item['offsite_past_rpo']), STATUS_ORDER.get(item['status'], 0), item['host']))
     count = dict((status, sum(1 for item in rows if item['status'] == status)) for status in STATUS_ORDER)
     summary = {
         'hosts': len(rows),
@@ -55,6 +64,7 @@ def build(outcomes, rpo_hours, now=None):
         'skipped': count['skipped'],
         'planned': count['planned'],
         'past_rpo': sorted(item['host'] for item in rows if item['past_rpo']),
+        'offsite_past_rpo': sorted(item['host'] for item in rows if item['offsite_past_rpo']),
         'failed_hosts': sorted(item['host'] for item in rows if item['status'] == 'failed'),
         'incomplete_hosts': sorted(item['host'] for item in rows if item['status'] == 'incomplete'),
         'bytes': sum(item.get('size_bytes') or 0 for item in rows),

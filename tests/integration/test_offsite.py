@@ -8,6 +8,7 @@ REST server (``rclone serve restic``) and S3-compatible object storage (moto's s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -380,3 +381,38 @@ def test_prune_keeps_exactly_the_policy_among_months_of_copies(make_target, ansi
 
     again, rc, output = ansible.run('orthanc_offsite', params)
     assert rc == 0 and again['changed'] is False
+
+
+def test_the_roles_push_report_restore_from_off_site_and_check(make_target, loaded, ansible, repository):
+    orthanc, before = loaded
+    target = make_target('sftp')
+    common = {'orthanc_backup_config': orthanc.config, 'orthanc_backup_repository': repository,
+              'orthanc_backup_instance': 'pacs', 'orthanc_backup_service_manager': 'command',
+              'orthanc_backup_stop_command': orthanc.stop_command, 'orthanc_backup_start_command': orthanc.start_command,
+              'orthanc_backup_offsite_repository': target.params['offsite_repository'],
+              'orthanc_backup_offsite_options': target.params['offsite_options'],
+              'orthanc_backup_offsite_password': PASSWORD, 'orthanc_backup_keep_last': 3}
+    report_dir = repository + '-report'
+    rc, output = ansible.run_playbook('backup', dict(common, orthanc_backup_hosts='localhost',
+                                                     orthanc_backup_report_dir=report_dir))
+    assert rc == 0, output
+    assert PASSWORD not in output
+    with open(os.path.join(report_dir, 'report.json')) as handle:
+        row = json.load(handle)['hosts'][0]
+    assert row['offsite'] and row['offsite_backup'] == row['backup_id'] and row['offsite_bytes_added'] > 0
+    assert row['offsite_age_hours'] < 1 and not row['offsite_past_rpo']
+    with open(os.path.join(report_dir, 'report.html')) as handle:
+        assert '%s (' % row['backup_id'] in handle.read()
+
+    shutil.rmtree(repository)
+    orthanc.wipe()
+    orthanc.start()
+    rc, output = ansible.run_playbook('restore', dict(common, orthanc_restore_hosts='localhost',
+                                                      orthanc_restore_source='offsite'))
+    assert rc == 0, output
+    assert orthanc.md5s() == before
+
+    rc, output = ansible.run_playbook('verify', dict(common, orthanc_verify_hosts='localhost',
+                                                     orthanc_verify_offsite_read_data_subset='50%'))
+    assert rc == 0, output
+    assert 'The off-site repository passed restic check (data read: 50%)' in output

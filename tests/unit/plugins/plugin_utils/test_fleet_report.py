@@ -36,7 +36,7 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
     assert rows['b-failed-recent']['age_hours'] == 11 and not rows['b-failed-recent']['past_rpo']
     assert report['summary'] == {
         'hosts': 5, 'ok': 1, 'failed': 3, 'incomplete': 0, 'skipped': 1, 'planned': 0,
-        'past_rpo': ['c-failed-old', 'd-never'], 'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
+        'past_rpo': ['c-failed-old', 'd-never'], 'offsite_past_rpo': [], 'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
         'incomplete_hosts': [],
         'bytes': 100, 'new_bytes': 10, 'shipped_bytes': 5}
     assert report['generated'] == '2026-11-28T12:00:00Z' and report['rpo_hours'] == 24
@@ -45,3 +45,19 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
 def test_an_age_exactly_at_the_rpo_is_within_it():
     report = build({'a': outcome('a', 'ok', '20261127T120000Z')}, rpo_hours=24, now=NOW)
     assert report['hosts'][0]['age_hours'] == 24 and not report['hosts'][0]['past_rpo']
+
+
+def test_hosts_whose_newest_off_site_copy_is_old_come_first_too():
+    report = build({
+        'a-fine': outcome('a-fine', 'ok', '20261128T110000Z', offsite=True, offsite_backup='20261128T110000Z'),
+        'b-old-copy': outcome('b-old-copy', 'ok', '20261128T110000Z', offsite=True, offsite_backup='20261126T110000Z'),
+        'c-no-copy': outcome('c-no-copy', 'ok', '20261128T110000Z', offsite=True, offsite_backup=None),
+        'd-local-only': outcome('d-local-only', 'ok', '20261128T100000Z'),
+    }, rpo_hours=24, now=NOW)
+    assert [row['host'] for row in report['hosts']] == ['b-old-copy', 'c-no-copy', 'a-fine', 'd-local-only']
+    rows = dict((row['host'], row) for row in report['hosts'])
+    assert rows['b-old-copy']['offsite_age_hours'] == 49 and not rows['b-old-copy']['past_rpo']
+    assert rows['a-fine']['offsite_age_hours'] == 1 and not rows['a-fine']['offsite_past_rpo']
+    assert rows['d-local-only']['offsite_age_hours'] is None and not rows['d-local-only']['offsite_past_rpo']
+    assert report['summary']['offsite_past_rpo'] == ['b-old-copy', 'c-no-copy']
+    assert report['summary']['past_rpo'] == []
