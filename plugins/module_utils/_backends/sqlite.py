@@ -78,7 +78,7 @@ class SQLiteBackend:
 
     def capture(self, backup_folder, hold, quiesced=nullcontext):
         """Copy the index (and the WAL a crash or a running Orthanc leaves) inside ``quiesced()``, read
-        that copy, hold its files.
+        that copy, hold its files, and fold the copied WAL into the copied index.
 
         Orthanc is stopped or frozen at least while the files are copied: the copy is what a crash at that
         instant would leave. The copies' MD5s are left to the phase (None), to be computed once Orthanc
@@ -86,14 +86,17 @@ class SQLiteBackend:
         """
         target = os.path.join(backup_folder, self.folder)
         with quiesced():
-            sizes = self._copy(target)
-        counts, held = self._query(os.path.join(target, 'index'), lambda cursor: (
+            self._copy(target)
+        index = os.path.join(target, 'index')
+        counts, held = self._query(index, lambda cursor: (
             all_counts(count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType',
                                        CORE_RESOURCE_TYPES)),
             hold(expected_files(cursor.execute(
                 'SELECT uuid, compressedSize, compressionType, uncompressedMD5, compressedMD5 FROM AttachedFiles')))))
+        self._fold_wal(index)
+        sizes = {'index': os.path.getsize(index)}
         for name in self.FILES:
-            # SQLite creates -wal and -shm beside a WAL database it reads: not part of the backup.
+            # What is left of the WAL, and the -shm SQLite creates beside a WAL database it opens.
             if name not in sizes and os.path.lexists(os.path.join(target, name)):
                 os.unlink(os.path.join(target, name))
         files = dict(('%s/%s' % (self.folder, name), {'size': size, 'md5': None}) for name, size in sizes.items())
@@ -110,6 +113,21 @@ class SQLiteBackend:
             'SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedMD5, a.compressedMD5, r.resourceType, '
             'r.publicId, a.fileType FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id'),
             CORE_RESOURCE_TYPES)))
+
+    def _fold_wal(self, path):
+        """Checkpoint the copied WAL into the copied index, as Orthanc's next start would. The backup then holds
+        one file, the same bytes from one backup to the next while the data do not change: a WAL is rewritten
+        with new salts at every checkpoint, and a deduplicating store (restic, off site) would take it anew
+        each time."""
+        try:
+            connection = sqlite3.connect('file:%s' % quote(path), uri=True)
+            try:
+                connection.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            raise OrthancOpsError('Cannot fold the write-ahead log into the Orthanc index copied from %s: %s.'
+                                  % (self.index_path, exc))
 
     def _query(self, path, read):
         """``read(cursor)`` on the index copy at ``path``, opened read-only."""
