@@ -5,7 +5,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit bench-scale
+.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite
 
 test: setup sanity lint changelog-lint units integration
 
@@ -47,3 +47,6 @@ bench-audit: tree
 
 bench-scale: tree
 	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/scale.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+
+bench-offsite: tree
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/offsite.py --collections $(TREE_ROOT) $(BENCH_ARGS)

@@ -27,11 +27,9 @@ the backup, restore, verify and audit read.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -41,7 +39,9 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'integration'))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import sizes  # noqa: E402
 from harness import Orthanc, seed  # noqa: E402
 
 
@@ -216,21 +216,13 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--collections', required=True, help='folder holding ansible_collections/orthanc_ops/backup')
-    parser.add_argument('--instances', type=int, nargs='+', default=[20000])
-    parser.add_argument('--pixels', type=int, default=96, help='image side in pixels (file size ~ pixels^2 bytes)')
-    parser.add_argument('--repeat', type=int, default=3)
-    parser.add_argument('--synthesize-above', type=int, default=200000,
-                        help='above this many instances, write them into the index and storage directly')
-    parser.add_argument('--file-bytes', type=int, default=512, help='size of each synthesized file')
-    args = parser.parse_args()
-    for count in args.instances:
-        work = tempfile.mkdtemp(prefix='orthanc-bench-')
-        try:
-            bench(args.collections, count, args.pixels, args.repeat, work, args.synthesize_above, args.file_bytes)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    arguments = sizes.parser(__doc__, repeat=3)
+    arguments.add_argument('--synthesize-above', type=int, default=200000,
+                           help='above this many instances, write them into the index and storage directly')
+    arguments.add_argument('--file-bytes', type=int, default=512, help='size of each synthesized file')
+    args = arguments.parse_args()
+    sizes.each_size(args.instances, lambda count, work: bench(
+        args.collections, count, args.pixels, args.repeat, work, args.synthesize_above, args.file_bytes))
 
 
 if __name__ == '__main__':

@@ -14,10 +14,8 @@ The outage is what a client sees: GET /system every 20 ms, the longest gap betwe
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +24,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'integration'))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import sizes  # noqa: E402
 from harness import Ansible, Orthanc, seed  # noqa: E402
 
 
@@ -178,20 +178,8 @@ def bench(collections, count, pixels, repeat, work):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--collections', required=True, help='folder holding ansible_collections/orthanc_ops/backup')
-    parser.add_argument('--instances', type=int, nargs='+', default=[20000])
-    parser.add_argument('--pixels', type=int, default=96, help='image side in pixels (file size ~ pixels^2 bytes)')
-    parser.add_argument('--repeat', type=int, default=3, help='runs of each case; medians are printed')
-    args = parser.parse_args()
-    for count in args.instances:
-        work = tempfile.mkdtemp(prefix='orthanc-bench-')
-        try:
-            bench(args.collections, count, args.pixels, args.repeat, work)
-        finally:
-            subprocess.run('start-stop-daemon --stop --quiet --retry TERM/30/KILL/5 --pidfile %s/orthanc/orthanc.pid'
-                           % work, shell=True, check=False)
-            shutil.rmtree(work, ignore_errors=True)
+    args = sizes.parser(__doc__, repeat=3).parse_args()
+    sizes.each_size(args.instances, lambda count, work: bench(args.collections, count, args.pixels, args.repeat, work))
 
 
 if __name__ == '__main__':

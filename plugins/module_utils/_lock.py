@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Locks that make operations exclude each other: one per instance of a repository (backup,
-restore, prune, an incoming copy) and one per Orthanc on a host (backup, restore, audit clean-up).
+restore, prune, an incoming copy), one per Orthanc on a host (backup, restore, audit clean-up), and one per
+restic repository on a host (its creation).
 
 They are ``flock`` locks, so a killed module releases its lock with its last file descriptor,
 and ``flock(1)`` can hold the same lock for a process that is not ours (the receiving rsync).
@@ -35,10 +36,11 @@ class Lock:
         self.subject = subject
         self._fd = None
 
-    def acquire(self, operation):
+    def acquire(self, operation, wait=False):
+        """Take the lock, waiting for its holder with ``wait``, else refusing at once."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as exc:
             holder = os.read(fd, 200).decode(errors='replace').strip()
             os.close(fd)
@@ -77,7 +79,12 @@ def _private_lock_dir():
     return folder
 
 
+def host_lock(identity, subject, operation, wait=False):
+    """Take the lock of ``identity`` on this host, one file per identity in a private folder."""
+    name = hashlib.sha256(identity.encode()).hexdigest()[:24] + '.lock'
+    return Lock(os.path.join(_private_lock_dir(), name), subject).acquire(operation, wait)
+
+
 def orthanc_lock(identity, operation):
     """Take the lock of one Orthanc of this host, named by its configuration's ``identity`` (see _config)."""
-    name = hashlib.sha256(identity.encode()).hexdigest()[:24] + '.lock'
-    return Lock(os.path.join(_private_lock_dir(), name), 'The Orthanc configured by %s' % identity).acquire(operation)
+    return host_lock(identity, 'The Orthanc configured by %s' % identity, operation)

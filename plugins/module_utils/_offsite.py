@@ -21,7 +21,7 @@ from datetime import datetime
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, TreeReader, make_dirs
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock, host_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
     ID_FORMAT, PARTIAL, Repository, check_instance)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._restic import Restic
@@ -68,6 +68,16 @@ def stage(repository, folder, manifest):
     return target
 
 
+def initialize(restic, instance):
+    """Create the restic repository unless there is one by now; True when this call created it. Creations on
+    one host take turns: restic's init is not atomic on a REST server or object storage, and two at once
+    leave a repository that neither one's key opens."""
+    with host_lock('restic ' + restic.location, 'The restic repository %s' % restic.location, 'init', wait=True):
+        if restic.snapshots(instance, missing_ok=True) is not None:
+            return False
+        return restic.initialize()
+
+
 def _copy(backup_id, snapshots):
     """What the results say of one backup held off site: its newest snapshot."""
     newest = snapshots[-1]
@@ -82,11 +92,12 @@ def push(module, restic, instance):
     backup_id = manifest['backup_id']
     result = {'backup_id': backup_id, 'path': folder, 'files': manifest['files'], 'bytes': manifest['bytes'],
               'bytes_added': 0, 'initialized': False}
-    found = restic.exists()
+    held = restic.snapshots(instance, missing_ok=True)
+    found = held is not None
     if not found and not params['initialize']:
         raise OrthancOpsError('There is no restic repository at %s. Check offsite_repository, or set '
                               'initialize=true to create it. Nothing was pushed.' % restic.location)
-    pushed = restic.snapshots(instance).get(backup_id) if found else None
+    pushed = (held or {}).get(backup_id)
     if pushed:
         return dict(result, changed=False, snapshot_id=pushed[-1]['short_id'])
     result.update(changed=True, initialized=not found)
@@ -94,7 +105,7 @@ def push(module, restic, instance):
         return result
     with Lock(os.path.join(repository.path, OFFSITE_LOCK), 'Off-site copies of instance "%s"' % instance).acquire('push'):
         if not found:
-            restic.initialize()
+            result['initialized'] = initialize(restic, instance)
         with repository.locked('off-site push'):
             # Links hold the files: once staged, a prune of the backup cannot take them from restic.
             folder, manifest = repository.open_backup(backup_id)
@@ -147,6 +158,13 @@ def pull(module, restic, instance):
     return dict(result, changed=True)
 
 
+def init(module, restic, instance):
+    if restic.snapshots(instance, missing_ok=True) is not None:
+        return {'changed': False, 'initialized': False}
+    created = module.check_mode or initialize(restic, instance)
+    return {'changed': created, 'initialized': created}
+
+
 def list_backups(module, restic, instance):
     held = [_copy(backup_id, snapshots) for backup_id, snapshots in sorted(restic.snapshots(instance).items())]
     return {'changed': False, 'backups': held, 'latest': held[-1] if held else None}
@@ -170,7 +188,7 @@ def check(module, restic, instance):
     return {'changed': False, 'read_data_subset': subset}
 
 
-OPERATIONS = {'push': push, 'pull': pull, 'list': list_backups, 'prune': prune, 'check': check}
+OPERATIONS = {'init': init, 'push': push, 'pull': pull, 'list': list_backups, 'prune': prune, 'check': check}
 
 
 def offsite(module):

@@ -146,23 +146,26 @@ class Restic:
             raise OrthancOpsError(explain(err, self.location, action), restic_rc=rc)
         return rc, out, err
 
-    def exists(self):
-        """True when a repository answers at the location with this password, False when there is none; any
-        other failure (password, network) raises."""
-        rc, dummy, err = self.run(['cat', 'config', '--no-lock'], 'open', check_rc=False)
+    def initialize(self):
+        """Create the repository; return False when another push (a host beside this one) created it first."""
+        rc, dummy, err = self.run(['init'], 'create', check_rc=False)
         if rc == 0:
             return True
-        message = explain(err, self.location, 'open')
-        if 'there is no restic repository there' in message:
+        if 'config file already exists' in err:
             return False
-        raise OrthancOpsError(message, restic_rc=rc)
+        raise OrthancOpsError(explain(err, self.location, 'create'), restic_rc=rc)
 
-    def initialize(self):
-        self.run(['init'], 'create')
-
-    def snapshots(self, instance):
-        """{backup_id: [snapshot, ...]} of the instance's snapshots (read without a lock: it changes nothing)."""
-        dummy, out, dummy = self.run(['snapshots', '--json', '--no-lock', '--tag', INSTANCE_TAG + instance], 'list')
+    def snapshots(self, instance, missing_ok=False):
+        """{backup_id: [snapshot, ...]} of the instance's snapshots, read without a lock (it changes nothing);
+        None when there is no repository at the location and ``missing_ok``. Any other failure (password,
+        network) raises."""
+        args = ['snapshots', '--json', '--no-lock', '--tag', INSTANCE_TAG + instance]
+        rc, out, err = self.run(args, 'list', check_rc=False)
+        if rc != 0:
+            message = explain(err, self.location, 'open')
+            if missing_ok and 'there is no restic repository there' in message:
+                return None
+            raise OrthancOpsError(message, restic_rc=rc)
         try:
             return by_backup(json.loads(out or '[]'))
         except ValueError:

@@ -15,6 +15,9 @@ description:
     on object storage (S3-compatible, Azure, Google Cloud Storage, B2), on an SFTP host or on a restic REST
     server, and brings them back. restic encrypts and authenticates everything it stores, and stores a file
     that an earlier push already stored only once.
+  - O(operation=init) creates the restic repository when there is none. Creations on one host take turns, since
+    restic's own is not atomic on a REST server or object storage; the roles run it one host at a time before they
+    push. O(operation=push) creates the repository too when O(initialize=true).
   - O(operation=push) copies one backup, tagged C(orthanc-instance:<instance>) and C(orthanc-backup:<backup_id>),
     with the backup's time as the snapshot's time. Exactly the files the backup's manifest lists are pushed,
     each checked to be a regular file inside the backup of the size listed; a file planted in the backup folder
@@ -47,7 +50,7 @@ options:
     description: What to do; see the description.
     type: str
     required: true
-    choices: [push, pull, list, prune, check]
+    choices: [init, push, pull, list, prune, check]
   repository:
     description:
       - Required for O(operation=push) and O(operation=pull).
@@ -100,7 +103,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - A push, pull or prune reports what it would copy or remove, and changes nothing.
+      - An init, push, pull or prune reports what it would create, copy or remove, and changes nothing.
       - A check runs as usual, as it changes nothing.
   diff_mode:
     support: none
@@ -196,8 +199,8 @@ files_unmodified:
   returned: success, for push when a copy was pushed
   type: int
 initialized:
-  description: Whether the push created the restic repository (in check mode, would create it).
-  returned: success, for push
+  description: Whether the operation created the restic repository (in check mode, would create it).
+  returned: success, for init and push
   type: bool
 time:
   description: Time of the snapshot, the time of the backup (UTC).

@@ -680,3 +680,48 @@ class Ansible:
     def result(out):
         with open(out) as handle:
             return json.loads(handle.read())
+
+
+def wait_for_port(port, process, name):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError('%s did not start on port %d' % (name, port))
+            time.sleep(0.1)
+
+
+class RestServer:
+    """A restic REST server: ``rclone serve restic`` on a folder; ``bwlimit`` slows its transfers."""
+
+    def __init__(self, root, bwlimit=None):
+        self.folder = os.path.join(root, 'rest-server')
+        os.makedirs(self.folder, exist_ok=True)
+        self.port = free_port()
+        self.params = {'offsite_repository': 'rest:http://127.0.0.1:%d/pacs/' % self.port}
+        self.start(bwlimit)
+
+    def start(self, bwlimit=None):
+        command = ['rclone', 'serve', 'restic', '--addr', '127.0.0.1:%d' % self.port, self.folder]
+        self.process = subprocess.Popen(command + (['--bwlimit', bwlimit] if bwlimit else []),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.process, 'rclone serve restic')
+
+    def contents(self):
+        return local_contents(self.folder)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def local_contents(folder):
+    """(path, bytes) of every file below ``folder``."""
+    for parent, dummy, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, 'rb') as handle:
+                yield path, handle.read()

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from fleet import Fleet, Sshd
-from harness import MysqlDatabase, Orthanc, PostgresDatabase, listed_files, make_instances
+from harness import MysqlDatabase, Orthanc, PostgresDatabase, RestServer, listed_files, make_instances
 
 ORTHANC_HOSTS = ('site-sqlite', 'site-broken', 'centre-pg', 'centre-mysql')
 # Copies planted on the backup host for centre-pg, to see its retention applied there.
@@ -127,9 +127,8 @@ def test_second_run_ships_only_new_files(fleet):
     (first, first_rows), (second, second_rows) = fleet.reports
     sqlite_first, sqlite_second = first_rows['site-sqlite'], second_rows['site-sqlite']
     assert sqlite_second['status'] == 'ok' and sqlite_second['backup_id'] != sqlite_first['backup_id']
-    # Only the two new instances travel again with the index, its write-ahead log (the backup froze
-    # Orthanc: up to 4 MB, more than these small instances, so bytes do not compare), the configuration
-    # and the manifest: the old instances are links to the first copy.
+    # Only the two new instances travel again with the index (larger than these small instances, so bytes
+    # do not compare), the configuration and the manifest: the old instances are links to the first copy.
     folder = os.path.join(fleet.root, 'central', 'site-sqlite', sqlite_second['backup_id'], 'storage')
     links = [os.stat(os.path.join(current, name)).st_nlink for current, dummy, names in os.walk(folder)
              for name in names]
@@ -256,6 +255,32 @@ def test_audit_playbook_finds_and_quarantines_an_orphan(fleet):
     assert rc == 0 and not os.path.exists(orphan), output
     assert os.path.exists(os.path.join(server.storage_dir + '-quarantine'))
     assert all(fleet.servers[host].answers() for host in ORTHANC_HOSTS)
+
+
+def test_the_backup_host_pushes_the_copies_off_site(fleet, tmp_path):
+    """The layout the README recommends: the backup host pushes the copies it verified, two hosts at once into
+    one restic repository that neither has created yet; the Orthanc hosts need no restic credentials."""
+    server = RestServer(str(tmp_path))
+    password = 'fleet off-site password'
+    try:
+        extra = dict(fleet.common_vars, orthanc_backup_hosts='site-sqlite:centre-pg',
+                     orthanc_backup_offsite_repository=server.params['offsite_repository'],
+                     orthanc_backup_offsite_password=password)
+        rc, output, dummy = fleet.run_playbook('backup', extra)
+        assert rc == 0, output
+        assert password not in output
+        report, rows = read_report(fleet.root)
+        assert sorted(rows) == ['centre-pg', 'site-sqlite'] and report['summary']['offsite_past_rpo'] == []
+        for row in rows.values():
+            assert row['offsite'] and row['offsite_backup'] == row['backup_id'], row
+        environment = dict(os.environ, RESTIC_REPOSITORY=server.params['offsite_repository'], RESTIC_PASSWORD=password)
+        snapshots = json.loads(subprocess.run(['restic', 'snapshots', '--json'], env=environment, capture_output=True,
+                                              check=True).stdout)
+        # restic read the staging folder in the backup host's repository: the copy verified there went off site.
+        assert sorted(path for snapshot in snapshots for path in snapshot['paths']) == [
+            os.path.join(fleet.root, 'central', host, '.offsite-stage') for host in ('centre-pg', 'site-sqlite')]
+    finally:
+        server.stop()
 
 
 def test_verify_playbook_checks_both_places_and_finds_a_damaged_copy(fleet):

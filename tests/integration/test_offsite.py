@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,48 +19,12 @@ import time
 import pytest
 
 from fleet import Sshd
-from harness import free_port, make_instances, module_pids, seed
+from harness import RestServer, free_port, local_contents, make_instances, module_pids, seed, wait_for_port
 
 PASSWORD = 'correct horse battery staple 7'
 S3_KEYS = {'AWS_ACCESS_KEY_ID': 'orthanc-ops-test', 'AWS_SECRET_ACCESS_KEY': 'never-printed-s3-secret-42'}
 # In every DICOM file Orthanc stores: 128 bytes of preamble, then the magic word.
 DICOM_PREAMBLE = b'\0' * 128 + b'DICM'
-
-
-def wait_for_port(port, process, name):
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError('%s did not start on port %d' % (name, port))
-            time.sleep(0.1)
-
-
-class RestServer:
-    """A restic REST server: ``rclone serve restic`` on a folder; ``bwlimit`` slows its transfers."""
-
-    def __init__(self, root, bwlimit=None):
-        self.folder = os.path.join(root, 'rest-server')
-        os.makedirs(self.folder, exist_ok=True)
-        self.port = free_port()
-        self.params = {'offsite_repository': 'rest:http://127.0.0.1:%d/pacs/' % self.port}
-        self.start(bwlimit)
-
-    def start(self, bwlimit=None):
-        command = ['rclone', 'serve', 'restic', '--addr', '127.0.0.1:%d' % self.port, self.folder]
-        self.process = subprocess.Popen(command + (['--bwlimit', bwlimit] if bwlimit else []),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.process, 'rclone serve restic')
-
-    def contents(self):
-        return local_contents(self.folder)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 class SftpTarget:
@@ -103,14 +66,6 @@ class S3Target:
 
     def stop(self):
         pass
-
-
-def local_contents(folder):
-    for parent, dummy, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(parent, name)
-            with open(path, 'rb') as handle:
-                yield path, handle.read()
 
 
 @pytest.fixture(scope='session')
@@ -283,6 +238,7 @@ def test_planted_files_are_not_pushed_and_a_linked_folder_is_refused(make_target
 
 def test_failures_leave_local_backups_and_the_repository_sound(make_target, loaded, ansible, repository, tmp_path):
     orthanc, before = loaded
+    orthanc.upload(make_instances(patients=1, pixels=256))    # 0.5 MB of DICOM: more than the full disk below
     target = make_target('rest')
     backup(ansible, orthanc, repository)
     pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
@@ -416,3 +372,26 @@ def test_the_roles_push_report_restore_from_off_site_and_check(make_target, load
                                                      orthanc_verify_offsite_read_data_subset='50%'))
     assert rc == 0, output
     assert 'The off-site repository passed restic check (data read: 50%)' in output
+
+
+def test_two_first_pushes_at_once_create_one_repository(make_target, loaded, ansible, repository):
+    """restic's init is not atomic on a REST server: two at once leave a repository neither key opens. Pushes
+    on one host take turns to create it."""
+    orthanc, before = loaded
+    target = make_target('rest')
+    second = repository + '-second'
+    for folder in (repository, second):
+        backup(ansible, orthanc, folder)
+    started = [ansible.start('orthanc_offsite', offsite(target, 'push', repository=folder))
+               for folder in (repository, second)]
+    results = []
+    for process, out in started:
+        output, dummy = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        results.append(ansible.result(out))
+    assert sorted(result['initialized'] for result in results) == [False, True]
+    held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
+    assert rc == 0 and len(held['backups']) == 2, output
+    check, rc, output = ansible.run('orthanc_offsite', offsite(target, 'check', read_data_subset='100%'))
+    assert rc == 0, output
+    shutil.rmtree(second)
