@@ -130,9 +130,9 @@ def _entry(row):
     return {'uuid': row[0], 'size': row[1], 'md5': row[2], 'resource': row[3], 'attachment': row[4]}
 
 
-def classify(ledger, cutoff, check_md5, storage_dir, threads=1):
+def classify(ledger, cutoff, check_md5, storage_dir):
     """(orphans, young, missing, damaged) from the storage listing and the index in ``ledger``, each list
-    sorted by uuid. With ``check_md5``, the files of the right size are hashed, ``threads`` at once."""
+    sorted by uuid. With ``check_md5``, the files of the right size are hashed (see hash_tree)."""
     orphans, young = [], 0
     for uuid, size, mtime in ledger.db.execute('SELECT d.uuid, d.size, d.mtime FROM disk d LEFT JOIN referenced r '
                                                'ON r.uuid = d.uuid WHERE r.uuid IS NULL ORDER BY d.uuid'):
@@ -149,8 +149,8 @@ def classify(ledger, cutoff, check_md5, storage_dir, threads=1):
         same_size = ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size = r.size ORDER BY r.uuid')
         damaged.extend(dict(_entry(row), problem='MD5 %s, Orthanc recorded %s' % (md5, row[2]) if md5
                             else 'not readable as a regular file')
-                       for dummy, row, md5 in hash_tree(storage_dir, ((relative_path(row[0]), row) for row in same_size),
-                                                        threads) if md5 != row[2])
+                       for dummy, row, md5 in hash_tree(storage_dir, ((relative_path(row[0]), row) for row in same_size))
+                       if md5 != row[2])
     return orphans, young, missing, sorted(damaged, key=lambda entry: entry['uuid'])
 
 
@@ -208,8 +208,7 @@ class Audit:
             on_disk = list_disk(ledger, self.storage_dir)
             referenced = self.read_index(result, ledger)
             on_disk += add_late_files(ledger, self.storage_dir)
-            orphans, young, missing, damaged = classify(ledger, cutoff, self.params['check_md5'], self.storage_dir,
-                                                        self.params['threads'])
+            orphans, young, missing, damaged = classify(ledger, cutoff, self.params['check_md5'], self.storage_dir)
         missing, damaged = self.confirmed(missing), self.confirmed(damaged)
         broken = missing + damaged
         repaired, unrepaired = [], [entry['uuid'] for entry in broken]

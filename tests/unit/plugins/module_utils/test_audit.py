@@ -41,8 +41,7 @@ def test_classify_sorts_files_into_orphans_young_missing_and_damaged(tmp_path):
     referenced = {'0a000000-sound': (3, md5), '0d000000-short': (3, md5), 'ff000000-flipped': (3, md5),
                   'ee000000-planted': (3, md5), '0e000000-gone': (7, '0' * 32)}
     ledger = ledger_of(tmp_path, on_disk, referenced)
-    orphans, young, missing, damaged = classify(ledger, cutoff=500.0, check_md5=True, storage_dir=str(storage),
-                                                threads=3)
+    orphans, young, missing, damaged = classify(ledger, cutoff=500.0, check_md5=True, storage_dir=str(storage))
     assert orphans == [{'uuid': '0b000000-old-orphan', 'size': 10,
                         'path': str(storage / relative_path('0b000000-old-orphan'))}] and young == 1
     assert missing == [{'uuid': '0e000000-gone', 'size': 7, 'md5': '0' * 32, 'resource': 'instances/i',
