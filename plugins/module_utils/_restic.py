@@ -18,6 +18,7 @@ import re
 from urllib.parse import urlsplit
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN
 
 INSTANCE_TAG = 'orthanc-instance:'
 BACKUP_TAG = 'orthanc-backup:'
@@ -54,9 +55,10 @@ def tags(instance, backup_id):
 
 
 def backup_of(snapshot):
-    """The backup id a snapshot's tags name, or None."""
+    """The backup id a snapshot's tags name, or None; a tag that is not a backup id (it would name a folder
+    to pull into) is not one."""
     for tag in snapshot.get('tags') or ():
-        if tag.startswith(BACKUP_TAG):
+        if tag.startswith(BACKUP_TAG) and ID_PATTERN.match(tag[len(BACKUP_TAG):]):
             return tag[len(BACKUP_TAG):]
     return None
 

@@ -48,6 +48,7 @@ def test_snapshots_are_grouped_by_backup_oldest_first():
         {'id': 'b', 'time': '2026-11-28T01:00:00.5Z', 'tags': tags('pacs', '20261128T010000Z')},
         {'id': 'x', 'time': '2026-11-28T02:00:00Z', 'tags': ['made-by-hand']},
         {'id': 'y', 'time': '2026-11-28T02:00:00Z'},
+        {'id': 'z', 'time': '2026-11-28T02:00:00Z', 'tags': ['orthanc-backup:../../etc', 'orthanc-backup:latest']},
     ]
     grouped = by_backup(snapshots)
     assert sorted(grouped) == ['20261127T010000Z', '20261128T010000Z']
