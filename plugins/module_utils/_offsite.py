@@ -159,9 +159,10 @@ def pull(module, restic, instance):
 
 
 def init(module, restic, instance):
-    if restic.snapshots(instance, missing_ok=True) is not None:
-        return {'changed': False, 'initialized': False}
-    created = module.check_mode or initialize(restic, instance)
+    if module.check_mode:
+        created = restic.snapshots(instance, missing_ok=True) is None
+    else:
+        created = initialize(restic, instance)
     return {'changed': created, 'initialized': created}
 
 

@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import process_tree
@@ -725,3 +726,14 @@ def local_contents(folder):
             path = os.path.join(parent, name)
             with open(path, 'rb') as handle:
                 yield path, handle.read()
+
+
+@contextmanager
+def mounted(path, *arguments):
+    """``mount arguments... path`` (a folder made for it) for the body of the ``with``, unmounted afterwards."""
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(['mount'] + list(arguments) + [path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(['umount', '-l', path], check=False)

@@ -19,7 +19,8 @@ import time
 import pytest
 
 from fleet import Sshd
-from harness import RestServer, free_port, local_contents, make_instances, module_pids, seed, wait_for_port
+from harness import (
+    RestServer, free_port, local_contents, make_instances, module_pids, mounted, seed, wait_for_port)
 
 PASSWORD = 'correct horse battery staple 7'
 S3_KEYS = {'AWS_ACCESS_KEY_ID': 'orthanc-ops-test', 'AWS_SECRET_ACCESS_KEY': 'never-printed-s3-secret-42'}
@@ -261,25 +262,15 @@ def test_failures_leave_local_backups_and_the_repository_sound(make_target, load
     assert rc != 0 and 'There is no restic repository' in missing['msg'] and not os.path.exists(tmp_path / 'none')
 
     # A repository on a full disk, and one on a read-only mount: each says so.
-    small = tmp_path / 'small'
-    small.mkdir()
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=200k', 'tmpfs', str(small)], check=True)
-    try:
+    with mounted(str(tmp_path / 'small'), '-t', 'tmpfs', '-o', 'size=200k', 'tmpfs') as small:
         full, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository,
-                                                                  offsite_repository=str(small / 'restic')))
+                                                                  offsite_repository=small + '/restic'))
         assert rc != 0 and 'it is full' in full['msg'], output
-    finally:
-        subprocess.run(['umount', str(small)], check=True)
     shutil.copytree(target.folder, str(tmp_path / 'copy'))
-    read_only = tmp_path / 'read-only'
-    read_only.mkdir()
-    subprocess.run(['mount', '--bind', '-o', 'ro', str(tmp_path / 'copy'), str(read_only)], check=True)
-    try:
+    with mounted(str(tmp_path / 'read-only'), '--bind', '-o', 'ro', str(tmp_path / 'copy')) as read_only:
         refused, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository,
-                                                                     offsite_repository=str(read_only / 'pacs')))
+                                                                     offsite_repository=read_only + '/pacs'))
         assert rc != 0 and 'it refuses this change' in refused['msg'], output
-    finally:
-        subprocess.run(['umount', str(read_only)], check=True)
 
     assert tree_state(repository) == local
     check, rc, output = ansible.run('orthanc_offsite', offsite(target, 'check'))

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import complete_backups, kill_while_stopped, listed_files, partials
+from harness import complete_backups, kill_while_stopped, listed_files, mounted, partials
 
 
 def test_stop_command_fails(loaded, ansible, repository):
@@ -43,11 +43,8 @@ def test_start_command_fails_loudly(loaded, ansible, repository):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / 'small-disk'
-    mount.mkdir()
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=80m', 'tmpfs', str(mount)], check=True)
-    yield str(mount)
-    subprocess.run(['umount', '-l', str(mount)], check=False)
+    with mounted(str(tmp_path / 'small-disk'), '-t', 'tmpfs', '-o', 'size=80m', 'tmpfs') as mount:
+        yield mount
 
 
 def test_repository_too_small_is_refused_before_stopping(loaded, ansible, small_disk):
