@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -216,11 +217,14 @@ def test_planted_files_are_not_pushed_and_a_linked_folder_is_refused(make_target
     pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
     assert rc == 0, output
 
+    # Pulled under umask 000: still private, folders 0700 and files 0600, as the backup wrote them.
     elsewhere = repository + '-elsewhere'
-    pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=elsewhere))
+    pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=elsewhere), umask=0)
     assert rc == 0, output
     names = os.listdir(os.path.join(pulled['path'], 'storage'))
     assert 'planted' not in names and 'passwd' not in names
+    modes = set((stat.S_ISDIR(mode), mode & 0o777) for dummy, dummy, mode in tree_state(elsewhere).values())
+    assert modes == {(True, 0o700), (False, 0o600)}, modes
     shutil.rmtree(elsewhere)
 
     # A folder of the storage swapped for a link to a folder outside the backup: nothing is pushed.
