@@ -5,7 +5,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite
+.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
 
 test: setup sanity lint changelog-lint units integration
 
@@ -50,3 +50,6 @@ bench-scale: tree
 
 bench-offsite: tree
 	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/offsite.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+
+bench-recover: tree
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/recover.py --collections $(TREE_ROOT) $(BENCH_ARGS)

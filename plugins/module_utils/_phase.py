@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""What every phase that stops Orthanc starts from: its configuration, backend, REST API and service."""
+"""What every phase that acts on an Orthanc starts from: its configuration, backend, REST API and service."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ class Phase:
         self.config = load_configuration(module)
         self.backend = _backends.for_config(module, self.config)
         self.rest = _rest.from_params(self.params, self.config)
-        self.service = Service(module, self.rest, self.config)
+        self._service = None
+
+    @property
+    def service(self):
+        """How to stop and start Orthanc, for the phases that may (their modules take the service options)."""
+        if self._service is None:
+            self._service = Service(self.module, self.rest, self.config)
+        return self._service
 
     def check_target(self):
         """Before anything is stopped: the Orthanc on the configured port is the one configured."""

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Orthanc's REST API through ansible.module_utils.urls, and persistent connections for bulk reads."""
+"""Orthanc's REST API through ansible.module_utils.urls, and persistent connections for bulk requests."""
 
 from __future__ import annotations
 
@@ -80,29 +80,47 @@ class OrthancRest:
             self._local.connection = connection
         return connection
 
-    def read(self, path):
-        """GET a JSON document over this thread's persistent connection (None for a 404).
+    def exchange(self, method, path, body=None, content_type=None):
+        """(status, body bytes) of one request over this thread's persistent connection.
 
-        For the thousands of small reads of a listing: ansible.module_utils.urls builds an opener and
-        opens a connection for every request, which costs more than Orthanc's answer.
+        For the thousands of small requests of a listing or a transfer: ansible.module_utils.urls builds an
+        opener and opens a connection for every request, which costs more than Orthanc's answer.
         """
         full_path = urlparse(self.url).path + path
+        headers = dict(self._headers, **({'Content-Type': content_type} if content_type else {}))
         for attempt in (1, 2):
             connection = self._connection()
             try:
-                connection.request('GET', full_path, headers=self._headers)
+                connection.request(method, full_path, body=body, headers=headers)
                 response = connection.getresponse()
-                body = response.read()
-                break
+                return response.status, response.read()
             except (http_client.HTTPException, OSError) as exc:
                 connection.close()
                 self._local.connection = None
                 if attempt == 2:
-                    raise self._unreachable('GET', path, exc)
-        if response.status == 404:
+                    raise self._unreachable(method, path, exc)
+
+    def read(self, path):
+        """GET a JSON document over this thread's persistent connection (None for a 404)."""
+        status, body = self.exchange('GET', path)
+        if status == 404:
             return None
-        if response.status != 200:
-            raise self._refused('GET', path, response.status, '')
+        if status != 200:
+            raise self._refused('GET', path, status, '')
+        return json.loads(body)
+
+    def download(self, path):
+        """The bytes Orthanc answers to a GET of ``path``, over this thread's persistent connection."""
+        status, body = self.exchange('GET', path)
+        if status != 200:
+            raise self._refused('GET', path, status, '')
+        return body
+
+    def upload(self, path, data):
+        """POST ``data`` (a DICOM file) to ``path`` over this thread's persistent connection; Orthanc's JSON answer."""
+        status, body = self.exchange('POST', path, data, 'application/dicom')
+        if status != 200:
+            raise self._refused('POST', path, status, orthanc_body_reason(body))
         return json.loads(body)
 
     def get(self, path, timeout=30):
@@ -172,8 +190,16 @@ class OrthancRest:
 def orthanc_reason(error):
     """Orthanc's own explanation of a failed request (its JSON error body), as a sentence."""
     try:
-        body = json.loads(error.read())
-    except (ValueError, OSError, AttributeError):
+        return orthanc_body_reason(error.read())
+    except (OSError, AttributeError):
+        return ''
+
+
+def orthanc_body_reason(raw):
+    """Orthanc's explanation in the JSON error body ``raw``, as a sentence."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
         return ''
     if not isinstance(body, dict):
         return ''

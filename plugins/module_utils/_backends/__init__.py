@@ -27,7 +27,12 @@ and never look at backend names themselves:
 - ``stage(backup_folder, stamp, manifest)`` -> a swap (``apply``, ``undo``, ``discard``,
   ``cleanup``, ``kept_at``): prepare the restore of the index while Orthanc runs from the files
   the (checked) manifest lists, and nothing else (a restored dump must hold its ``counts``); ``apply`` puts it in place while Orthanc is stopped, ``undo``
-  puts the previous index back.
+  puts the previous index back;
+- ``plugin_marker``: what the names of its plugin's libraries hold (None for Orthanc's own SQLite);
+  ``sandbox(backup_folder, name, manifest, folder)`` -> the configuration entries of a throwaway Orthanc
+  on a copy of the backup's index (a SQLite copy in ``folder``, or the dump restored into a database of
+  the same server named after ``name``); ``drop_sandbox(name)`` removes what ``sandbox`` made outside
+  ``folder`` (it may be called for a sandbox that a killed module left, or never made).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ except ImportError:
     PYMYSQL_ERROR = traceback.format_exc()
 
 DUMP = 'orthanc.sql'
+SECTION = 'MySQL'
 
 
 FIELDS = {'host': 'Host', 'port': 'Port', 'database': 'Database', 'user': 'Username', 'password': 'Password',
@@ -79,6 +80,7 @@ class MySQLBackend(DatabaseBackend):
     driver_error = pymysql.MySQLError if pymysql else Exception
     modes = ('hot', 'cold')
     folder = 'db'
+    plugin_marker = 'OrthancMySQL'
 
     @staticmethod
     def missing(module):
@@ -91,7 +93,8 @@ class MySQLBackend(DatabaseBackend):
         if pymysql is None:
             raise OrthancOpsError(missing_required_lib('PyMySQL (Debian: python3-pymysql)'), exception=PYMYSQL_ERROR)
         self.module = module
-        self.settings = settings_for(config.get('MySQL') or {}, module.params)
+        self.section = config.get(SECTION) or {}
+        self.settings = settings_for(self.section, module.params)
         self.database = self.settings['database']
         self.network, self.network_words = database_network(module)
 
@@ -173,25 +176,66 @@ class MySQLBackend(DatabaseBackend):
         files = {'%s/%s' % (self.folder, DUMP): {'size': os.path.getsize(dump), 'md5': file_md5(dump)}}
         return files, counts, held
 
-    def stage(self, backup_folder, stamp, manifest):
-        """While Orthanc runs: load the dump into a staging database, check it holds the manifest's counts; return its swap."""
+    def _load(self, backup_folder, database, manifest, cleanup):
+        """Load the dump into the new database ``database`` and check it holds the manifest's counts;
+        ``cleanup()`` on failure."""
         dump = os.path.join(backup_folder, self.folder, DUMP)
         check_complete(dump)
-        swap = TableSwap(self, '%s_restore_%s' % (self.database, stamp.lower()),
-                         '%s_pre_%s' % (self.database, stamp.lower()))
-        swap.execute(['DROP DATABASE IF EXISTS %s' % quoted(swap.staging), 'CREATE DATABASE %s' % quoted(swap.staging)])
+        self.execute(['DROP DATABASE IF EXISTS %s' % quoted(database), 'CREATE DATABASE %s' % quoted(database)])
         try:
-            self._client(CLIENT_COMMANDS, ['--database=' + swap.staging, '--execute=source ' + dump])
-            connection = self.connect(swap.staging)
+            self._client(CLIENT_COMMANDS, ['--database=' + database, '--execute=source ' + dump])
+            connection = self.connect(database)
             try:
                 with connection.cursor() as cursor:
-                    check_staged(manifest['counts'], read_counts(cursor), swap.staging)
+                    check_staged(manifest['counts'], read_counts(cursor), database)
             finally:
                 connection.close()
         except (OrthancOpsError, pymysql.MySQLError):
-            swap.cleanup()
+            cleanup()
             raise
+
+    def stage(self, backup_folder, stamp, manifest):
+        """While Orthanc runs: load the dump into a staging database, check it holds the manifest's counts; return its swap."""
+        swap = TableSwap(self, '%s_restore_%s' % (self.database, stamp.lower()),
+                         '%s_pre_%s' % (self.database, stamp.lower()))
+        self._load(backup_folder, swap.staging, manifest, swap.cleanup)
         return swap
+
+    def _sandbox_database(self, name):
+        return '%s_sandbox_%s' % (self.database, name)
+
+    def sandbox(self, backup_folder, name, manifest, folder):
+        """The dump loaded into the database ``<db>_sandbox_<name>`` of the same server, and the plugin
+        section that makes a throwaway Orthanc use it (without the live one's lock)."""
+        database = self._sandbox_database(name)
+        self._load(backup_folder, database, manifest, lambda: self.drop_sandbox(name))
+        section = {'EnableIndex': True, 'EnableStorage': manifest.get('storage_backend') == self.name,
+                   'Host': self.settings['host'], 'Port': self.settings['port'], 'Database': database,
+                   'Username': self.settings['user'], 'Password': self.settings['password'], 'Lock': False}
+        if self.settings['unix_socket']:
+            section['UnixSocket'] = self.settings['unix_socket']
+        return {SECTION: section}
+
+    def drop_sandbox(self, name):
+        """Drop the database of the sandbox ``name``."""
+        self.execute(['DROP DATABASE IF EXISTS %s' % quoted(self._sandbox_database(name))])
+
+    def execute(self, statements, database=None):
+        """Run ``statements`` in order; the rows of the last one."""
+        rows = ()
+        if not statements:
+            return rows
+        connection = self.connect(database or 'information_schema')
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                    rows = cursor.fetchall()
+        except pymysql.MySQLError as exc:
+            raise OrthancOpsError('MySQL refused "%s": %s' % (statement.split('\n')[0][:200], exc))
+        finally:
+            connection.close()
+        return rows
 
 
 class TableSwap:
@@ -208,34 +252,17 @@ class TableSwap:
         self.live_triggers = None
         self.swapped = False
 
-    def execute(self, statements, database=None):
-        """Run ``statements`` in order; the rows of the last one."""
-        rows = ()
-        if not statements:
-            return rows
-        connection = self.backend.connect(database or 'information_schema')
-        try:
-            with connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-                    rows = cursor.fetchall()
-        except pymysql.MySQLError as exc:
-            raise OrthancOpsError('MySQL refused "%s": %s' % (statement.split('\n')[0][:200], exc))
-        finally:
-            connection.close()
-        return rows
-
     def _tables(self, database):
-        return [row[0] for row in self.execute(
+        return [row[0] for row in self.backend.execute(
             ["SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'"
              % literal(database)])]
 
     def _take_triggers(self, database):
         """Drop the triggers of ``database`` and return their definitions."""
-        names = [row[0] for row in self.execute(['SHOW TRIGGERS FROM %s' % quoted(database)])]
-        definitions = [self.execute(['SHOW CREATE TRIGGER %s.%s' % (quoted(database), quoted(name))])[0][2]
+        names = [row[0] for row in self.backend.execute(['SHOW TRIGGERS FROM %s' % quoted(database)])]
+        definitions = [self.backend.execute(['SHOW CREATE TRIGGER %s.%s' % (quoted(database), quoted(name))])[0][2]
                        for name in names]
-        self.execute(['DROP TRIGGER %s.%s' % (quoted(database), quoted(name)) for name in names])
+        self.backend.execute(['DROP TRIGGER %s.%s' % (quoted(database), quoted(name)) for name in names])
         return definitions
 
     def _move(self, moves):
@@ -243,24 +270,24 @@ class TableSwap:
         pairs = ['%s.%s TO %s.%s' % (quoted(source), quoted(table), quoted(target), quoted(table))
                  for source, target in moves for table in self._tables(source)]
         if pairs:
-            self.execute(['RENAME TABLE ' + ', '.join(pairs)])
+            self.backend.execute(['RENAME TABLE ' + ', '.join(pairs)])
 
     def apply(self):
         live = self.backend.database
         # A restore onto a new server or name may have no database yet.
-        self.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(live),
-                      'CREATE DATABASE IF NOT EXISTS %s' % quoted(self.previous)])
+        self.backend.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(live),
+                              'CREATE DATABASE IF NOT EXISTS %s' % quoted(self.previous)])
         self.live_triggers = self._take_triggers(live)
         staged_triggers = self._take_triggers(self.staging)
         self._move([(live, self.previous), (self.staging, live)])
         self.swapped = True
-        self.execute(self.live_triggers, database=self.previous)
-        self.execute(staged_triggers, database=live)
-        existing = set(row[1] for row in self.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(live)]))
-        for row in self.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(self.staging)]):
+        self.backend.execute(self.live_triggers, database=self.previous)
+        self.backend.execute(staged_triggers, database=live)
+        existing = set(row[1] for row in self.backend.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(live)]))
+        for row in self.backend.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(self.staging)]):
             if row[1] not in existing:
-                create = self.execute(['SHOW CREATE PROCEDURE %s.%s' % (quoted(self.staging), quoted(row[1]))])[0][2]
-                self.execute([create], database=live)
+                create = self.backend.execute(['SHOW CREATE PROCEDURE %s.%s' % (quoted(self.staging), quoted(row[1]))])[0][2]
+                self.backend.execute([create], database=live)
 
     def undo(self):
         live = self.backend.database
@@ -270,14 +297,14 @@ class TableSwap:
             self._move([(live, self.staging), (self.previous, live)])
             self.swapped = False
         if self.live_triggers:
-            self.execute(self.live_triggers, database=live)
+            self.backend.execute(self.live_triggers, database=live)
             self.live_triggers = None
         self.discard()
         self.cleanup()
 
     def discard(self):
-        self.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.previous)])
+        self.backend.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.previous)])
 
     def cleanup(self):
         """Drop the staging database (empty once swapped in: its tables moved, its routines copied)."""
-        self.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.staging)])
+        self.backend.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.staging)])

@@ -30,6 +30,7 @@ except ImportError:
     PSYCOPG2_ERROR = traceback.format_exc()
 
 MAINTENANCE_DB = 'postgres'
+SECTION = 'PostgreSQL'
 # Attachments a server-side cursor hands over per round trip.
 ROWS_PER_FETCH = 4096
 DUMP = 'orthanc.dump'
@@ -62,6 +63,7 @@ class PostgreSQLBackend(DatabaseBackend):
     driver_error = psycopg2.Error if psycopg2 else Exception
     modes = ('hot', 'cold')
     folder = 'db'
+    plugin_marker = 'OrthancPostgreSQL'
 
     @staticmethod
     def missing(module):
@@ -73,7 +75,8 @@ class PostgreSQLBackend(DatabaseBackend):
         if psycopg2 is None:
             raise OrthancOpsError(missing_required_lib('psycopg2 (Debian: python3-psycopg2)'), exception=PSYCOPG2_ERROR)
         self.module = module
-        self.settings = settings_for(config.get('PostgreSQL') or {}, module.params)
+        self.section = config.get(SECTION) or {}
+        self.settings = settings_for(self.section, module.params)
         self.database = self.settings['dbname']
         self.jobs = module.params.get('dump_jobs') or 1
         self.network, self.network_words = database_network(module)
@@ -158,25 +161,63 @@ class PostgreSQLBackend(DatabaseBackend):
                 files[os.path.relpath(path, backup_folder)] = {'size': os.path.getsize(path), 'md5': file_md5(path)}
         return files, counts, held
 
-    def stage(self, backup_folder, stamp, manifest):
-        """While Orthanc runs: pg_restore the dump into a fresh database, check it holds the manifest's counts; return its swap."""
-        staging = '%s_restore_%s' % (self.database, stamp.lower())
-        swap = DatabaseSwap(self, staging, '%s_pre_%s' % (self.database, stamp.lower()))
-        swap.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(staging)),
-                      sql.SQL('CREATE DATABASE {}').format(sql.Identifier(staging))])
+    def _load(self, backup_folder, database, manifest, cleanup):
+        """pg_restore the dump into the new database ``database`` and check it holds the manifest's counts;
+        ``cleanup()`` on failure."""
+        self.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(database)),
+                          sql.SQL('CREATE DATABASE {}').format(sql.Identifier(database))])
         try:
             self._tool('pg_restore', ['--no-owner', '--no-privileges', '--exit-on-error', '-j', str(self.jobs),
-                                      '-d', staging, os.path.join(backup_folder, self.folder, DUMP)])
-            connection = self.connect(staging)
+                                      '-d', database, os.path.join(backup_folder, self.folder, DUMP)])
+            connection = self.connect(database)
             try:
                 with connection.cursor() as cursor:
-                    check_staged(manifest['counts'], read_counts(cursor), staging)
+                    check_staged(manifest['counts'], read_counts(cursor), database)
             finally:
                 connection.close()
         except (OrthancOpsError, psycopg2.Error):
-            swap.cleanup()
+            cleanup()
             raise
+
+    def stage(self, backup_folder, stamp, manifest):
+        """While Orthanc runs: pg_restore the dump into a fresh database, check it holds the manifest's counts; return its swap."""
+        swap = DatabaseSwap(self, '%s_restore_%s' % (self.database, stamp.lower()),
+                            '%s_pre_%s' % (self.database, stamp.lower()))
+        self._load(backup_folder, swap.staging, manifest, swap.cleanup)
         return swap
+
+    def _sandbox_database(self, name):
+        return '%s_sandbox_%s' % (self.database, name)
+
+    def sandbox(self, backup_folder, name, manifest, folder):
+        """The dump restored into the database ``<db>_sandbox_<name>`` of the same server, and the plugin
+        section that makes a throwaway Orthanc use it (without the live one's lock)."""
+        database = self._sandbox_database(name)
+        self._load(backup_folder, database, manifest, lambda: self.drop_sandbox(name))
+        return {SECTION: {'EnableIndex': True, 'EnableStorage': manifest.get('storage_backend') == self.name,
+                          'Host': self.settings['host'], 'Port': self.settings['port'], 'Database': database,
+                          'Username': self.settings['user'], 'Password': self.settings.get('password') or '',
+                          'Lock': False}}
+
+    def drop_sandbox(self, name):
+        """Drop the database of the sandbox ``name``, ending its connections first (a throwaway Orthanc
+        killed an instant ago may still have one)."""
+        database = self._sandbox_database(name)
+        self.maintenance([sql.SQL('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} '
+                                  'AND pid <> pg_backend_pid()').format(sql.Literal(database)),
+                          sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(database))])
+
+    def maintenance(self, statements):
+        """Run ``statements`` on the maintenance database, outside any transaction."""
+        connection = self.connect(MAINTENANCE_DB, autocommit=True)
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        except psycopg2.Error as exc:
+            raise OrthancOpsError('PostgreSQL refused %s: %s' % (statement.as_string(connection), str(exc).strip()))
+        finally:
+            connection.close()
 
 
 class DatabaseSwap:
@@ -188,17 +229,6 @@ class DatabaseSwap:
         # 1: the live database is renamed aside; 2: and the staged one is in place; 3: the staged one is in
         # place where there was no live database
         self.renamed = 0
-
-    def execute(self, statements):
-        connection = self.backend.connect(MAINTENANCE_DB, autocommit=True)
-        try:
-            with connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-        except psycopg2.Error as exc:
-            raise OrthancOpsError('PostgreSQL refused %s: %s' % (statement.as_string(connection), str(exc).strip()))
-        finally:
-            connection.close()
 
     def _rename(self, old, new):
         return sql.SQL('ALTER DATABASE {} RENAME TO {}').format(sql.Identifier(old), sql.Identifier(new))
@@ -215,23 +245,23 @@ class DatabaseSwap:
     def apply(self):
         live = self.backend.database
         if self._exists(live):    # a restore onto a new server or name may have no database yet
-            self.execute([self._rename(live, self.previous)])
+            self.backend.maintenance([self._rename(live, self.previous)])
             self.renamed = 1
-        self.execute([self._rename(self.staging, live)])
+        self.backend.maintenance([self._rename(self.staging, live)])
         self.renamed = 2 if self.renamed else 3
 
     def undo(self):
         live = self.backend.database
         if self.renamed in (2, 3):
-            self.execute([self._rename(live, self.staging)])
+            self.backend.maintenance([self._rename(live, self.staging)])
         if self.renamed in (1, 2):
-            self.execute([self._rename(self.previous, live)])
+            self.backend.maintenance([self._rename(self.previous, live)])
         self.renamed = 0
         self.cleanup()
 
     def discard(self):
-        self.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.previous))])
+        self.backend.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.previous))])
 
     def cleanup(self):
         if self.renamed == 0:
-            self.execute([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.staging))])
+            self.backend.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.staging))])

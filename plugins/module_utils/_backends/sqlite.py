@@ -29,6 +29,7 @@ class SQLiteBackend:
     name = 'sqlite'
     modes = ('freeze', 'cold')
     folder = 'index'
+    plugin_marker = None
     FILES = ('index', 'index-wal', 'index-shm')
     # What a copy takes: the database and its write-ahead log. The -shm is the wal-index of the processes
     # that have it open, which SQLite rebuilds from the WAL when a database is first opened; a copy of
@@ -147,3 +148,17 @@ class SQLiteBackend:
         """
         return stage_files(os.path.join(backup_folder, self.folder), area_entries(manifest, self.folder),
                            self.index_dir, 'index', stamp, lambda name: name in self.FILES)
+
+    def sandbox(self, backup_folder, name, manifest, folder):
+        """A copy of the backup's index files in ``folder``, checked by the manifest's MD5s, for a throwaway
+        Orthanc (which writes to its index, so it cannot have the backup's own)."""
+        source = os.path.join(backup_folder, self.folder)
+        for relative, md5 in area_entries(manifest, self.folder):
+            copied = copy_file(relative, os.path.join(folder, relative), beneath=source)[1]
+            if copied != md5:
+                raise OrthancOpsError('%s/%s in %s has MD5 %s, expected %s: the backup is damaged; use another backup.'
+                                      % (self.folder, relative, backup_folder, copied, md5))
+        return {'IndexDirectory': folder}
+
+    def drop_sandbox(self, name):
+        """Nothing of a sandbox lives outside its folder."""

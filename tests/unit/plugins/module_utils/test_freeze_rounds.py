@@ -85,7 +85,7 @@ def phase(tmp_path, index_states, after_copy=lambda: None):
     os.makedirs(partial)
     write(live, KEPT)
     backup = Backup.__new__(Backup)    # only what the capture reads; no configuration or REST behind it
-    backup.service = Orthanc()
+    backup._service = Orthanc()
     backup.backend = Index(backup.service, index_states, after_copy)
     backup.params = {'max_pause': 1.0}
     backup.files_on_disk = True

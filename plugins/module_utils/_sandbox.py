@@ -1,0 +1,240 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A throwaway Orthanc on a backup, beside the live one and never touching it.
+
+The host's Orthanc program runs on a copy of the backup's index (a SQLite copy, or the dump restored
+into a database of its own: the backend's ``sandbox``), on a storage folder into which the files it
+is asked for are hard-linked from the backup one by one, on a free loopback port, with a random
+password, no DICOM server, no Lua scripts, no peers or modalities, and no plugin but the database's.
+
+Each sandbox is a folder ``.orthanc-sandbox-<name>`` of a work folder, locked while its module runs.
+A sandbox whose lock is free was left by a module that died (SIGKILL, a lost connection): the next
+sandbox made in the same work folder first kills its Orthanc, drops its database and removes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import time
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive, configuration_of, same_path
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._rest import OrthancRest
+
+PREFIX = '.orthanc-sandbox-'
+NAME_PATTERN = re.compile(r'^[0-9a-f]{12}$')
+CONFIG, LOG, PID, LOCK = 'orthanc.json', 'orthanc.log', 'orthanc.pid', 'lock'
+USER = 'sandbox'
+START_TIMEOUT = 120
+KILL_TIMEOUT = 10
+# Started through sh so that it outlives run_command, which waits for the output it captures.
+LAUNCH = 'cd "$1" && shift && exec "$@" </dev/null >/dev/null 2>&1 &\necho $!'
+
+
+def free_port():
+    """A TCP port of the loopback nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def plugin_libraries(config, marker):
+    """The shared libraries among the configuration's ``Plugins`` (files, or folders of them) whose names hold
+    ``marker``: those of its database plugin."""
+    found = []
+    for entry in config.get('Plugins') or []:
+        path = config.resolve(entry, 'a plugin')
+        names = sorted(os.listdir(path)) if os.path.isdir(path) else [os.path.basename(path)]
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        found.extend(os.path.join(folder, name) for name in names if marker in name and '.so' in name)
+    if not found:
+        raise OrthancOpsError('None of the Plugins of the configuration %s is a library of the %s plugin, which a '
+                              'throwaway Orthanc on the backup needs; nothing was changed.' % (config.path, marker))
+    return found
+
+
+def _kill(pid, config_path):
+    """SIGKILL the Orthanc ``pid`` if it runs the configuration at ``config_path``, and wait until it is gone."""
+    running = configuration_of(pid)
+    if not running or not same_path(running, config_path):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + KILL_TIMEOUT
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _read_pid(folder):
+    try:
+        with open(os.path.join(folder, PID)) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def remove_stale(work_dir, backend):
+    """Remove the sandboxes of ``work_dir`` whose module died: their Orthanc, database and folder. The names
+    removed."""
+    try:
+        names = os.listdir(work_dir)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for entry in names:
+        name = entry[len(PREFIX):]
+        folder = os.path.join(work_dir, entry)
+        if not entry.startswith(PREFIX) or not NAME_PATTERN.match(name) or not stat.S_ISDIR(os.lstat(folder).st_mode):
+            continue
+        try:
+            lock = Lock(os.path.join(folder, LOCK), 'The sandbox %s' % folder).acquire('sandbox clean-up')
+        except OrthancOpsError:
+            continue    # a module still uses it
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP):
+                continue    # gone meanwhile, or not ours
+            raise
+        with lock:
+            pid = _read_pid(folder)
+            if pid:
+                _kill(pid, os.path.join(folder, CONFIG))
+            backend.drop_sandbox(name)
+            shutil.rmtree(folder)
+        removed.append(name)
+    return removed
+
+
+class Sandbox:
+    """A throwaway Orthanc on the backup in ``backup_folder`` (its ``manifest`` checked), made in ``work_dir``
+    by ``with``: started by ``start()``, its files linked by ``link()``, read through ``rest``; gone on exit."""
+
+    def __init__(self, module, backend, config, work_dir, backup_folder, manifest):
+        self.module, self.backend, self.config = module, backend, config
+        self.backup_folder, self.manifest = backup_folder, manifest
+        self.work_dir = work_dir
+        self.name = secrets.token_hex(6)
+        self.folder = os.path.join(work_dir, PREFIX + self.name)
+        self.storage = os.path.join(self.folder, 'storage')
+        self.password = secrets.token_urlsafe(24)
+        module.no_log_values.add(self.password)
+        self.rest, self.pid, self._lock, self._reader = None, None, None, None
+
+    def __enter__(self):
+        remove_stale(self.work_dir, self.backend)
+        try:
+            os.mkdir(self.folder, 0o700)
+        except OSError as exc:
+            raise OrthancOpsError('Cannot make the throwaway Orthanc\'s folder in %s: %s. The backup\'s parent '
+                                  'folder must be writable; nothing was changed.' % (self.work_dir, exc.strerror))
+        self._lock = Lock(os.path.join(self.folder, LOCK), 'The sandbox %s' % self.folder).acquire('sandbox')
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            if self._reader:
+                self._reader.__exit__(None, None, None)
+            if self.pid:
+                _kill(self.pid, os.path.join(self.folder, CONFIG))
+            self.backend.drop_sandbox(self.name)
+            shutil.rmtree(self.folder, ignore_errors=True)
+        finally:
+            self._lock.release()
+
+    def start(self):
+        """Stage the backup's index and start Orthanc on it; its REST client once it answers. Returns the seconds
+        from the start of Orthanc until it answered."""
+        orthanc = self.module.get_bin_path('Orthanc', opt_dirs=['/usr/sbin'])
+        if not orthanc:
+            raise OrthancOpsError('There is no Orthanc program on this host (Orthanc in a container?): a throwaway '
+                                  'Orthanc on the backup needs one. Install the orthanc package (and its database '
+                                  'plugin) of the version that wrote the backup; nothing was changed.')
+        plugins = plugin_libraries(self.config, self.backend.plugin_marker) if self.backend.plugin_marker else []
+        index = os.path.join(self.folder, 'index')
+        os.mkdir(index, 0o700)
+        os.mkdir(self.storage, 0o700)
+        settings = {
+            'Name': 'orthanc-ops sandbox %s' % self.name, 'StorageDirectory': self.storage, 'IndexDirectory': index,
+            'HttpPort': free_port(), 'RemoteAccessAllowed': False, 'SslEnabled': False,
+            'AuthenticationEnabled': True, 'RegisteredUsers': {USER: self.password},
+            'DicomServerEnabled': False, 'DicomModalities': {}, 'OrthancPeers': {}, 'LuaScripts': [],
+            'Plugins': plugins, 'StorageAccessOnFind': 'Never', 'SaveJobs': False, 'MaximumStorageSize': 0,
+            'MaximumPatientCount': 0, 'ExecuteLuaEnabled': False, 'RestApiWriteToFileSystemEnabled': False}
+        settings.update(self.backend.sandbox(self.backup_folder, self.name, self.manifest, index))
+        config_path = os.path.join(self.folder, CONFIG)
+        with create_file(config_path) as handle:
+            handle.write(json.dumps(settings, indent=1).encode())
+        started = time.monotonic()
+        rc, out, err = self.module.run_command(['/bin/sh', '-c', LAUNCH, 'sh', self.folder, orthanc,
+                                                '--logfile=' + os.path.join(self.folder, LOG), config_path])
+        if rc != 0 or not out.strip().isdigit():
+            raise OrthancOpsError('Cannot start a throwaway Orthanc: %s' % (err.strip() or out.strip()))
+        self.pid = int(out.strip())
+        with create_file(os.path.join(self.folder, PID)) as handle:
+            handle.write(str(self.pid).encode())
+        self.rest = OrthancRest('http://127.0.0.1:%d' % settings['HttpPort'], USER, self.password)
+        deadline = started + START_TIMEOUT
+        while not self.rest.answers():
+            if not alive(self.pid) or time.monotonic() > deadline:
+                raise OrthancOpsError('The throwaway Orthanc on the backup in %s did not start (%s). Is the backup '
+                                      'newer than this host\'s Orthanc or its plugins?'
+                                      % (self.backup_folder, self._log_tail()))
+            time.sleep(0.02)
+        return time.monotonic() - started
+
+    def _log_tail(self):
+        try:
+            with open(os.path.join(self.folder, LOG), 'rb') as handle:
+                lines = handle.read().decode(errors='replace').strip().splitlines()
+        except OSError:
+            return 'no log'
+        return ' | '.join(line for line in lines if line.startswith(('E', 'W')))[-1500:] or 'no error logged'
+
+    def link(self, wanted):
+        """Hard-link (copy, across file systems) into the storage folder the backup's files whose uuids are in
+        ``wanted``, each checked to be a regular file the manifest lists, with its size and MD5. Returns
+        {uuid: problem} for the files missing or damaged."""
+        problems = dict((uuid, 'not in the backup') for uuid in wanted)
+        if self._reader is None:
+            self._reader = TreeReader(os.path.join(self.backup_folder, 'storage'))
+        for relative, size, md5 in self.manifest.entries('storage'):
+            relative = relative[len('storage/'):]
+            uuid = relative.rsplit('/', 1)[-1]
+            if uuid not in wanted:
+                continue
+            target = os.path.join(self.storage, relative)
+            make_dirs(os.path.dirname(target), 0o700)
+            try:
+                if not os.path.lexists(target):
+                    self._place(relative, target, size, md5)
+                del problems[uuid]
+            except (OSError, UnsafePath) as exc:
+                problems[uuid] = 'storage/%s: %s' % (relative, exc)
+        return problems
+
+    def _place(self, relative, target, size, md5):
+        try:
+            placed = self._reader.link(relative, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            placed = copy_file(relative, target, beneath=self._reader, hashed=False)[0]
+        found = file_md5(target) if placed == size else None
+        if found != md5:
+            os.unlink(target)
+            raise UnsafePath('%d bytes with MD5 %s, the manifest says %d bytes with MD5 %s' % (placed, found, size, md5))
