@@ -25,7 +25,7 @@ import zlib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    CHUNK, FILE_MODE, UnsafePath, create_file, hash_tree, open_regular, safe_parts, walk_sorted)
+    CHUNK, FILE_MODE, TreeReader, UnsafePath, create_file, file_md5, hash_tree, open_regular, safe_parts, walk_sorted)
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -320,6 +320,37 @@ def problems(folder, manifest, check_md5=True, hashed_later=(), keep=PROBLEMS_KE
     return found
 
 
+def area_problems(folder, manifest, area, keep=PROBLEMS_KEPT):
+    """What makes the files ``manifest`` lists in ``area`` differ from it (Findings): each must be a regular file,
+    reached through no link, of its MD5. Files the manifest does not list are not looked for: for a
+    reader that opens only listed files by their listed paths, they cannot matter."""
+    found = Findings(keep)
+    with TreeReader(folder) as tree:
+        for relative, dummy, md5 in manifest.entries(area):
+            try:
+                actual = file_md5(relative, beneath=tree)
+            except FileNotFoundError:
+                found.add('%s is missing' % relative)
+                continue
+            except OSError as exc:
+                found.add('%s cannot be read as a regular file (%s)' % (relative, exc))
+                continue
+            if actual != md5:
+                found.add('%s has MD5 %s, expected %s' % (relative, actual, md5))
+    return found
+
+
 def area_entries(manifest, area):
     """(path relative to the area's folder, md5) of the files the manifest lists in ``area``, in order."""
     return ((relative[len(area) + 1:], md5) for relative, dummy, md5 in manifest.entries(area))
+
+
+# The manifest's counts and the keys of Orthanc's /statistics that hold them.
+STATISTICS_KEYS = {'patients': 'CountPatients', 'studies': 'CountStudies',
+                   'series': 'CountSeries', 'instances': 'CountInstances'}
+
+
+def count_differences(manifest, statistics):
+    """How an Orthanc's ``statistics`` differ from the counts of ``manifest``: one sentence per kind of resource."""
+    return ['%s: Orthanc has %s, the backup %s' % (label, statistics.get(key), manifest['counts'].get(label))
+            for label, key in STATISTICS_KEYS.items() if statistics.get(key) != manifest['counts'].get(label)]

@@ -112,8 +112,9 @@ class Recover(Phase):
             raise OrthancOpsError('The backup in %s holds a %s index but the configuration %s uses %s: a throwaway '
                                   'Orthanc on it would need another database. Nothing was changed.'
                                   % (self.folder, self.manifest['index_backend'], self.config.path, self.backend.name))
-        # The storage files are checked one by one as they are taken (only those of the chosen instances).
-        problems = _manifest.problems(self.folder, self.manifest, hashed_later=('storage/',))
+        # Only listed files are read, each by its listed path: the index or dump now, the storage files of the
+        # chosen instances as they are linked. A walk of the whole backup would cost more than the recovery.
+        problems = _manifest.area_problems(self.folder, self.manifest, self.backend.folder)
         if problems.count:
             raise OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; recover '
                                   'from another backup.' % (self.folder, problems.count, '; '.join(problems[:10])),

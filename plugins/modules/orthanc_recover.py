@@ -26,7 +26,8 @@ description:
   - The throwaway Orthanc, its folder C(.orthanc-sandbox-<name>) (in the instance's folder of the repository, or
     beside O(src)) and its database are removed at the end, also on failure. If the module is killed, the
     next recovery from the same folder removes them first.
-  - The backup is checked first (manifest, sizes, nothing unlisted, MD5 of the index or dump).
+  - The backup's manifest is read and its index or dump checked against the manifest's MD5 first. Only files the
+    manifest lists are opened, by their listed paths and never through a link.
   - Outside check mode the Orthanc's lock and the instance's lock of the repository are held, so no backup,
     restore, audit clean-up or prune of them runs meanwhile.
 author:

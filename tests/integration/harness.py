@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import process_tree
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import orthanc_pids, process_tree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -404,6 +404,19 @@ def module_pids(process, module):
         try:
             with open('/proc/%d/cmdline' % pid, 'rb') as handle:
                 if ('AnsiballZ_%s' % module).encode() in handle.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def sandbox_pids():
+    """Orthanc processes of this host whose configuration is a throwaway Orthanc's (orthanc_recover, orthanc_drill)."""
+    found = []
+    for pid in orthanc_pids():
+        try:
+            with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+                if b'.orthanc-sandbox-' in handle.read():
                     found.append(pid)
         except OSError:
             continue

@@ -15,8 +15,8 @@ import urllib.error
 
 import pytest
 
-from harness import LAYOUTS, kill_module, make_instances
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive, orthanc_pids
+from harness import LAYOUTS, kill_module, make_instances, sandbox_pids
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive
 
 SANDBOXES = 'pacs/.orthanc-sandbox-*'
 
@@ -58,21 +58,8 @@ def study_of(orthanc, patient_id, index=0):
     return study
 
 
-def sandbox_pids():
-    """Orthanc processes whose configuration is a sandbox's."""
-    found = []
-    for pid in orthanc_pids():
-        try:
-            with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-                if b'.orthanc-sandbox-' in handle.read():
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.parametrize('layout', ['sqlite', 'postgresql-index', 'mysql-index-and-storage'])
-def test_deleted_study_and_patient_come_back_while_orthanc_serves(layout, make_orthanc, make_database, ansible,
+def test_deleted_study_and_patient_come_back_while_orthanc_serves(layout, make_database, make_orthanc, ansible,
                                                                   repository):
     database = make_database(*LAYOUTS[layout]) if layout != 'sqlite' else None
     orthanc = make_orthanc(database=database, compression=layout == 'sqlite')
@@ -115,7 +102,7 @@ def test_deleted_study_and_patient_come_back_while_orthanc_serves(layout, make_o
         assert database.databases() == [database.name]
 
 
-def test_a_killed_recovery_is_cleaned_up_by_the_next(make_orthanc, make_database, ansible, repository):
+def test_a_killed_recovery_is_cleaned_up_by_the_next(make_database, make_orthanc, ansible, repository):
     database = make_database(*LAYOUTS['postgresql-index'])
     orthanc = make_orthanc(database=database)
     orthanc.upload(make_instances())
