@@ -12,7 +12,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.orthanc_ops.backup.plugins.plugin_utils._fleet_report import build
 
 
-def fleet_report(outcomes, rpo_hours=26):
+def fleet_report(outcomes, rpo_hours=26, drill_max_age_days=0):
     if not isinstance(outcomes, Mapping) or not all(
             outcome is None or isinstance(outcome, Mapping) and 'status' in outcome for outcome in outcomes.values()):
         raise AnsibleFilterError('fleet_report expects {host: outcome or null}, with the outcomes the backup role '
@@ -21,7 +21,13 @@ def fleet_report(outcomes, rpo_hours=26):
         rpo = float(rpo_hours)
     except (TypeError, ValueError):
         raise AnsibleFilterError('fleet_report: rpo_hours must be a number of hours, not %r.' % (rpo_hours,))
-    return build(dict((host, dict(outcome) if outcome else None) for host, outcome in outcomes.items()), rpo)
+    try:
+        drill_days = float(drill_max_age_days)
+    except (TypeError, ValueError):
+        raise AnsibleFilterError('fleet_report: drill_max_age_days must be a number of days, not %r.'
+                                 % (drill_max_age_days,))
+    return build(dict((host, dict(outcome) if outcome else None) for host, outcome in outcomes.items()), rpo,
+                 drill_max_age_days=drill_days)
 
 
 class FilterModule:

@@ -25,8 +25,10 @@ def catalog(module):
             raise unusable(repository.path, exc)
     backups = repository.backup_ids()
     partials = sorted(name for name in os.listdir(repository.path) if name.endswith(PARTIAL)) if exists else []
+    drills = repository.drills()
     return {'changed': not exists and params['create'], 'path': repository.path, 'backups': backups,
-            'latest': backups[-1] if backups else None, 'partials': partials}
+            'latest': backups[-1] if backups else None, 'partials': partials,
+            'last_drill': drills.get('last'), 'last_passed_drill': drills.get('last_passed')}
 
 
 def main(module):

@@ -11,6 +11,7 @@ a backup when its manifest is written and fsynced and the folder is renamed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,13 +22,16 @@ from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, create_file, make_dirs, open_regular
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME, Lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _ledger
 
 ID_FORMAT = '%Y%m%dT%H%M%SZ'
 ID_PATTERN = re.compile(r'^\d{8}T\d{6}Z$')
 PARTIAL = '.partial'
+# The instance's last drill and last passed drill (see orthanc_drill), and the most of it read.
+DRILLS = '.drills.json'
+DRILL_RECORD_LIMIT = 64 * 1024
 # What the error message promises: a name that is one plain folder and one plain word on a command line.
 INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 
@@ -39,6 +43,14 @@ def new_backup_id(now=None):
 def unusable(path, exc):
     return OrthancOpsError('Cannot use the repository %s: %s. Choose a writable folder for "repository".'
                            % (path, exc.strerror or exc))
+
+
+def _is_drill(drill):
+    return (isinstance(drill, dict) and isinstance(drill.get('backup_id'), str) and ID_PATTERN.match(drill['backup_id'])
+            and isinstance(drill.get('drilled_at'), str) and ID_PATTERN.match(drill['drilled_at'])
+            and isinstance(drill.get('passed'), bool)
+            and (drill.get('rto_seconds') is None or isinstance(drill['rto_seconds'], (int, float)))
+            and isinstance(drill.get('reason', ''), str))
 
 
 def check_instance(instance):
@@ -178,6 +190,31 @@ class Repository:
         finally:
             os.close(dir_fd)
         return final
+
+    def record_drill(self, drill):
+        """Keep ``drill`` (a drill's result) as the instance's last drill, and as its last passed one when it passed,
+        in DRILLS, replaced atomically."""
+        record = dict(self.drills(), last=drill)
+        if drill['passed']:
+            record['last_passed'] = drill
+        path = os.path.join(self.path, DRILLS)
+        partial = path + '.%d' % os.getpid()
+        with create_file(partial) as handle:
+            handle.write(json.dumps(record, sort_keys=True).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(partial, path)
+
+    def drills(self):
+        """{'last': drill, 'last_passed': drill} as record_drill kept them (each entry only when it is well formed:
+        the file is untrusted input), or {}."""
+        try:
+            with open_regular(DRILLS, beneath=self.path) as handle:
+                record = json.loads(handle.read(DRILL_RECORD_LIMIT))
+        except (OSError, ValueError):
+            return {}
+        return dict((key, record[key]) for key in ('last', 'last_passed')
+                    if isinstance(record, dict) and _is_drill(record.get(key)))
 
     def free_bytes(self):
         stat = os.statvfs(self.path if os.path.isdir(self.path) else self.root)

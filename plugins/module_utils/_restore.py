@@ -22,9 +22,6 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot impor
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, stage_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
-STATISTICS_KEYS = {'patients': 'CountPatients', 'studies': 'CountStudies',
-                   'series': 'CountSeries', 'instances': 'CountInstances'}
-
 
 class Restore(Phase):
     def __init__(self, module):
@@ -163,9 +160,7 @@ class Restore(Phase):
 
     def _compare_statistics(self, manifest):
         statistics = self.rest.statistics()
-        differences = ['%s: Orthanc has %s, the backup %s' % (label, statistics.get(key), manifest['counts'][label])
-                       for label, key in STATISTICS_KEYS.items()
-                       if statistics.get(key) != manifest['counts'].get(label)]
+        differences = _manifest.count_differences(manifest, statistics)
         if differences:
             raise OrthancOpsError('After the restore Orthanc does not hold what the backup does (%s).'
                                   % '; '.join(differences))

@@ -100,9 +100,11 @@ def remove_stale(work_dir, backend):
     for entry in names:
         name = entry[len(PREFIX):]
         folder = os.path.join(work_dir, entry)
-        if not entry.startswith(PREFIX) or not NAME_PATTERN.match(name) or not stat.S_ISDIR(os.lstat(folder).st_mode):
+        if not entry.startswith(PREFIX) or not NAME_PATTERN.match(name):
             continue
         try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                continue    # not ours: a sandbox is a folder
             lock = Lock(os.path.join(folder, LOCK), 'The sandbox %s' % folder).acquire('sandbox clean-up')
         except OrthancOpsError:
             continue    # a module still uses it
@@ -130,7 +132,7 @@ class Sandbox:
         self.work_dir = work_dir
         self.name = secrets.token_hex(6)
         self.folder = os.path.join(work_dir, PREFIX + self.name)
-        self.storage = os.path.join(self.folder, 'storage')
+        self.index, self.storage = os.path.join(self.folder, 'index'), os.path.join(self.folder, 'storage')
         self.password = secrets.token_urlsafe(24)
         module.no_log_values.add(self.password)
         self.rest, self.pid, self._lock, self._reader = None, None, None, None
@@ -143,6 +145,8 @@ class Sandbox:
             raise OrthancOpsError('Cannot make the throwaway Orthanc\'s folder in %s: %s. The backup\'s parent '
                                   'folder must be writable; nothing was changed.' % (self.work_dir, exc.strerror))
         self._lock = Lock(os.path.join(self.folder, LOCK), 'The sandbox %s' % self.folder).acquire('sandbox')
+        for folder in (self.index, self.storage):
+            os.mkdir(folder, 0o700)
         return self
 
     def __exit__(self, *exc_info):
@@ -157,25 +161,22 @@ class Sandbox:
             self._lock.release()
 
     def start(self):
-        """Stage the backup's index and start Orthanc on it; its REST client once it answers. Returns the seconds
-        from the start of Orthanc until it answered."""
+        """Stage the backup's index and start Orthanc on it; its REST client (``rest``) once it answers. Returns
+        the seconds from the start of Orthanc until it answered."""
         orthanc = self.module.get_bin_path('Orthanc', opt_dirs=['/usr/sbin'])
         if not orthanc:
             raise OrthancOpsError('There is no Orthanc program on this host (Orthanc in a container?): a throwaway '
                                   'Orthanc on the backup needs one. Install the orthanc package (and its database '
                                   'plugin) of the version that wrote the backup; nothing was changed.')
         plugins = plugin_libraries(self.config, self.backend.plugin_marker) if self.backend.plugin_marker else []
-        index = os.path.join(self.folder, 'index')
-        os.mkdir(index, 0o700)
-        os.mkdir(self.storage, 0o700)
         settings = {
-            'Name': 'orthanc-ops sandbox %s' % self.name, 'StorageDirectory': self.storage, 'IndexDirectory': index,
+            'Name': 'orthanc-ops sandbox %s' % self.name, 'StorageDirectory': self.storage, 'IndexDirectory': self.index,
             'HttpPort': free_port(), 'RemoteAccessAllowed': False, 'SslEnabled': False,
             'AuthenticationEnabled': True, 'RegisteredUsers': {USER: self.password},
             'DicomServerEnabled': False, 'DicomModalities': {}, 'OrthancPeers': {}, 'LuaScripts': [],
             'Plugins': plugins, 'StorageAccessOnFind': 'Never', 'SaveJobs': False, 'MaximumStorageSize': 0,
             'MaximumPatientCount': 0, 'ExecuteLuaEnabled': False, 'RestApiWriteToFileSystemEnabled': False}
-        settings.update(self.backend.sandbox(self.backup_folder, self.name, self.manifest, index))
+        settings.update(self.backend.sandbox(self.backup_folder, self.name, self.manifest, self.index))
         config_path = os.path.join(self.folder, CONFIG)
         with create_file(config_path) as handle:
             handle.write(json.dumps(settings, indent=1).encode())
@@ -205,24 +206,24 @@ class Sandbox:
             return 'no log'
         return ' | '.join(line for line in lines if line.startswith(('E', 'W')))[-1500:] or 'no error logged'
 
-    def link(self, wanted):
+    def link(self, wanted=None):
         """Hard-link (copy, across file systems) into the storage folder the backup's files whose uuids are in
-        ``wanted``, each checked to be a regular file the manifest lists, with its size and MD5. Returns
-        {uuid: problem} for the files missing or damaged."""
-        problems = dict((uuid, 'not in the backup') for uuid in wanted)
+        ``wanted`` (all of them by default), each checked to be a regular file the manifest lists, with its size
+        and MD5. Returns {uuid: problem} for the files missing or damaged."""
+        problems = dict((uuid, 'not in the backup') for uuid in wanted or ())
         if self._reader is None:
             self._reader = TreeReader(os.path.join(self.backup_folder, 'storage'))
         for relative, size, md5 in self.manifest.entries('storage'):
             relative = relative[len('storage/'):]
             uuid = relative.rsplit('/', 1)[-1]
-            if uuid not in wanted:
+            if wanted is not None and uuid not in wanted:
                 continue
             target = os.path.join(self.storage, relative)
             make_dirs(os.path.dirname(target), 0o700)
             try:
                 if not os.path.lexists(target):
                     self._place(relative, target, size, md5)
-                del problems[uuid]
+                problems.pop(uuid, None)
             except (OSError, UnsafePath) as exc:
                 problems[uuid] = 'storage/%s: %s' % (relative, exc)
         return problems

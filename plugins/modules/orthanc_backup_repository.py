@@ -75,6 +75,30 @@ partials:
   returned: success
   type: list
   elements: str
+last_drill:
+  description: The last drill of a backup of the instance in this repository (see M(orthanc_ops.backup.orthanc_drill)), or null.
+  returned: success
+  type: dict
+  contains:
+    backup_id:
+      description: Backup drilled.
+      type: str
+    drilled_at:
+      description: When, UTC, as C(YYYYMMDDTHHMMSSZ).
+      type: str
+    passed:
+      description: Whether it passed.
+      type: bool
+    rto_seconds:
+      description: Seconds to a serving Orthanc; null when it never served.
+      type: float
+    reason:
+      description: Why it failed; empty when it passed.
+      type: str
+last_passed_drill:
+  description: The last drill that passed, as RV(last_drill), or null.
+  returned: success
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -23,37 +23,42 @@ def backup_time(backup_id):
 COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'size_bytes', 'new_bytes',
            'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'live_missing',
            'missing_attachments', 'md5_mismatches', 'verification', 'last_good_backup', 'offsite', 'offsite_backup',
-           'offsite_bytes_added')
+           'offsite_bytes_added', 'last_drill', 'last_passed_drill')
 
 
 def _age_hours(backup_id, now):
     return round((now - backup_time(backup_id)).total_seconds() / 3600, 2) if backup_id else None
 
 
-def row(outcome, rpo_hours, now):
-    """One host's row: its outcome plus the age of its last good backup and whether it is past the RPO, and
-    for a host with an off-site repository the same of its newest off-site copy."""
+def row(outcome, rpo_hours, now, drill_max_age_days=0):
+    """One host's row: its outcome plus the age of its last good backup and whether it is past the RPO, for a
+    host with an off-site repository the same of its newest off-site copy, and when drills are required
+    (``drill_max_age_days``) the age of its last passed drill and whether it is overdue."""
     result = dict.fromkeys(COLUMNS)
     result.update(outcome)
     age_hours = _age_hours(outcome.get('last_good_backup'), now)
     offsite_age_hours = _age_hours(outcome.get('offsite_backup'), now)
+    drill_age_hours = _age_hours((outcome.get('last_passed_drill') or {}).get('drilled_at'), now)
     result.update(age_hours=age_hours, past_rpo=age_hours is None or age_hours > rpo_hours,
                   offsite_age_hours=offsite_age_hours,
                   offsite_past_rpo=bool(outcome.get('offsite')) and (offsite_age_hours is None
-                                                                     or offsite_age_hours > rpo_hours))
+                                                                     or offsite_age_hours > rpo_hours),
+                  drill_age_days=None if drill_age_hours is None else round(drill_age_hours / 24, 2),
+                  drill_overdue=drill_max_age_days > 0 and (drill_age_hours is None
+                                                            or drill_age_hours > drill_max_age_days * 24))
     return result
 
 
 NO_OUTCOME = 'no outcome: the host was unreachable, or the run stopped before it'
 
 
-def build(outcomes, rpo_hours, now=None):
+def build(outcomes, rpo_hours, now=None, drill_max_age_days=0):
     """The report from {host: outcome or None}: a summary and one row per host, hosts past the
     RPO (here or off site) first, then failed ones. A host without an outcome never got to record one: it failed."""
     now = now or datetime.now(timezone.utc)
     outcomes = [outcome or {'host': host, 'status': 'failed', 'error': NO_OUTCOME}
                 for host, outcome in outcomes.items()]
-    rows = sorted((row(outcome, rpo_hours, now) for outcome in outcomes),
+    rows = sorted((row(outcome, rpo_hours, now, drill_max_age_days) for outcome in outcomes),
                   key=lambda item: (not (item['past_rpo'] or item['offsite_past_rpo']), STATUS_ORDER.get(item['status'], 0), item['host']))
     count = dict((status, sum(1 for item in rows if item['status'] == status)) for status in STATUS_ORDER)
     summary = {
@@ -65,6 +70,8 @@ def build(outcomes, rpo_hours, now=None):
         'planned': count['planned'],
         'past_rpo': sorted(item['host'] for item in rows if item['past_rpo']),
         'offsite_past_rpo': sorted(item['host'] for item in rows if item['offsite_past_rpo']),
+        'drill_overdue': sorted(item['host'] for item in rows if item['drill_overdue']),
+        'drill_failed': sorted(item['host'] for item in rows if (item['last_drill'] or {}).get('passed') is False),
         'failed_hosts': sorted(item['host'] for item in rows if item['status'] == 'failed'),
         'incomplete_hosts': sorted(item['host'] for item in rows if item['status'] == 'incomplete'),
         'bytes': sum(item.get('size_bytes') or 0 for item in rows),
@@ -72,4 +79,5 @@ def build(outcomes, rpo_hours, now=None):
         'shipped_bytes': sum(item.get('shipped_bytes') or 0 for item in rows),
     }
     return {'generated': now.strftime('%Y-%m-%dT%H:%M:%SZ'), 'rpo_hours': rpo_hours,
+            'drill_max_age_days': drill_max_age_days,
             'summary': summary, 'hosts': rows}

@@ -290,6 +290,13 @@ def test_verify_playbook_checks_both_places_and_finds_a_damaged_copy(fleet):
     assert rc == 2 and 'failed=1' in output, output
     assert 'There is no usable complete backup of instance "site-broken"' in output
     assert recap(output) == {'site-sqlite': 0, 'centre-pg': 0, 'centre-mysql': 0, 'site-broken': 1}
+    # A drill on the backup host, over SSH, with its own Orthanc package (/etc/orthanc), recorded there.
+    rc, output, dummy = fleet.run_playbook('verify', dict(extra, orthanc_verify_hosts='site-sqlite',
+                                                          orthanc_verify_drill=True))
+    assert rc == 0 and 'passed its drill: Orthanc served it after' in output, output
+    with open(os.path.join(fleet.root, 'central', 'site-sqlite', '.drills.json')) as handle:
+        drills = json.load(handle)
+    assert drills['last']['passed'] and drills['last']['backup_id'] == central_ids(fleet.root, 'site-sqlite')[-1]
     latest = central_ids(fleet.root, 'centre-mysql')[-1]
     folder = os.path.join(fleet.root, 'central', 'centre-mysql', latest)
     dump = next(name for name in sorted(listed_files(folder)) if name.startswith('db/'))

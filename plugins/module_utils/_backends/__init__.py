@@ -81,10 +81,14 @@ def missing_requirements(module, config):
 
 def for_config(module, config):
     """An instance of the backend class for the configuration's index, or a clear error."""
-    name, dummy = index_backend(config)
+    return named(module, config, index_backend(config)[0])
+
+
+def named(module, config, name):
+    """An instance of the backend class ``name`` (a manifest's ``index_backend``) with the connection settings
+    of ``config`` and the module's login_* options, or a clear error."""
     for backend in BACKENDS:
         if backend.name == name:
             return backend(module, config)
-    raise OrthancOpsError('This configuration keeps the Orthanc index in %s, which this version of the '
-                          'collection cannot back up or restore (it handles: %s).'
-                          % (name, ', '.join(backend.name for backend in BACKENDS)))
+    raise OrthancOpsError('The Orthanc index is in %s, which this version of the collection cannot back up or '
+                          'restore (it handles: %s).' % (name, ', '.join(backend.name for backend in BACKENDS)))

@@ -129,7 +129,7 @@ def test_backend_detection(tmp_path, settings, index, storage):
 
 def test_unsupported_backend_and_two_index_plugins(tmp_path):
     (tmp_path / 'o.json').write_text('{"Odbc": {"EnableIndex": true}}')
-    with pytest.raises(OrthancOpsError, match='keeps the Orthanc index in plugin'):
+    with pytest.raises(OrthancOpsError, match='The Orthanc index is in plugin'):
         _backends.for_config(None, load(str(tmp_path / "o.json")))
     (tmp_path / 'o.json').write_text('{"MySQL": {"EnableIndex": true}, "PostgreSQL": {"EnableIndex": true}}')
     with pytest.raises(OrthancOpsError, match='several plugin sections'):

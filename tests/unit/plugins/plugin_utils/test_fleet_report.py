@@ -36,7 +36,8 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
     assert rows['b-failed-recent']['age_hours'] == 11 and not rows['b-failed-recent']['past_rpo']
     assert report['summary'] == {
         'hosts': 5, 'ok': 1, 'failed': 3, 'incomplete': 0, 'skipped': 1, 'planned': 0,
-        'past_rpo': ['c-failed-old', 'd-never'], 'offsite_past_rpo': [], 'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
+        'past_rpo': ['c-failed-old', 'd-never'], 'offsite_past_rpo': [], 'drill_overdue': [], 'drill_failed': [],
+        'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
         'incomplete_hosts': [],
         'bytes': 100, 'new_bytes': 10, 'shipped_bytes': 5}
     assert report['generated'] == '2026-11-28T12:00:00Z' and report['rpo_hours'] == 24
@@ -61,3 +62,28 @@ def test_hosts_whose_newest_off_site_copy_is_old_come_first_too():
     assert rows['d-local-only']['offsite_age_hours'] is None and not rows['d-local-only']['offsite_past_rpo']
     assert report['summary']['offsite_past_rpo'] == ['b-old-copy', 'c-no-copy']
     assert report['summary']['past_rpo'] == []
+
+
+def drill(drilled_at, passed, rto=3.5, reason=''):
+    return {'backup_id': '20261120T230000Z', 'drilled_at': drilled_at, 'passed': passed, 'rto_seconds': rto,
+            'reason': reason}
+
+
+def test_hosts_without_a_recent_passed_drill_are_overdue():
+    recent, old = drill('20261127T120000Z', True), drill('20261101T120000Z', True)
+    failed = drill('20261128T060000Z', False, None, 'storage/ab/cd/abcd: MD5 ...')
+    outcomes = {
+        'recent': outcome('recent', 'ok', '20261128T110000Z', last_drill=recent, last_passed_drill=recent),
+        'old': outcome('old', 'ok', '20261128T110000Z', last_drill=old, last_passed_drill=old),
+        'failing': outcome('failing', 'ok', '20261128T110000Z', last_drill=failed, last_passed_drill=recent),
+        'never': outcome('never', 'ok', '20261128T110000Z'),
+    }
+    report = build(outcomes, rpo_hours=24, now=NOW, drill_max_age_days=7)
+    rows = dict((row['host'], row) for row in report['hosts'])
+    assert rows['recent']['drill_age_days'] == 1 and not rows['recent']['drill_overdue']
+    assert rows['old']['drill_age_days'] == 27 and rows['old']['drill_overdue']
+    assert rows['failing']['last_drill']['passed'] is False and not rows['failing']['drill_overdue']
+    assert rows['never']['drill_age_days'] is None and rows['never']['drill_overdue']
+    assert report['summary']['drill_overdue'] == ['never', 'old'] and report['summary']['drill_failed'] == ['failing']
+    assert report['drill_max_age_days'] == 7
+    assert build(outcomes, rpo_hours=24, now=NOW)['summary']['drill_overdue'] == []
