@@ -63,3 +63,13 @@ def operation_argument_spec(repository_required):
     spec.update(dump_jobs=dict(type='int', default=1))
     spec.update(repository_argument_spec(required=repository_required))
     return spec
+
+
+def sandbox_argument_spec():
+    """Everything a module that starts a throwaway Orthanc on a backup takes (orthanc_recover, orthanc_drill): the
+    Orthanc configuration, the database login, and the backup (in a repository, or a folder)."""
+    spec = orthanc_argument_spec()
+    spec.update(database_argument_spec())
+    spec.update(repository_argument_spec())
+    spec.update(dump_jobs=dict(type='int', default=1), backup=dict(type='str', default='latest'), src=dict(type='path'))
+    return spec

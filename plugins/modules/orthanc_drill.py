@@ -166,18 +166,12 @@ plan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _drill
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
-    database_argument_spec, orthanc_argument_spec, repository_argument_spec)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import sandbox_argument_spec
 
 
 def main():
-    argument_spec = orthanc_argument_spec()
-    argument_spec.update(database_argument_spec())
-    argument_spec.update(repository_argument_spec())
+    argument_spec = sandbox_argument_spec()
     argument_spec.update(
-        dump_jobs=dict(type='int', default=1),
-        backup=dict(type='str', default='latest'),
-        src=dict(type='path'),
         check_instances=dict(type='int', default=1000),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,

@@ -192,18 +192,12 @@ problems_count:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _recover
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import (
-    database_argument_spec, orthanc_argument_spec, repository_argument_spec)
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import sandbox_argument_spec
 
 
 def main():
-    argument_spec = orthanc_argument_spec()
-    argument_spec.update(database_argument_spec())
-    argument_spec.update(repository_argument_spec())
+    argument_spec = sandbox_argument_spec()
     argument_spec.update(
-        dump_jobs=dict(type='int', default=1),
-        backup=dict(type='str', default='latest'),
-        src=dict(type='path'),
         resources=dict(type='list', elements='str', default=[]),
         study_instance_uids=dict(type='list', elements='str', default=[]),
         patient_ids=dict(type='list', elements='str', default=[]),

@@ -68,8 +68,10 @@ def count_resources(cursor, query, types=None):
 class DatabaseBackend:
     """What the database backends share: one-statement reads on a connection of their own.
 
-    A subclass sets ``driver_error`` (its driver's base exception) and offers ``connect()``, ``_where()``
-    and ``server_cursor(connection)``, a cursor that reads its rows from the server as they are consumed.
+    A subclass sets ``driver_error`` (its driver's base exception) and ``section_name`` (its plugin's section of
+    the configuration), and offers ``connect()``, ``_where()``, ``server_cursor(connection)`` (a cursor that
+    reads its rows from the server as they are consumed), ``_load(backup_folder, database, manifest, cleanup)``
+    and ``drop_sandbox(name)``.
     """
 
     driver_error = Exception
@@ -88,6 +90,21 @@ class DatabaseBackend:
 
     def prepare(self, backup_folder):
         """Nothing to take ahead: the dump is the capture."""
+
+    def _sandbox_database(self, name):
+        return '%s_sandbox_%s' % (self.database, name)
+
+    def sandbox(self, backup_folder, name, manifest, folder):
+        """The dump loaded into the database ``<db>_sandbox_<name>`` of the same server, and the plugin section
+        that makes a throwaway Orthanc use it (without the live one's lock)."""
+        database = self._sandbox_database(name)
+        self._load(backup_folder, database, manifest, lambda: self.drop_sandbox(name))
+        section = {'EnableIndex': True, 'EnableStorage': manifest.get('storage_backend') == self.name,
+                   'Host': self.settings['host'], 'Port': self.settings['port'], 'Database': database,
+                   'Username': self.settings['user'], 'Password': self.settings.get('password') or '', 'Lock': False}
+        if self.settings.get('unix_socket'):
+            section['UnixSocket'] = self.settings['unix_socket']
+        return {self.section_name: section}
 
     def referenced(self, scratch, frozen, hold):
         """Every attachment the index references, with its resource (see resource_files), handed to ``hold``

@@ -81,6 +81,7 @@ class MySQLBackend(DatabaseBackend):
     modes = ('hot', 'cold')
     folder = 'db'
     plugin_marker = 'OrthancMySQL'
+    section_name = SECTION
 
     @staticmethod
     def missing(module):
@@ -200,21 +201,6 @@ class MySQLBackend(DatabaseBackend):
                          '%s_pre_%s' % (self.database, stamp.lower()))
         self._load(backup_folder, swap.staging, manifest, swap.cleanup)
         return swap
-
-    def _sandbox_database(self, name):
-        return '%s_sandbox_%s' % (self.database, name)
-
-    def sandbox(self, backup_folder, name, manifest, folder):
-        """The dump loaded into the database ``<db>_sandbox_<name>`` of the same server, and the plugin
-        section that makes a throwaway Orthanc use it (without the live one's lock)."""
-        database = self._sandbox_database(name)
-        self._load(backup_folder, database, manifest, lambda: self.drop_sandbox(name))
-        section = {'EnableIndex': True, 'EnableStorage': manifest.get('storage_backend') == self.name,
-                   'Host': self.settings['host'], 'Port': self.settings['port'], 'Database': database,
-                   'Username': self.settings['user'], 'Password': self.settings['password'], 'Lock': False}
-        if self.settings['unix_socket']:
-            section['UnixSocket'] = self.settings['unix_socket']
-        return {SECTION: section}
 
     def drop_sandbox(self, name):
         """Drop the database of the sandbox ``name``."""

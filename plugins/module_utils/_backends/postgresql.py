@@ -64,6 +64,7 @@ class PostgreSQLBackend(DatabaseBackend):
     modes = ('hot', 'cold')
     folder = 'db'
     plugin_marker = 'OrthancPostgreSQL'
+    section_name = SECTION
 
     @staticmethod
     def missing(module):
@@ -185,19 +186,6 @@ class PostgreSQLBackend(DatabaseBackend):
                             '%s_pre_%s' % (self.database, stamp.lower()))
         self._load(backup_folder, swap.staging, manifest, swap.cleanup)
         return swap
-
-    def _sandbox_database(self, name):
-        return '%s_sandbox_%s' % (self.database, name)
-
-    def sandbox(self, backup_folder, name, manifest, folder):
-        """The dump restored into the database ``<db>_sandbox_<name>`` of the same server, and the plugin
-        section that makes a throwaway Orthanc use it (without the live one's lock)."""
-        database = self._sandbox_database(name)
-        self._load(backup_folder, database, manifest, lambda: self.drop_sandbox(name))
-        return {SECTION: {'EnableIndex': True, 'EnableStorage': manifest.get('storage_backend') == self.name,
-                          'Host': self.settings['host'], 'Port': self.settings['port'], 'Database': database,
-                          'Username': self.settings['user'], 'Password': self.settings.get('password') or '',
-                          'Lock': False}}
 
     def drop_sandbox(self, name):
         """Drop the database of the sandbox ``name``, ending its connections first (a throwaway Orthanc
