@@ -26,7 +26,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment imp
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_FORMAT, Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._sandbox import Sandbox
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import differences, too_old
 
 # Problems a drill names in its reason.
 REASONS_SHOWN = 5
@@ -91,7 +91,8 @@ class Drill:
             drill['rto_seconds'] = round(time.monotonic() - started, 3)
             software = sandbox.rest.software()
             drill['orthanc_version'] = software['orthanc_version']
-            problems.extend('Orthanc on this host has %s' % missing for missing in too_old(self.manifest, software))
+            check = differences if self.params['match_versions'] else too_old
+            problems.extend('the Orthanc of this host has %s' % found for found in check(self.manifest, software))
             drill['statistics'] = sandbox.rest.statistics()
             problems.extend(_manifest.count_differences(self.manifest, drill['statistics']))
             instances = sandbox.rest.get('/instances')

@@ -35,3 +35,17 @@ def too_old(backup, live):
         if DATABASE_PLUGIN.search(name) and current and version_key(current) < version_key(version):
             problems.append('plugin %s %s, the backup was written by %s' % (name, current, version))
     return problems
+
+
+def differences(backup, live):
+    """How the Orthanc ``live`` differs from the one that wrote ``backup`` (both as in too_old): its version and
+    the versions of the database plugins the backup was written with; a list of "what: live, backup" sentences."""
+    found = []
+    wanted = backup.get('orthanc_version')
+    if wanted and live.get('orthanc_version') != wanted:
+        found.append('Orthanc %s, the backup was written by Orthanc %s' % (live.get('orthanc_version'), wanted))
+    have = live.get('plugins') or {}
+    for name, version in sorted((backup.get('plugins') or {}).items()):
+        if DATABASE_PLUGIN.search(name) and have.get(name) != version:
+            found.append('plugin %s %s, the backup was written by %s' % (name, have.get(name) or 'missing', version))
+    return found

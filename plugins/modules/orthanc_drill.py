@@ -20,8 +20,8 @@ description:
     O(config) loads, on a free loopback port, with a random password, no DICOM server, no Lua scripts and no
     peers. Its index is a copy of the backup's SQLite index, or the dump restored into a database
     C(<db>_sandbox_<name>) of the database server the configuration's plugin section or the login_* options name.
-  - The drill passes when Orthanc starts on it, its database schema and database plugin are not older than those
-    that wrote the backup, its C(/statistics) hold the manifest's counts, and Orthanc confirms the MD5 of
+  - The drill passes when Orthanc starts on it, is the version that wrote the backup with the same database plugin
+    versions (see O(match_versions)), its C(/statistics) hold the manifest's counts, and Orthanc confirms the MD5 of
     O(check_instances) instances chosen at random (C(verify-md5), the file read through the index of Orthanc).
   - The drill's date, result, RTO and reason are kept in C(<repository>/<instance>/.drills.json) (the last drill
     and the last passed one), which M(orthanc_ops.backup.orthanc_backup_repository) returns for the fleet report.
@@ -53,6 +53,12 @@ options:
         of 4 in 100,000) in seconds rather than a second full read.
     type: int
     default: 1000
+  match_versions:
+    description:
+      - Require the Orthanc of this host, and its database plugins, to be the versions that wrote the backup, as the
+        host that would restore it runs them. When false, only older ones fail the drill (they could not read it).
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -173,6 +179,7 @@ def main():
     argument_spec = sandbox_argument_spec()
     argument_spec.update(
         check_instances=dict(type='int', default=1000),
+        match_versions=dict(type='bool', default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            mutually_exclusive=[('src', 'repository')],

@@ -12,7 +12,7 @@ import pytest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment, load, strip_comments
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import parse_systemd_environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import differences, too_old
 
 
 def test_comments_are_removed_but_not_inside_strings():
@@ -117,3 +117,17 @@ def test_systemd_environment_files_override_environment(tmp_path):
 ])
 def test_too_old(backup, live, problems):
     assert too_old(backup, live) == problems
+
+
+@pytest.mark.parametrize('backup, live, found', [
+    ({'orthanc_version': '1.10.1', 'plugins': {'postgresql-index': '4.0', 'dicom-web': '1.0'}},
+     {'orthanc_version': '1.10.1', 'plugins': {'postgresql-index': '4.0'}}, []),    # only database plugins count
+    ({'orthanc_version': '1.10.1'}, {'orthanc_version': '1.12.4'},
+     ['Orthanc 1.12.4, the backup was written by Orthanc 1.10.1']),                # newer differs too
+    ({'orthanc_version': '1.10.1', 'plugins': {'mysql-index': '4.3', 'mysql-storage': '4.3'}},
+     {'orthanc_version': '1.10.1', 'plugins': {'mysql-index': '5.1'}},
+     ['plugin mysql-index 5.1, the backup was written by 4.3', 'plugin mysql-storage missing, the backup was written by 4.3']),
+    ({}, {'orthanc_version': '1.10.1'}, []),
+])
+def test_differences(backup, live, found):
+    assert differences(backup, live) == found
