@@ -28,7 +28,7 @@ units: tree
 	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/unit
 
 integration: tree
-	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/integration
+	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider --durations=30 tests/integration
 
 demo: tree
 	PATH=$(VENV)/bin:$$PATH bash tests/scripts/demo.sh $(TREE_ROOT)
