@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_FORMAT, Repository
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._sandbox import Sandbox
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_FORMAT
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._sandbox import Sandbox, backup_source
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import differences, too_old
 
 # Problems a drill names in its reason.
@@ -36,15 +36,7 @@ class Drill:
     def __init__(self, module):
         self.module, self.params = module, module.params
         self.config = load_configuration(module)
-        if self.params['src']:
-            self.repository = None
-            self.folder = os.path.abspath(self.params['src'])
-            self.manifest = _manifest.read(self.folder)
-            self.work_dir = os.path.dirname(self.folder)
-        else:
-            self.repository = Repository.from_params(module)
-            self.folder, self.manifest = self.repository.open_backup(self.params['backup'])
-            self.work_dir = self.repository.path
+        self.repository, self.folder, self.manifest, self.work_dir = backup_source(module)
         self.backend = _backends.named(module, self.config, self.manifest['index_backend'])
 
     def run(self):

@@ -22,7 +22,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifes
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._sandbox import Sandbox
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._sandbox import Sandbox, backup_source
 
 # Orthanc's resource ids: the SHA-1 of the DICOM identifiers, in five groups of eight hex digits.
 RESOURCE_ID = re.compile(r'^[0-9a-f]{8}(-[0-9a-f]{8}){4}$')
@@ -61,15 +61,7 @@ class Recover(Phase):
     def __init__(self, module):
         super().__init__(module)
         self.selectors = check_selectors(self.params)
-        if self.params['src']:
-            self.repository = None
-            self.folder = os.path.abspath(self.params['src'])
-            self.manifest = _manifest.read(self.folder)
-            self.work_dir = os.path.dirname(self.folder)
-        else:
-            self.repository = self.open_repository()
-            self.folder, self.manifest = self.repository.open_backup(self.params['backup'])
-            self.work_dir = self.repository.path
+        self.repository, self.folder, self.manifest, self.work_dir = backup_source(module)
 
     def run(self):
         started = time.monotonic()

@@ -28,11 +28,13 @@ import socket
 import stat
 import time
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive, configuration_of, same_path
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._rest import OrthancRest
 
 PREFIX = '.orthanc-sandbox-'
@@ -43,6 +45,17 @@ START_TIMEOUT = 120
 KILL_TIMEOUT = 10
 # Started through sh so that it outlives run_command, which waits for the output it captures.
 LAUNCH = 'cd "$1" && shift && exec "$@" </dev/null >/dev/null 2>&1 &\necho $!'
+
+
+def backup_source(module):
+    """(repository or None, backup folder, its manifest, work folder for sandboxes) of the backup the options
+    name: ``src``, or ``backup`` of ``instance`` in ``repository``."""
+    if module.params['src']:
+        folder = os.path.abspath(module.params['src'])
+        return None, folder, _manifest.read(folder), os.path.dirname(folder)
+    repository = Repository.from_params(module)
+    folder, manifest = repository.open_backup(module.params['backup'])
+    return repository, folder, manifest, repository.path
 
 
 def free_port():
