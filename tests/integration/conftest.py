@@ -17,8 +17,14 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (  # noqa: E402
-    LAYOUTS, SERVICES, Ansible, ContainerOrthanc, ContainerPostgres, Orthanc, container_image, make_instances,
-    server_answers)
+    LAYOUTS, SERVICES, Ansible, ContainerOrthanc, ContainerPostgres, Orthanc, container_image, machine_lock,
+    make_instances, server_answers)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'exclusive: acts on the whole machine (a Debian package, the packaged Orthanc '
+                                       'service, whose init script stops every Orthanc of the host); make integration '
+                                       'runs these alone, after the others')
 
 
 @pytest.fixture
@@ -26,8 +32,9 @@ def make_database(request):
     created = []
 
     def factory(kind, enable_storage):
-        if not server_answers(kind):
-            subprocess.run(['service', SERVICES[kind], 'start'], check=True, capture_output=True)
+        with machine_lock(SERVICES[kind]):
+            if not server_answers(kind):
+                subprocess.run(['service', SERVICES[kind], 'start'], check=True, capture_output=True)
         database = kind('orthanc_t%d_%d' % (os.getpid(), len(created) + int(time.time() * 1000) % 100000),
                         enable_storage)
         created.append(database)

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import glob
 import gzip
+import http.client
 import io
 import json
 import os
@@ -39,13 +41,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Below Linux's ephemeral range (32768-60999), so that no outgoing connection
 # takes a port between our check and the server's bind, and never handed out
-# twice: two quick binds to port 0 can return the same port.
+# twice: two quick binds to port 0 can return the same port. Each pytest-xdist
+# worker draws from its own slice, so that two workers never pick the same port.
 _PORTS_HANDED_OUT = set()
+_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+_WORKER = int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])
+_PORTS = range(20000 + _WORKER * 12000 // _WORKERS, 20000 + (_WORKER + 1) * 12000 // _WORKERS)
 
 
 def free_port():
     while True:
-        port = random.randrange(20000, 32000)
+        port = random.choice(_PORTS)
         if port in _PORTS_HANDED_OUT:
             continue
         with socket.socket() as sock:
@@ -194,7 +200,8 @@ class Orthanc:
         try:
             self.api('GET', '/system', timeout=2)
             return True
-        except (OSError, urllib.error.URLError):
+        except (OSError, http.client.HTTPException):
+            # An Orthanc stopping while it answers cuts the response short (IncompleteRead).
             return False
 
     def log_tail(self):
@@ -246,22 +253,31 @@ cgroup_manager = "cgroupfs"
 """
 
 
+@contextmanager
+def machine_lock(name):
+    """Held by one of the suite's parallel workers at a time: for what the machine sets up once."""
+    with open(os.path.join(tempfile.gettempdir(), 'orthanc-ops-%s.lock' % name), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def container_image():
     """Build the test image unless the machine has it: a minbase bookworm with Orthanc, its plugins and
     PostgreSQL (for a database in a second container)."""
-    if not os.path.exists('/etc/containers/containers.conf'):
-        # What the admin of such a host sets up: host networking, runc, cgroupfs, limits it may keep.
-        os.makedirs('/etc/containers', exist_ok=True)
-        with open('/etc/containers/containers.conf', 'w') as handle:
-            handle.write(CONTAINERS_CONF)
-    if subprocess.run(['podman', 'image', 'exists', CONTAINER_IMAGE], check=False).returncode != 0:
-        rootfs = subprocess.Popen(['mmdebstrap', '--quiet', '--variant=minbase',
-                                   '--include=orthanc,orthanc-postgresql,orthanc-mysql,postgresql', 'bookworm', '-'],
-                                  stdout=subprocess.PIPE)
-        subprocess.run(['podman', 'import', '--quiet', '-', CONTAINER_IMAGE], stdin=rootfs.stdout, check=True,
-                       stdout=subprocess.DEVNULL)
-        rootfs.stdout.close()
-        assert rootfs.wait() == 0, 'mmdebstrap failed'
+    with machine_lock('image'):
+        if not os.path.exists('/etc/containers/containers.conf'):
+            # What the admin of such a host sets up: host networking, runc, cgroupfs, limits it may keep.
+            os.makedirs('/etc/containers', exist_ok=True)
+            with open('/etc/containers/containers.conf', 'w') as handle:
+                handle.write(CONTAINERS_CONF)
+        if subprocess.run(['podman', 'image', 'exists', CONTAINER_IMAGE], check=False).returncode != 0:
+            rootfs = subprocess.Popen(['mmdebstrap', '--quiet', '--variant=minbase', '--include='
+                                       'orthanc,orthanc-postgresql,orthanc-mysql,postgresql', 'bookworm', '-'],
+                                      stdout=subprocess.PIPE)
+            subprocess.run(['podman', 'import', '--quiet', '-', CONTAINER_IMAGE], stdin=rootfs.stdout, check=True,
+                           stdout=subprocess.DEVNULL)
+            rootfs.stdout.close()
+            assert rootfs.wait() == 0, 'mmdebstrap failed'
     return CONTAINER_IMAGE
 
 
@@ -397,29 +413,37 @@ def descendants(pid):
     return process_tree(pid)[1:]
 
 
-def module_pids(process, module):
-    """PIDs of the module ``module`` that the ansible-playbook ``process`` runs (not another test's)."""
+def descendant_pids(process, mention):
+    """PIDs of the processes below the Popen ``process`` whose command line holds ``mention`` (not another
+    test's: the suite runs in parallel)."""
     found = []
     for pid in descendants(process.pid):
         try:
             with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-                if ('AnsiballZ_%s' % module).encode() in handle.read():
+                if mention.encode() in handle.read().replace(b'\0', b' '):
                     found.append(pid)
         except OSError:
             continue
     return found
 
 
-def sandbox_pids():
-    """Orthanc processes of this host whose configuration is a throwaway Orthanc's (orthanc_recover, orthanc_drill)."""
+def module_pids(process, module):
+    """PIDs of the module ``module`` that the ansible-playbook ``process`` runs."""
+    return descendant_pids(process, 'AnsiballZ_%s' % module)
+
+
+def sandbox_pids(folder):
+    """Orthanc processes whose configuration is a throwaway Orthanc's (orthanc_recover, orthanc_drill) below
+    ``folder`` (a test's own: other tests' sandboxes may run meanwhile)."""
     found = []
     for pid in orthanc_pids():
         try:
             with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-                if b'.orthanc-sandbox-' in handle.read():
-                    found.append(pid)
+                command = handle.read()
         except OSError:
             continue
+        if b'.orthanc-sandbox-' in command and os.path.join(folder, '').encode() in command:
+            found.append(pid)
     return found
 
 

@@ -28,7 +28,7 @@ def drill_params(orthanc, repository, **extra):
 
 
 def assert_torn_down(repository, database=None):
-    assert not glob.glob(os.path.join(repository, 'pacs', '.orthanc-sandbox-*')) and not sandbox_pids()
+    assert not glob.glob(os.path.join(repository, 'pacs', '.orthanc-sandbox-*')) and not sandbox_pids(repository)
     if database:
         assert database.databases() == [database.name]
 
@@ -41,7 +41,7 @@ def test_a_good_backup_passes_its_drill(layout, make_database, make_orthanc, ans
     before = orthanc.md5s()
 
     plan, rc, output = ansible.run('orthanc_drill', drill_params(orthanc, repository), check=True)
-    assert rc == 0 and plan['plan']['backup_id'] == backup['backup_id'] and not sandbox_pids(), output
+    assert rc == 0 and plan['plan']['backup_id'] == backup['backup_id'] and not sandbox_pids(repository), output
 
     drill, rc, output = ansible.run('orthanc_drill', drill_params(orthanc, repository, check_instances=5))
     assert rc == 0 and drill['passed'] is True and drill['problems_count'] == 0, output

@@ -148,6 +148,7 @@ def wait_packaged():
     raise AssertionError('the packaged Orthanc did not answer on 8042')
 
 
+@pytest.mark.exclusive
 def test_packaged_orthanc_through_sysvinit(packaged_orthanc, ansible, repository):
     wait_packaged()
     for data in make_instances(patients=2):

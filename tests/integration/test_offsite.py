@@ -21,7 +21,7 @@ import pytest
 
 from fleet import Sshd
 from harness import (
-    RestServer, free_port, local_contents, make_instances, module_pids, mounted, seed, wait_for_port)
+    RestServer, descendant_pids, free_port, local_contents, make_instances, module_pids, mounted, seed, wait_for_port)
 
 PASSWORD = 'correct horse battery staple 7'
 S3_KEYS = {'AWS_ACCESS_KEY_ID': 'orthanc-ops-test', 'AWS_SECRET_ACCESS_KEY': 'never-printed-s3-secret-42'}
@@ -290,12 +290,11 @@ def test_a_push_killed_half_way_is_done_again(make_target, make_orthanc, ansible
     backup(ansible, orthanc, repository)
     process, out = ansible.start('orthanc_offsite', offsite(target, 'push', repository=repository))
     deadline = time.monotonic() + 60
-    while not subprocess.run(['pgrep', '-f', 'restic --quiet backup'], capture_output=True, check=False).stdout:
+    while not descendant_pids(process, 'restic --quiet backup'):
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()[0]
         time.sleep(0.1)
     time.sleep(3)
-    for pid in module_pids(process, 'orthanc_offsite') + [int(pid) for pid in subprocess.run(
-            ['pgrep', '-f', 'restic --quiet backup'], capture_output=True, text=True, check=False).stdout.split()]:
+    for pid in module_pids(process, 'orthanc_offsite') + descendant_pids(process, 'restic --quiet backup'):
         os.kill(pid, signal.SIGKILL)
     process.communicate(timeout=60)
 

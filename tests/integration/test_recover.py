@@ -97,7 +97,7 @@ def test_deleted_study_and_patient_come_back_while_orthanc_serves(layout, make_d
     assert result['not_found'] == ['accession_numbers NOT-IN-BACKUP']
     assert orthanc.md5s() == before
 
-    assert not glob.glob(os.path.join(repository, SANDBOXES)) and not sandbox_pids()
+    assert not glob.glob(os.path.join(repository, SANDBOXES)) and not sandbox_pids(repository)
     if database:
         assert database.databases() == [database.name]
 
@@ -120,14 +120,14 @@ def test_a_killed_recovery_is_cleaned_up_by_the_next(make_database, make_orthanc
         time.sleep(0.005)
     assert kill_module(process, 'orthanc_recover')
     process.communicate(timeout=60)
-    left = sandbox_pids()
+    left = sandbox_pids(repository)
     assert left and glob.glob(os.path.join(repository, SANDBOXES))    # what the next run must clean
     assert [name for name in database.databases() if '_sandbox_' in name]
 
     result, rc, output = ansible.run('orthanc_recover', params)
     assert rc == 0 and result['recovered_instances'] + result['skipped_instances'] == len(before), output
     assert orthanc.md5s() == before
-    assert not any(alive(pid) for pid in left) and not sandbox_pids()
+    assert not any(alive(pid) for pid in left) and not sandbox_pids(repository)
     assert not glob.glob(os.path.join(repository, SANDBOXES))
     assert database.databases() == [database.name]
 
@@ -155,7 +155,7 @@ def test_a_damaged_file_is_not_recovered_and_the_rest_is(make_orthanc, ansible, 
     after = orthanc.md5s()
     assert instances[0] not in after
     assert after == dict((instance, md5) for instance, md5 in before.items() if instance != instances[0])
-    assert not glob.glob(os.path.join(repository, SANDBOXES)) and not sandbox_pids()
+    assert not glob.glob(os.path.join(repository, SANDBOXES)) and not sandbox_pids(repository)
 
 
 def test_a_selector_that_would_choose_more_is_refused(make_orthanc, ansible, repository):

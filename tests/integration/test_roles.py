@@ -54,6 +54,7 @@ def driver_installed():
     return subprocess.run(['/usr/bin/python3', '-c', 'import pymysql'], capture_output=True, check=False).returncode == 0
 
 
+@pytest.mark.exclusive
 def test_a_host_without_the_driver_gets_it_and_is_backed_up(without_pymysql, make_database, make_orthanc, ansible,
                                                             repository, tmp_path):
     database = make_database(MysqlDatabase, False)

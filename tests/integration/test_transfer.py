@@ -36,15 +36,17 @@ def inodes(folder):
                 for current, dummy, names in os.walk(folder) for name in names)
 
 
-def ssh_masters_left():
+def ssh_masters_left(sshd):
+    """The SSH connections to ``sshd`` (this test's own) that a copy shared and left open."""
     masters = []
     for pid in os.listdir('/proc'):
         try:
             with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                if b'orthanc-ops-ssh-' in handle.read():
-                    masters.append(pid)
+                command = handle.read().split(b'\0')
         except OSError:
             continue
+        if any(b'orthanc-ops-ssh-' in word for word in command) and str(sshd.port).encode() in command:
+            masters.append(pid)
     return masters
 
 
@@ -65,7 +67,7 @@ def test_push_links_to_the_newest_copy_and_pull_brings_a_backup_back(make_orthan
     sent, rc, output = ansible.run('orthanc_backup_transfer', push)
     assert rc == 0 and sent['backup_id'] == first['backup_id'] and sent['linked_to'] is None, output
     assert sent['path'] == os.path.join(central, 'pacs', first['backup_id'] + '.partial')
-    assert not ssh_masters_left(), 'the SSH connection the copy shared was not closed'
+    assert not ssh_masters_left(sshd), 'the SSH connection the copy shared was not closed'
     assert sent['files_transferred'] == len(inodes(first['path'])) and sent['new_bytes'] == plan['new_bytes']
     verified, rc, output = ansible.run('orthanc_backup_verify', {'repository': central, 'instance': 'pacs',
                                                                  'backup': sent['backup_id'], 'incoming': True})
