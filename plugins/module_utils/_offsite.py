@@ -87,7 +87,7 @@ def _copy(backup_id, snapshots):
 
 def push(module, restic, instance):
     params = module.params
-    repository = Repository(params['repository'], instance, module.warn)
+    repository = Repository.from_params(module)
     folder, manifest = repository.open_backup(params['backup'])
     backup_id = manifest['backup_id']
     result = {'backup_id': backup_id, 'path': folder, 'files': manifest['files'], 'bytes': manifest['bytes'],
@@ -131,7 +131,7 @@ def _chosen(backups, backup, instance, location):
 
 def pull(module, restic, instance):
     params = module.params
-    repository = Repository(params['repository'], instance, module.warn)
+    repository = Repository.from_params(module)
     backups = restic.snapshots(instance)
     backup_id = _chosen(backups, params['backup'], instance, restic.location)
     result = dict(_copy(backup_id, backups[backup_id]), path=repository.backup_path(backup_id))

@@ -43,8 +43,9 @@ CONFIG, LOG, PID, LOCK = 'orthanc.json', 'orthanc.log', 'orthanc.pid', 'lock'
 USER = 'sandbox'
 START_TIMEOUT = 120
 KILL_TIMEOUT = 10
-# Started through sh so that it outlives run_command, which waits for the output it captures.
-LAUNCH = 'cd "$1" && shift && exec "$@" </dev/null >/dev/null 2>&1 &\necho $!'
+# Started through sh so that it outlives run_command, which waits for the output it captures; what
+# Orthanc writes (its log, the index) is private whatever the module's umask.
+LAUNCH = 'umask 077 && cd "$1" && shift && exec "$@" </dev/null >/dev/null 2>&1 &\necho $!'
 
 
 def backup_source(module):
@@ -81,9 +82,12 @@ def plugin_libraries(config, marker):
 
 
 def _kill(pid, config_path):
-    """SIGKILL the Orthanc ``pid`` if it runs the configuration at ``config_path``, and wait until it is gone."""
-    running = configuration_of(pid)
-    if not running or not same_path(running, config_path):
+    """SIGKILL the Orthanc ``pid`` if it was started on this host with the configuration path ``config_path``
+    (the sandbox's own), and wait until it is gone."""
+    # The path as the process names it, not the file: a planted folder's orthanc.json may be a link to the
+    # live Orthanc's configuration, and its orthanc.pid the live Orthanc's pid.
+    root = '/proc/%d/root' % pid
+    if configuration_of(pid) != os.path.join(root, config_path.lstrip('/')) or not same_path(root, '/'):
         return
     try:
         os.kill(pid, signal.SIGKILL)
@@ -105,6 +109,7 @@ def _read_pid(folder):
 def remove_stale(work_dir, backend):
     """Remove the sandboxes of ``work_dir`` whose module died: their Orthanc, database and folder. The names
     removed."""
+    work_dir = os.path.realpath(work_dir)    # as Sandbox names it to its Orthanc
     try:
         names = os.listdir(work_dir)
     except FileNotFoundError:
@@ -142,9 +147,9 @@ class Sandbox:
     def __init__(self, module, backend, config, work_dir, backup_folder, manifest):
         self.module, self.backend, self.config = module, backend, config
         self.backup_folder, self.manifest = backup_folder, manifest
-        self.work_dir = work_dir
+        self.work_dir = os.path.realpath(work_dir)    # one spelling of the paths its Orthanc is started with
         self.name = secrets.token_hex(6)
-        self.folder = os.path.join(work_dir, PREFIX + self.name)
+        self.folder = os.path.join(self.work_dir, PREFIX + self.name)
         self.index, self.storage = os.path.join(self.folder, 'index'), os.path.join(self.folder, 'storage')
         self.password = secrets.token_urlsafe(24)
         module.no_log_values.add(self.password)

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from fleet import Fleet, Sshd
-from harness import MysqlDatabase, Orthanc, PostgresDatabase, RestServer, listed_files, make_instances
+from harness import MysqlDatabase, Orthanc, PostgresDatabase, RestServer, listed_files, make_instances, mounted
 
 ORTHANC_HOSTS = ('site-sqlite', 'site-broken', 'centre-pg', 'centre-mysql')
 # Copies planted on the backup host for centre-pg, to see its retention applied there.
@@ -62,7 +62,7 @@ def fleet(tmp_path_factory, collections_root):
         'centre-pg': Orthanc(os.path.join(root, 'centre-pg'), database=databases[0]),
         'centre-mysql': Orthanc(os.path.join(root, 'centre-mysql'), database=databases[1]),
     }
-    sshd = Sshd(os.path.join(root, 'sshd'), ['127.0.0.%d' % number for number in range(2, 7)])
+    sshd = Sshd(os.path.join(root, 'sshd'), ['127.0.0.%d' % number for number in range(2, 8)])
     fleet = Fleet(root, sshd, collections_root)
     try:
         for number, (name, server) in enumerate(servers.items(), start=2):
@@ -73,6 +73,7 @@ def fleet(tmp_path_factory, collections_root):
             fleet.add_orthanc(name, '127.0.0.%d' % number, server, **broken)
         fleet.hosts['centre-pg'].update(orthanc_backup_repository_keep_last=2, orthanc_backup_repository_keep_monthly=2)
         fleet.add_host('backup1', '127.0.0.6', 'backup')
+        fleet.add_host('drill1', '127.0.0.7', 'drill')      # reads backup1's repository as a NAS mount
         fleet.common_vars = {
             'orthanc_backup_hosts': 'orthanc', 'orthanc_backup_serial': 2,
             'orthanc_backup_repository_host': 'backup1',
@@ -297,6 +298,14 @@ def test_verify_playbook_checks_both_places_and_finds_a_damaged_copy(fleet):
     with open(os.path.join(fleet.root, 'central', 'site-sqlite', '.drills.json')) as handle:
         drills = json.load(handle)
     assert drills['last']['passed'] and drills['last']['backup_id'] == central_ids(fleet.root, 'site-sqlite')[-1]
+    # On a host named for drills, which mounts that repository elsewhere: the drill runs and is recorded there.
+    with mounted(os.path.join(fleet.root, 'nas'), '--bind', os.path.join(fleet.root, 'central')) as mount:
+        rc, output, dummy = fleet.run_playbook('verify', dict(
+            extra, orthanc_verify_hosts='site-sqlite', orthanc_verify_local=False, orthanc_verify_drill=True,
+            orthanc_verify_drill_host='drill1', orthanc_verify_drill_repository=mount))
+    assert rc == 0 and 'site-sqlite -> drill1' in output and 'passed its drill' in output, output
+    with open(os.path.join(fleet.root, 'central', 'site-sqlite', '.drills.json')) as handle:
+        assert json.load(handle)['last']['drilled_at'] > drills['last']['drilled_at']
     latest = central_ids(fleet.root, 'centre-mysql')[-1]
     folder = os.path.join(fleet.root, 'central', 'centre-mysql', latest)
     dump = next(name for name in sorted(listed_files(folder)) if name.startswith('db/'))

@@ -113,7 +113,7 @@ def test_a_killed_recovery_is_cleaned_up_by_the_next(make_database, make_orthanc
         orthanc.api('DELETE', '/patients/%s' % patient)
     params = recover_params(orthanc, repository, missing=True)
 
-    process, dummy = ansible.start('orthanc_recover', params)
+    process, dummy = ansible.start('orthanc_recover', params, umask=0)
     deadline = time.monotonic() + 60
     while not glob.glob(os.path.join(repository, SANDBOXES, 'orthanc.pid')):
         assert process.poll() is None and time.monotonic() < deadline, 'the recovery never started its sandbox'
@@ -122,6 +122,11 @@ def test_a_killed_recovery_is_cleaned_up_by_the_next(make_database, make_orthanc
     process.communicate(timeout=60)
     left = sandbox_pids(repository)
     assert left and glob.glob(os.path.join(repository, SANDBOXES))    # what the next run must clean
+    # Under umask 000, nothing of the sandbox (its password, the index Orthanc wrote) is open to others.
+    for folder in glob.glob(os.path.join(repository, SANDBOXES)):
+        modes = [os.lstat(os.path.join(current, name)).st_mode for current, folders, files in os.walk(folder)
+                 for name in folders + files] + [os.lstat(folder).st_mode]
+        assert modes and not [mode for mode in modes if mode & 0o077], [oct(mode) for mode in modes]
     assert [name for name in database.databases() if '_sandbox_' in name]
 
     result, rc, output = ansible.run('orthanc_recover', params)
@@ -193,3 +198,25 @@ def test_the_recover_playbook_takes_survey_text(make_orthanc, ansible, repositor
         for value in ('', None):
             rc, output = ansible.run_playbook('recover', dict(survey, **{unset: value}))
             assert rc != 0 and 'Set orthanc_recover_hosts' in output, output
+
+
+def test_a_planted_sandbox_cannot_turn_the_clean_up_against_the_live_orthanc(make_orthanc, ansible, repository):
+    """A folder named like a left-over sandbox, with the live Orthanc's pid and a link to its configuration:
+    the clean-up removes the folder and leaves the live Orthanc alone."""
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances())
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    before, pid = orthanc.md5s(), orthanc.pid()
+    orthanc.api('DELETE', '/studies/%s' % study_of(orthanc, 'P0000')['ID'])
+    planted = os.path.join(repository, 'pacs', '.orthanc-sandbox-0123456789ab')
+    os.makedirs(planted)
+    with open(os.path.join(planted, 'orthanc.pid'), 'w') as handle:
+        handle.write('%d\n' % pid)
+    os.symlink(orthanc.config, os.path.join(planted, 'orthanc.json'))
+
+    with Availability(orthanc) as availability:
+        result, rc, output = ansible.run('orthanc_recover', recover_params(orthanc, repository, missing=True))
+    assert rc == 0 and result['recovered_instances'] == 4, output
+    assert orthanc.pid() == pid and not availability.failures and orthanc.md5s() == before
+    assert not os.path.lexists(planted) and os.path.exists(orthanc.config)
