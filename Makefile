@@ -5,9 +5,9 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
+.PHONY: test setup tree sanity lint units integration changelog-lint docs-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
 
-test: setup sanity lint changelog-lint units integration
+test: setup sanity lint changelog-lint docs-lint units integration
 
 setup:
 	@bash tests/scripts/setup.sh >/dev/null
@@ -23,6 +23,11 @@ lint: tree
 
 changelog-lint: setup
 	$(VENV)/bin/antsibull-changelog lint
+
+# The docsite guides (docs/docsite) and every module's and role's documentation, as a docsite build reads them.
+docs-lint: tree
+	cd $(TREE) && ANSIBLE_COLLECTIONS_PATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/antsibull-docs \
+		lint-collection-docs --plugin-docs .
 
 units: tree
 	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/unit
