@@ -119,11 +119,11 @@ class Fleet:
             json.dump(extra_vars, handle)
         return path
 
-    def run_playbook(self, name, extra_vars, timeout=900):
+    def run_playbook(self, name, extra_vars, timeout=900, check=False):
         """Run a playbook of the collection by FQCN over SSH: (exit code, everything printed, seconds)."""
         ansible_playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
         command = [ansible_playbook, '-i', self.write_inventory(), 'orthanc_ops.backup.' + name,
-                   '-e', '@' + self.write_vars(extra_vars)]
+                   '-e', '@' + self.write_vars(extra_vars)] + (['--check'] if check else [])
         started = time.monotonic()
         process = subprocess.run(command, env=self.env(), cwd=self.root, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)

@@ -177,8 +177,16 @@ def test_restore_a_wiped_host_from_the_backup_host(fleet):
 
 def test_restore_another_hosts_backup_onto_a_new_host(fleet):
     """site-broken (SQLite) takes the place of site-sqlite: orthanc_restore_instance names the lost server."""
-    rc, output, dummy = fleet.run_playbook('restore', dict(
-        fleet.common_vars, orthanc_restore_hosts='site-broken', orthanc_restore_instance='site-sqlite'))
+    extra = dict(fleet.common_vars, orthanc_restore_hosts='site-broken', orthanc_restore_instance='site-sqlite')
+    local = os.path.join(fleet.root, 'site-broken', 'repository', 'site-sqlite')
+    before = fleet.servers['site-broken'].md5s()
+    # A dry run on the new host, which holds no backup of site-sqlite yet, says what would come.
+    rc, output, dummy = fleet.run_playbook('restore', extra, check=True)
+    latest = central_ids(fleet.root, 'site-sqlite')[-1]
+    assert rc == 0 and 'Would bring backup %s of instance site-sqlite' % latest in output, output
+    assert not os.path.exists(local) and fleet.servers['site-broken'].md5s() == before
+
+    rc, output, dummy = fleet.run_playbook('restore', extra)
     assert rc == 0, output
     assert fleet.servers['site-broken'].md5s() == fleet.before['site-sqlite']
 
