@@ -8,6 +8,7 @@ the whole backup and (b) orthanc_recover of that study. The outage is what a cli
 every 20 ms, the longest gap between answers (see sqlite_outage.py).
 
     make bench-recover BENCH_ARGS="--instances 20000 --repeat 3"
+    make bench-recover BENCH_ARGS="--instances 20000 --pixels 512 --repeat 3"    # 256 KiB instances, 5 GB
 """
 
 from __future__ import annotations
