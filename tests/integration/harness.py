@@ -28,9 +28,11 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import orthanc_pids, process_tree
+from prometheus_client.parser import text_string_to_metric_families
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -774,3 +776,21 @@ def mounted(path, *arguments):
         yield path
     finally:
         subprocess.run(['umount', '-l', path], check=False)
+
+
+def read_metrics(folder, kind, instance='pacs'):
+    """{name: value} of the node_exporter textfile of ``kind`` for ``instance``, parsed by prometheus_client;
+    every sample must carry the instance as its only label."""
+    with open(os.path.join(folder, 'orthanc_%s_%s.prom' % (kind, instance))) as handle:
+        text = handle.read()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            assert sample.labels == {'orthanc_instance': instance}, sample
+            found[sample.name] = sample.value
+    return found
+
+
+def backup_epoch(backup_id):
+    """The Unix time a backup id (its UTC start, YYYYMMDDTHHMMSSZ) names."""
+    return datetime.strptime(backup_id, '%Y%m%dT%H%M%SZ').replace(tzinfo=timezone.utc).timestamp()

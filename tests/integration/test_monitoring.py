@@ -11,12 +11,10 @@ from __future__ import annotations
 import http.server
 import os
 import threading
-from datetime import datetime, timezone
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from harness import make_instances
+from harness import backup_epoch, make_instances, read_metrics
 
 
 class PingServer(http.server.ThreadingHTTPServer):
@@ -48,22 +46,6 @@ def ping_server():
     server.server_close()
 
 
-def metrics(folder, kind):
-    """{name: value} of the metrics file of ``kind`` for instance pacs, parsed by prometheus_client."""
-    with open(os.path.join(folder, 'orthanc_%s_pacs.prom' % kind)) as handle:
-        text = handle.read()
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            assert sample.labels == {'orthanc_instance': 'pacs'}, sample
-            found[sample.name] = sample.value
-    return found
-
-
-def epoch(backup_id):
-    return datetime.strptime(backup_id, '%Y%m%dT%H%M%SZ').replace(tzinfo=timezone.utc).timestamp()
-
-
 def test_backup_audit_and_drill_tell_the_monitoring(make_orthanc, ansible, repository, ping_server, tmp_path):
     orthanc = make_orthanc()
     orthanc.upload(make_instances())
@@ -78,10 +60,10 @@ def test_backup_audit_and_drill_tell_the_monitoring(make_orthanc, ansible, repos
     rc, output = ansible.run_playbook('backup', common)
     assert rc == 0, output
     assert ping_server.pings == [('/check/start', ''), ('/check', 'ok')]
-    good = metrics(str(folder), 'backup')
+    good = read_metrics(str(folder), 'backup')
     backup_id = sorted(name for name in os.listdir(os.path.join(repository, 'pacs')) if not name.startswith('.'))[-1]
     assert good['orthanc_backup_success'] == 1 and good['orthanc_backup_live_missing_files'] == 0
-    assert good['orthanc_backup_last_success_timestamp_seconds'] == epoch(backup_id)
+    assert good['orthanc_backup_last_success_timestamp_seconds'] == backup_epoch(backup_id)
     assert good['orthanc_backup_files'] > len(orthanc.instances()) and good['orthanc_backup_bytes'] > 0
     assert 0 < good['orthanc_backup_duration_seconds'] < 600
     assert not [name for name in os.listdir(folder) if not name.endswith('.prom')]    # no partial file left
@@ -92,19 +74,19 @@ def test_backup_audit_and_drill_tell_the_monitoring(make_orthanc, ansible, repos
     assert rc != 0, output
     assert [path for path, body in ping_server.pings] == ['/check/start', '/check/fail']
     assert 'Read the Orthanc configuration' in ping_server.pings[1][1]
-    failed = metrics(str(folder), 'backup')
+    failed = read_metrics(str(folder), 'backup')
     assert failed['orthanc_backup_success'] == 0
-    assert failed['orthanc_backup_last_success_timestamp_seconds'] == epoch(backup_id)
+    assert failed['orthanc_backup_last_success_timestamp_seconds'] == backup_epoch(backup_id)
     assert failed['orthanc_backup_last_run_timestamp_seconds'] > good['orthanc_backup_last_run_timestamp_seconds']
 
     rc, output = ansible.run_playbook('audit', dict(common, orthanc_audit_hosts='localhost'))
     assert rc == 0, output
-    audit = metrics(str(folder), 'audit')
+    audit = read_metrics(str(folder), 'audit')
     assert audit['orthanc_audit_healthy'] == 1 and audit['orthanc_audit_missing_files'] == 0
 
     rc, output = ansible.run_playbook('verify', dict(common, orthanc_verify_hosts='localhost', orthanc_verify_drill=True,
                                                      orthanc_verify_drill_config=orthanc.config))
     assert rc == 0, output
-    drill = metrics(str(folder), 'drill')
+    drill = read_metrics(str(folder), 'drill')
     assert drill['orthanc_drill_passed'] == 1 and drill['orthanc_drill_rto_seconds'] > 0
     assert drill['orthanc_drill_last_success_timestamp_seconds'] == drill['orthanc_drill_last_run_timestamp_seconds']

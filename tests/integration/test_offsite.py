@@ -21,7 +21,8 @@ import pytest
 
 from fleet import Sshd
 from harness import (
-    RestServer, descendant_pids, free_port, local_contents, make_instances, module_pids, mounted, seed, wait_for_port)
+    RestServer, backup_epoch, descendant_pids, free_port, local_contents, make_instances, module_pids, mounted,
+    read_metrics, seed, wait_for_port)
 
 PASSWORD = 'correct horse battery staple 7'
 S3_KEYS = {'AWS_ACCESS_KEY_ID': 'orthanc-ops-test', 'AWS_SECRET_ACCESS_KEY': 'never-printed-s3-secret-42'}
@@ -342,15 +343,20 @@ def test_the_roles_push_report_restore_from_off_site_and_check(make_target, load
               'orthanc_backup_offsite_repository': target.params['offsite_repository'],
               'orthanc_backup_offsite_options': target.params['offsite_options'],
               'orthanc_backup_offsite_password': PASSWORD, 'orthanc_backup_keep_last': 3}
-    report_dir = repository + '-report'
+    report_dir, metrics_dir = repository + '-report', repository + '-textfile'
+    os.makedirs(metrics_dir)
     rc, output = ansible.run_playbook('backup', dict(common, orthanc_backup_hosts='localhost',
-                                                     orthanc_backup_report_dir=report_dir))
+                                                     orthanc_backup_report_dir=report_dir,
+                                                     orthanc_backup_metrics_dir=metrics_dir))
     assert rc == 0, output
     assert PASSWORD not in output
     with open(os.path.join(report_dir, 'report.json')) as handle:
         row = json.load(handle)['hosts'][0]
     assert row['offsite'] and row['offsite_backup'] == row['backup_id'] and row['offsite_bytes_added'] > 0
     assert row['offsite_age_hours'] < 1 and not row['offsite_past_rpo']
+    pushed = read_metrics(metrics_dir, 'offsite')
+    assert pushed['orthanc_offsite_last_success_timestamp_seconds'] == backup_epoch(row['backup_id'])
+    assert pushed['orthanc_offsite_bytes_added'] == row['offsite_bytes_added']
     with open(os.path.join(report_dir, 'report.html')) as handle:
         assert '%s (' % row['backup_id'] in handle.read()
 
