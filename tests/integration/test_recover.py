@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
+import subprocess
 import threading
 import time
 import urllib.error
 
 import pytest
 
-from harness import LAYOUTS, kill_module, make_instances, sandbox_pids
+from harness import LAYOUTS, Orthanc, kill_module, make_instances, sandbox_pids
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive
 
 SANDBOXES = 'pacs/.orthanc-sandbox-*'
@@ -220,3 +222,32 @@ def test_a_planted_sandbox_cannot_turn_the_clean_up_against_the_live_orthanc(mak
     assert rc == 0 and result['recovered_instances'] == 4, output
     assert orthanc.pid() == pid and not availability.failures and orthanc.md5s() == before
     assert not os.path.lexists(planted) and os.path.exists(orthanc.config)
+
+
+def test_a_sandbox_another_run_holds_is_left_alone_until_it_is_released(make_orthanc, ansible, repository):
+    """Another Orthanc in the same repository, laid out as a sandbox (its orthanc.json, its orthanc.pid) whose
+    lock another run holds: a recovery leaves it running; once the lock is free, the next one removes it."""
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances())
+    backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0, output
+    folder = os.path.join(repository, 'pacs', '.orthanc-sandbox-abcdefabcdef')
+    other = Orthanc(folder)
+    other.start()
+    try:
+        holder = subprocess.Popen(['flock', os.path.join(folder, 'lock'), 'sleep', '300'], start_new_session=True)
+        try:
+            while subprocess.run(['flock', '-n', os.path.join(folder, 'lock'), 'true'], check=False).returncode == 0:
+                time.sleep(0.05)
+            result, rc, output = ansible.run('orthanc_recover', recover_params(orthanc, repository, missing=True))
+            assert rc == 0 and result['recovered_instances'] == 0, output
+            assert other.answers() and os.path.isdir(folder)
+        finally:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait()
+        pid = other.pid()
+        result, rc, output = ansible.run('orthanc_recover', recover_params(orthanc, repository, missing=True))
+        assert rc == 0, output
+        assert not alive(pid) and not os.path.lexists(folder) and orthanc.answers()
+    finally:
+        other.stop()
