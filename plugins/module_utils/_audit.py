@@ -26,9 +26,11 @@ import time
 from contextlib import contextmanager, nullcontext
 from urllib.parse import urlparse
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _config, _manifest, _rest, _service
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _config, _manifest, _service
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import Context
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     copy_file, create_file, hash_tree, make_dirs, set_owner)
@@ -174,17 +176,14 @@ def sources_in(repository, wanted):
     return sources
 
 
-class Audit:
+class Audit(Context):
     """The audit of one Orthanc's storage folder against its index, and the cleaning and repairs it allows."""
 
     def __init__(self, module):
-        self.module = module
-        self.params = module.params
-        self.config = load_configuration(module)
-        self.rest = _rest.from_params(self.params, self.config)
+        super().__init__(module)
         self.backend, self.direct_refusal = None, None
         try:
-            self.backend = _backends.for_config(module, self.config)
+            self.backend = registry.for_config(module, self.config)
         except OrthancOpsError as exc:    # an index plugin we do not know, or a host without its driver
             self.direct_refusal = str(exc)
         self.storage_dir = self.config.storage_dir
@@ -197,7 +196,7 @@ class Audit:
     def run(self):
         started = time.monotonic()
         result = {'changed': False, 'storage_dir': self.storage_dir, 'md5_checked': self.params['check_md5']}
-        if not _backends.files_on_disk(self.config):
+        if not registry.files_on_disk(self.config):
             result.update(audited=False, healthy=True,
                           msg='The DICOM files are stored in the database (EnableStorage): there is no storage '
                               'folder to audit.')

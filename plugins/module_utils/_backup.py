@@ -14,7 +14,8 @@ import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import describe_deployment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
@@ -70,7 +71,7 @@ class Backup(Phase):
         super().__init__(module)
         params = self.params
         self.index_backend = self.backend.name
-        self.storage_backend, dummy = _backends.storage_backend(self.config)
+        self.storage_backend, dummy = registry.storage_backend(self.config)
         self.mode = self.backend.modes[0] if params['mode'] == 'auto' else params['mode']
         # Only the default may trade a freeze that would be too long for a stop; an explicit mode is kept.
         self.may_fall_back = params['mode'] == 'auto' and 'cold' in self.backend.modes
@@ -79,7 +80,7 @@ class Backup(Phase):
                                   % (self.mode, self.index_backend, ', '.join(self.backend.modes)))
         self.repository = self.open_repository()
         self.storage_dir = self.config.storage_dir
-        self.files_on_disk = _backends.files_on_disk(self.config)
+        self.files_on_disk = registry.files_on_disk(self.config)
         self.consistent_at = None
 
     def _previous(self, snapshot):

@@ -21,7 +21,8 @@ import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import load_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_FORMAT
@@ -37,7 +38,7 @@ class Drill:
         self.module, self.params = module, module.params
         self.config = load_configuration(module)
         self.repository, self.folder, self.manifest, self.work_dir = backup_source(module)
-        self.backend = _backends.named(module, self.config, self.manifest['index_backend'])
+        self.backend = registry.named(module, self.config, self.manifest['index_backend'])
 
     def run(self):
         plan = {'backup_id': self.manifest['backup_id'], 'drilled_from': self.folder,

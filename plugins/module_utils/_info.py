@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import Context
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import describe_deployment, load_configuration
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import describe_deployment
 
 MASK = '********'
 DATABASE_KEYS = ('Host', 'Port', 'Database', 'Username', 'Password', 'ConnectionUri', 'UnixSocket',
@@ -30,12 +31,11 @@ def masked_database(section):
 
 
 def gather(module):
-    params = module.params
-    config = load_configuration(module)
-    index_backend, index_section = _backends.index_backend(config)
-    storage_backend, storage_section = _backends.storage_backend(config)
+    orthanc = Context(module)
+    config, rest = orthanc.config, orthanc.rest
+    index_backend, index_section = registry.index_backend(config)
+    storage_backend, storage_section = registry.storage_backend(config)
     section = index_section or storage_section
-    rest = _rest.from_params(params, config)
     facts = {
         'changed': False,
         'deployment': describe_deployment(module, config),
@@ -48,7 +48,7 @@ def gather(module):
         'http_port': config.http_port,
         'url': rest.url,
         'database': masked_database(config.get(section)) if section else None,
-        'missing_requirements': _backends.missing_requirements(module, config)
+        'missing_requirements': registry.missing_requirements(module, config)
         + ([] if module.get_bin_path('rsync') else ['command rsync']),
         'running': False,
         'version': None,

@@ -3,25 +3,22 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""What every phase that acts on an Orthanc starts from: its configuration, backend, REST API and service."""
+"""What every phase that may stop an Orthanc starts from: its context, backend and service."""
 
 from __future__ import annotations
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _rest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import Context
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Service
 
 
-class Phase:
-    """The configuration, backend, REST client and service of the Orthanc a phase acts on."""
+class Phase(Context):
+    """A context with the backend and the service of the Orthanc, for the phases that back up, restore or stop it."""
 
     def __init__(self, module):
-        self.module = module
-        self.params = module.params
-        self.config = load_configuration(module)
-        self.backend = _backends.for_config(module, self.config)
-        self.rest = _rest.from_params(self.params, self.config)
+        super().__init__(module)
+        self.backend = registry.for_config(module, self.config)
         self._service = None
 
     @property
@@ -30,10 +27,6 @@ class Phase:
         if self._service is None:
             self._service = Service(self.module, self.rest, self.config)
         return self._service
-
-    def check_target(self):
-        """Before anything is stopped: the Orthanc on the configured port is the one configured."""
-        check_runs(self.config.path, self.config.host_http_port)
 
     def open_repository(self):
         return Repository.from_params(self.module)

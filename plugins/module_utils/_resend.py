@@ -16,9 +16,8 @@ import datetime
 import re
 import time
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _rest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import Context
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import load_configuration
 
 DICOM_DATE = '%Y%m%d'
 # A date, a backup id, or an ISO 8601 date-time (only its date counts: a day earlier is asked for anyway).
@@ -65,12 +64,8 @@ def as_count(value):
         return None
 
 
-class Resend:
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-        self.config = load_configuration(module)
-        self.rest = _rest.from_params(self.params, self.config)
+class Resend(Context):
+    """Fetching again from the modalities the studies they hold and Orthanc lacks (or holds incompletely)."""
 
     def local_count(self, study_uid):
         """Instances Orthanc holds of the study (0 when it does not know it)."""

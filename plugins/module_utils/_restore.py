@@ -13,7 +13,8 @@ import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends, _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import set_owner
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
@@ -75,7 +76,7 @@ class Restore(Phase):
     def _run(self):
         started = time.monotonic()
         self.check_target()
-        restore_storage = _backends.files_on_disk(self.config) and os.path.isdir(os.path.join(self.folder, 'storage'))
+        restore_storage = registry.files_on_disk(self.config) and os.path.isdir(os.path.join(self.folder, 'storage'))
         manifest = self._check_backup(restore_storage)
         restore_config = self.params['restore_config'] and os.path.isdir(os.path.join(self.folder, 'config'))
         was_running = self.service.is_running()

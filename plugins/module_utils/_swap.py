@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
@@ -18,7 +19,32 @@ STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
 
 
-class Swap:
+class Swap(ABC):
+    """One staged replacement of live data, as a backend's ``stage`` returns it for the restore phase to drive.
+
+    ``kept_at`` says where the replaced data waits until the restore is confirmed.
+    """
+
+    kept_at = None
+
+    @abstractmethod
+    def apply(self):
+        """While Orthanc is stopped: put the staged data in place, keeping what it replaces at ``kept_at``."""
+
+    @abstractmethod
+    def undo(self):
+        """Put back what ``apply`` replaced, also after an ``apply`` cut short, and remove what it brought."""
+
+    @abstractmethod
+    def discard(self):
+        """Once the restore is confirmed: remove what ``apply`` kept."""
+
+    @abstractmethod
+    def cleanup(self):
+        """Remove the staging that ``apply`` did not take in (after a failure before it)."""
+
+
+class FolderSwap(Swap):
     """Replace the entries of ``target`` that ``owned(name)`` selects by those of ``staging``.
 
     Everything is a rename inside ``target`` (one filesystem, even when ``target`` is a mount
@@ -101,7 +127,7 @@ def _with_folders(files, staging, owner, dir_mode, refuse):
 
 def stage_files(source, files, target, label, stamp, owned, check_md5=False):
     """Copy ``files`` ((path relative to ``source``, MD5), as a manifest lists them, in its order) into a
-    staging folder inside ``target``, owned like ``target``, and return the Swap that puts them in place
+    staging folder inside ``target``, owned like ``target``, and return the FolderSwap that puts them in place
     of the entries ``owned`` selects.
 
     Only those files are read, each a regular file reached through no symbolic link; a listed file whose
@@ -116,7 +142,7 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False):
     info = os.stat(target)
     owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
     staging = os.path.join(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp))
-    swap = Swap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
+    swap = FolderSwap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
     os.mkdir(staging, dir_mode)
     damage = Findings(PROBLEMS_KEPT)
 

@@ -3,9 +3,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Pieces the backends share: attachment and count bookkeeping, connection settings."""
+"""The interface every backend offers, and the pieces the backends share: attachment and count bookkeeping,
+connection settings."""
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 
@@ -65,7 +68,69 @@ def count_resources(cursor, query, types=None):
     return dict((types[kind], count) for kind, count in cursor.fetchall() if kind in types)
 
 
-class DatabaseBackend:
+class Backend(ABC):
+    """One index backend of Orthanc, as the phases drive it; they get theirs from ``registry.for_config`` and never
+    look at backend names themselves.
+
+    A subclass sets ``name`` (a manifest's ``index_backend``), ``modes`` (the backup modes it supports, its
+    default first), ``folder`` (the sub-folder of a backup that holds its index or dump) and ``plugin_marker``
+    (what the names of its plugin's libraries hold, None for Orthanc's own SQLite), and is built with
+    ``(module, config)``.
+    """
+
+    name = None
+    modes = ()
+    folder = None
+    plugin_marker = None
+
+    @staticmethod
+    @abstractmethod
+    def missing(module):
+        """What the host lacks to use this backend (Python drivers, client tools): a list of names."""
+
+    @abstractmethod
+    def estimate_bytes(self):
+        """About how much the index or dump adds to a backup, asked before Orthanc is stopped."""
+
+    @abstractmethod
+    def prepare(self, backup_folder):
+        """What can be taken ahead while Orthanc serves, before ``capture``."""
+
+    @abstractmethod
+    def capture(self, backup_folder, hold):
+        """Copy or dump the index into ``<backup_folder>/<folder>``, and return (files, counts, held).
+
+        ``files`` are the copy's files ({path: {size, md5}}; an MD5 may be None, for the phase to compute once
+        Orthanc runs again), ``counts`` the resource counts read from that very copy or snapshot. ``hold`` is
+        called with an iterator of (uuid, size, md5 or None) of each attachment, read as it is consumed (never
+        all at once), at a moment when Orthanc can neither delete nor add one; ``held`` is what it returns. A
+        backend whose ``modes`` include ``freeze`` also takes ``quiesced``, a context it holds only while it
+        copies the index (``hold`` then runs after it).
+        """
+
+    @abstractmethod
+    def referenced(self, scratch, frozen, hold):
+        """Call ``hold`` with an iterator of (uuid, size, md5, resource, attachment name) of every attachment the
+        index references, read directly as it is consumed, and return what ``hold`` returns. A backend that
+        cannot read a live index copies it into the folder ``scratch`` inside ``frozen()``."""
+
+    @abstractmethod
+    def stage(self, backup_folder, stamp, manifest):
+        """While Orthanc runs: prepare the restore of the index from the files the (checked) manifest lists, and
+        nothing else (a restored dump must hold the manifest's ``counts``); return its ``_swap.Swap``."""
+
+    @abstractmethod
+    def sandbox(self, backup_folder, name, manifest, folder):
+        """The configuration entries of a throwaway Orthanc on a copy of the backup's index: a copy in
+        ``folder``, or the dump restored into a database of the same server named after ``name``."""
+
+    @abstractmethod
+    def drop_sandbox(self, name):
+        """Remove what ``sandbox`` made outside its folder; called also for a sandbox that a killed module left,
+        or never made."""
+
+
+class DatabaseBackend(Backend):
     """What the database backends share: one-statement reads on a connection of their own.
 
     A subclass sets ``driver_error`` (its driver's base exception) and ``section_name`` (its plugin's section of

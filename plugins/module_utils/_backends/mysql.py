@@ -22,6 +22,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._comm
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import Swap
 
 PYMYSQL_ERROR = None
 try:
@@ -224,7 +225,7 @@ class MySQLBackend(DatabaseBackend):
         return rows
 
 
-class TableSwap:
+class TableSwap(Swap):
     """MySQL cannot rename a database: move every table between databases with one RENAME TABLE.
 
     Tables with triggers cannot change database, so triggers are read, dropped, and created

@@ -19,6 +19,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._comm
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import Swap
 
 PSYCOPG2_ERROR = None
 try:
@@ -208,7 +209,7 @@ class PostgreSQLBackend(DatabaseBackend):
             connection.close()
 
 
-class DatabaseSwap:
+class DatabaseSwap(Swap):
     """Put a staged database in place of Orthanc's by renames; the previous one is kept."""
 
     def __init__(self, backend, staging, previous):

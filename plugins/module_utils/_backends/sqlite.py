@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from urllib.parse import quote
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    all_counts, count_resources, expected_files, resource_files)
+    Backend, all_counts, count_resources, expected_files, resource_files)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, refresh_copy
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_entries
@@ -23,8 +23,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import st
 CORE_RESOURCE_TYPES = {1: 'patients', 2: 'studies', 3: 'series', 4: 'instances'}
 
 
-class SQLiteBackend:
-    """The SQLite index; the interface every backend offers (see _backends/__init__.py)."""
+class SQLiteBackend(Backend):
+    """Orthanc's own SQLite index, copied while Orthanc is frozen or stopped."""
 
     name = 'sqlite'
     modes = ('freeze', 'cold')

@@ -5,9 +5,27 @@
 
 from __future__ import annotations
 
+import inspect
+
+import pytest
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import mysql, postgresql, registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
-    PLUGIN_RESOURCE_TYPES, resource_files)
+    PLUGIN_RESOURCE_TYPES, Backend, resource_files)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends.sqlite import CORE_RESOURCE_TYPES
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import FolderSwap, Swap
+
+
+@pytest.mark.parametrize('backend', registry.BACKENDS, ids=lambda backend: backend.name)
+def test_every_backend_offers_the_whole_interface(backend):
+    """Each backend implements every method of the interface (an abstract one left would make it unbuildable)."""
+    assert issubclass(backend, Backend) and not inspect.isabstract(backend)
+    assert backend.name and backend.folder and backend.modes
+
+
+@pytest.mark.parametrize('swap', [FolderSwap, postgresql.DatabaseSwap, mysql.TableSwap], ids=lambda swap: swap.__name__)
+def test_every_swap_offers_the_whole_protocol(swap):
+    assert issubclass(swap, Swap) and not inspect.isabstract(swap)
 
 
 def test_attachments_are_named_as_the_rest_api_names_them():

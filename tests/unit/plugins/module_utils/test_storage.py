@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _backends
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._info import masked_database
@@ -124,16 +124,16 @@ def test_repository_must_be_absolute():
 def test_backend_detection(tmp_path, settings, index, storage):
     (tmp_path / 'o.json').write_text(json.dumps(settings))
     config = load(str(tmp_path / 'o.json'))
-    assert _backends.index_backend(config)[0] == index and _backends.storage_backend(config)[0] == storage
+    assert registry.index_backend(config)[0] == index and registry.storage_backend(config)[0] == storage
 
 
 def test_unsupported_backend_and_two_index_plugins(tmp_path):
     (tmp_path / 'o.json').write_text('{"Odbc": {"EnableIndex": true}}')
     with pytest.raises(OrthancOpsError, match='The Orthanc index is in plugin'):
-        _backends.for_config(None, load(str(tmp_path / "o.json")))
+        registry.for_config(None, load(str(tmp_path / "o.json")))
     (tmp_path / 'o.json').write_text('{"MySQL": {"EnableIndex": true}, "PostgreSQL": {"EnableIndex": true}}')
     with pytest.raises(OrthancOpsError, match='several plugin sections'):
-        _backends.index_backend(load(str(tmp_path / 'o.json')))
+        registry.index_backend(load(str(tmp_path / 'o.json')))
 
 
 def test_database_passwords_are_masked():

@@ -19,7 +19,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, copy_file, make_dirs, open_regular)
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, Swap, stage_files
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import FolderSwap, StagedDamage, stage_files
 
 UUID = 'ab12cdef-0000-4000-8000-000000000001'
 STORAGE_KEY = 'storage/ab/12/' + UUID
@@ -255,8 +255,8 @@ def test_swap_never_replaces_an_entry_it_does_not_own(tmp_path):
     (tmp_path / 'live' / 'index').write_bytes(b'live index')
     (tmp_path / 'live' / 'staging').mkdir()
     (tmp_path / 'live' / 'staging' / 'index').write_bytes(b'planted')
-    swap = Swap(str(tmp_path / 'live'), str(tmp_path / 'live' / 'staging'), str(tmp_path / 'live' / 'aside'),
-                lambda name: len(name) == 2)
+    swap = FolderSwap(str(tmp_path / 'live'), str(tmp_path / 'live' / 'staging'), str(tmp_path / 'live' / 'aside'),
+                      lambda name: len(name) == 2)
     with pytest.raises(OrthancOpsError, match='does not own'):
         swap.apply()
     swap.undo()
