@@ -5,9 +5,9 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity lint units integration changelog-lint docs-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
+.PHONY: test setup tree sanity sanity-oldest lint units integration changelog-lint docs-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
 
-test: setup sanity lint changelog-lint docs-lint units integration
+test: setup sanity sanity-oldest lint changelog-lint docs-lint units integration
 
 setup:
 	@bash tests/scripts/setup.sh >/dev/null
@@ -17,6 +17,10 @@ tree: setup
 
 sanity: tree
 	bash tests/scripts/ansible-test.sh $(VENV) $(TREE) sanity --venv --python 3.13 --color no
+
+# The oldest ansible-core meta/runtime.yml claims (its venv from tests/requirements-oldest.txt), on Python 3.12.
+sanity-oldest: tree
+	bash tests/scripts/ansible-test.sh $(VENV)-oldest $(TREE) sanity --venv --python 3.12 --color no
 
 lint: tree
 	cd $(TREE) && NO_COLOR=1 ANSIBLE_COLLECTIONS_PATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --offline -q

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -35,8 +35,8 @@ def make_database(request):
         with machine_lock(SERVICES[kind]):
             if not server_answers(kind):
                 subprocess.run(['service', SERVICES[kind], 'start'], check=True, capture_output=True)
-        database = kind('orthanc_t%d_%d' % (os.getpid(), len(created) + int(time.time() * 1000) % 100000),
-                        enable_storage)
+        # Unique on this machine, across workers and runs: the pid and random digits.
+        database = kind('orthanc_t%d_%s' % (os.getpid(), secrets.token_hex(3)), enable_storage)
         created.append(database)
         return database
     yield factory

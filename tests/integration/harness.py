@@ -546,6 +546,13 @@ def to_format_1(backup_path):
 PLUGINS = '/usr/share/orthanc/plugins/'
 
 
+def run_admin(argv):
+    """The output of a database administrator's statement (the last argument); a failure shows the server's words."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, '%s: %s failed: %s' % (argv[0], argv[-1], result.stderr.strip())
+    return result.stdout.strip()
+
+
 class PostgresDatabase:
     """A database and its owner (LOGIN CREATEDB, not a superuser) on the local PostgreSQL server."""
 
@@ -560,8 +567,8 @@ class PostgresDatabase:
 
     @staticmethod
     def admin(statement, database='postgres'):
-        return subprocess.run(['psql', '-h', '127.0.0.1', '-U', 'postgres', '-d', database, '-v', 'ON_ERROR_STOP=1',
-                               '-qtAc', statement], check=True, capture_output=True, text=True).stdout.strip()
+        return run_admin(['psql', '-h', '127.0.0.1', '-U', 'postgres', '-d', database, '-v', 'ON_ERROR_STOP=1',
+                          '-qtAc', statement])
 
     def databases(self):
         return self.admin("SELECT datname FROM pg_database WHERE datname LIKE '%s%%' ORDER BY 1" % self.name).split()
@@ -600,8 +607,7 @@ class MysqlDatabase:
 
     @staticmethod
     def admin(statement):
-        return subprocess.run(['mariadb', '-h', '127.0.0.1', '-u', 'root', '-N', '-B', '-e', statement],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        return run_admin(['mariadb', '-h', '127.0.0.1', '-u', 'root', '-N', '-B', '-e', statement])
 
     def databases(self):
         return sorted(self.admin("SHOW DATABASES LIKE '%s%%'" % self.name.replace('_', '\\_')).split())

@@ -10,7 +10,7 @@ for python in "$HOME"/.pyenv/versions/3.1[1-4]*/bin/python3.1[1-4]; do
 done
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"
-for version in 25.2 24.2; do
+for version in 25.2 24.2 23.1.2; do
   cat > "$cache/get_pip_${version//./_}.py" <<'PY'
 import subprocess, sys
 subprocess.check_call([sys.executable, '-m', 'ensurepip'], stdout=subprocess.DEVNULL)

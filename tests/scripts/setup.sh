@@ -2,8 +2,8 @@
 # Install what the tests and the demo need on a Debian 12 machine: Debian packages
 # (Orthanc and its database plugins, the database servers and clients, rsync, sshd, Chromium
 # for the report screenshot, Podman for containers, restic and rclone for off-site copies) and a
-# Python virtual environment with the pinned requirements (moto's S3-compatible server among them).
-# Safe to run again.
+# Python virtual environment with the pinned requirements (moto's S3-compatible server among them), and
+# a second one with the oldest ansible-core the collection claims, for its sanity tests. Safe to run again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${ORTHANC_OPS_VENV:-$HOME/.cache/orthanc-ops/venv}
@@ -32,12 +32,23 @@ for candidate in "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versio
 done
 [ -n "$python" ] || { echo "setup: needs Python 3.12 or 3.13 (pyenv)"; exit 1; }
 
-stamp="$venv/.requirements"
-if ! cmp -s "$here/tests/requirements.txt" "$stamp" 2>/dev/null; then
-  echo "setup: creating $venv with $python" >&2
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/tests/requirements.txt"
-  cp "$here/tests/requirements.txt" "$stamp"
-fi
+# make_venv FOLDER PYTHON REQUIREMENTS: (re)create FOLDER when REQUIREMENTS changed since it was made.
+make_venv() {
+  local folder=$1 interpreter=$2 requirements=$3
+  if ! cmp -s "$requirements" "$folder/.requirements" 2>/dev/null; then
+    echo "setup: creating $folder with $interpreter" >&2
+    rm -rf "$folder"
+    "$interpreter" -m venv "$folder"
+    "$folder/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$folder/.requirements"
+  fi
+}
+make_venv "$venv" "$python" "$here/tests/requirements.txt"
+# ansible-core 2.16 runs on Python 3.10 to 3.12.
+oldest_python=""
+for candidate in "$HOME"/.pyenv/versions/3.12*/bin/python3 "$(command -v python3.12 || true)"; do
+  if [ -x "$candidate" ]; then oldest_python=$candidate; break; fi
+done
+[ -n "$oldest_python" ] || { echo "setup: needs Python 3.12 (pyenv) for ansible-core 2.16"; exit 1; }
+make_venv "$venv-oldest" "$oldest_python" "$here/tests/requirements-oldest.txt"
 echo "$venv"
