@@ -3,17 +3,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Each role's meta/argument_specs.yml documents exactly its defaults, with the same values."""
+"""Each public role's meta/argument_specs.yml documents exactly its defaults, with the same values; every include
+of the private role _common passes exactly the options of the entry point it runs."""
 
 from __future__ import annotations
 
+import glob
 import os
 
 import pytest
 import yaml
 
 ROLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'roles')
-ROLE_NAMES = sorted(os.listdir(ROLES))
+ROLE_NAMES = sorted(name for name in os.listdir(ROLES) if not name.startswith('_'))
+COMMON = 'orthanc_ops.backup._common'
 
 
 def load(role, *path):
@@ -54,3 +57,34 @@ def test_every_entry_point_option_is_a_documented_default(role):
         for name, option in spec.get('options', {}).items():
             assert name in defaults, (entry_point, name)
             assert documents(option, defaults[name]), (entry_point, name)
+
+
+def includes_of_common(tasks):
+    """Every include_role of _common in a task list, nested blocks included."""
+    for task in tasks or []:
+        included = task.get('ansible.builtin.include_role')
+        if included and included['name'] == COMMON:
+            yield task
+        for section in ('block', 'rescue', 'always'):
+            yield from includes_of_common(task.get(section))
+
+
+def test_every_include_of_common_passes_exactly_the_options_of_its_entry_point():
+    specs = load('_common', 'meta', 'argument_specs.yml')['argument_specs']
+    seen = set()
+    for path in glob.glob(os.path.join(ROLES, '*', 'tasks', '*.yml')):
+        with open(path) as handle:
+            for task in includes_of_common(yaml.safe_load(handle)):
+                entry_point = task['ansible.builtin.include_role']['tasks_from']
+                assert sorted(task.get('vars', {})) == sorted(specs[entry_point]['options']), (path, task['name'])
+                seen.add(entry_point)
+    assert seen == set(specs), 'entry points nobody includes: %s' % sorted(set(specs) - seen)
+
+
+def test_common_options_are_private_typed_and_required():
+    """Roles apply no argument_specs default: every input of _common must be given, and says what it is."""
+    for entry_point, spec in load('_common', 'meta', 'argument_specs.yml')['argument_specs'].items():
+        assert os.path.isfile(os.path.join(ROLES, '_common', 'tasks', entry_point + '.yml')), entry_point
+        for name, option in spec['options'].items():
+            assert name.startswith('_common_'), (entry_point, name)
+            assert option.get('required') and option.get('type') and option.get('description'), (entry_point, name)
