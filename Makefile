@@ -38,13 +38,13 @@ units: tree
 
 # Two workers, one test file each at a time: most of a test is waiting (Orthanc stopping, ansible-playbook
 # starting), and a file's tests share its fixtures (the fleet, the off-site servers). The tests marked
-# exclusive act on the whole machine: they run afterwards, alone.
+# destructive change the whole machine: they run afterwards, alone.
 INTEGRATION_WORKERS ?= 2
 
 integration: tree
 	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider --durations=30 -n $(INTEGRATION_WORKERS) --dist loadfile \
-		-m 'not exclusive' tests/integration
-	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider -m exclusive tests/integration
+		-m 'not destructive' tests/integration
+	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider -m destructive tests/integration
 
 demo: tree
 	PATH=$(VENV)/bin:$$PATH bash tests/scripts/demo.sh $(TREE_ROOT)

@@ -22,9 +22,11 @@ from harness import (  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line('markers', 'exclusive: acts on the whole machine (a Debian package, the packaged Orthanc '
-                                       'service, whose init script stops every Orthanc of the host); make integration '
-                                       'runs these alone, after the others')
+    config.addinivalue_line('markers', 'destructive: changes the whole machine (removes a Debian package for a while, '
+                                       'or runs the packaged Orthanc service, whose init script stops every Orthanc of '
+                                       'the host); make integration runs these alone, after the others')
+    config.addinivalue_line('markers', 'slow: takes more than a few seconds (a fleet, containers, a large storage, '
+                                       'many ansible-playbook runs); make quick leaves these out')
 
 
 @pytest.fixture

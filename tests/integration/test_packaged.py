@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The Debian package's Orthanc through its init script (exclusive: the script stops every Orthanc)."""
+"""The Debian package's Orthanc through its init script (destructive: the script stops every Orthanc)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def wait_packaged():
     raise AssertionError('the packaged Orthanc did not answer on 8042')
 
 
-@pytest.mark.exclusive
+@pytest.mark.destructive
 def test_packaged_orthanc_through_sysvinit(packaged_orthanc, ansible, repository):
     wait_packaged()
     for data in make_instances(patients=2):

@@ -21,8 +21,8 @@ def test_package_installation_for_each_backend(ansible, backend):
     """This machine has every package already: the install runs for real and changes nothing."""
     rc, output = ansible.run_tasks([{
         'name': 'Install what the modules need',
-        'ansible.builtin.include_role': {'name': 'orthanc_ops.backup.backup', 'tasks_from': 'packages'},
-        'vars': {'__orthanc_backup_info': {'index_backend': backend}},
+        'ansible.builtin.include_role': {'name': 'orthanc_ops.backup._common', 'tasks_from': 'packages'},
+        'vars': {'_common_packages_backend': backend},
     }])
     assert rc == 0, output
     assert 'changed=0' in output and 'failed=0' in output, output
@@ -32,12 +32,21 @@ def test_package_installation_for_each_backend(ansible, backend):
 def test_package_installation_refuses_an_os_family_it_does_not_know(ansible):
     rc, output = ansible.run_tasks([{
         'name': 'Install what the modules need',
-        'ansible.builtin.include_role': {'name': 'orthanc_ops.backup.backup', 'tasks_from': 'packages'},
-        'vars': {'__orthanc_backup_info': {'index_backend': 'postgresql'},
+        'ansible.builtin.include_role': {'name': 'orthanc_ops.backup._common', 'tasks_from': 'packages'},
+        'vars': {'_common_packages_backend': 'postgresql',
                  'ansible_facts': {'os_family': 'Gentoo', 'distribution': 'Gentoo'}},
     }])
     assert rc != 0 and 'knows the package names of Debian and RedHat hosts, not those of localhost (Gentoo' in output
     assert ': Install rsync and the database client' not in output, output    # the task never ran
+
+
+def test_an_include_of_the_shared_tasks_without_an_input_fails_before_any_task(ansible):
+    rc, output = ansible.run_tasks([{
+        'name': 'Install what the modules need',
+        'ansible.builtin.include_role': {'name': 'orthanc_ops.backup._common', 'tasks_from': 'packages'},
+    }])
+    assert rc != 0 and '_common_packages_backend' in output and 'required' in output, output
+    assert 'Install rsync and the database client' not in output, output
 
 
 @pytest.fixture
@@ -54,7 +63,7 @@ def driver_installed():
     return subprocess.run(['/usr/bin/python3', '-c', 'import pymysql'], capture_output=True, check=False).returncode == 0
 
 
-@pytest.mark.exclusive
+@pytest.mark.destructive
 def test_a_host_without_the_driver_gets_it_and_is_backed_up(without_pymysql, make_database, make_orthanc, ansible,
                                                             repository, tmp_path):
     database = make_database(MysqlDatabase, False)
