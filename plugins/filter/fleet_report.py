@@ -13,6 +13,8 @@ from ansible_collections.orthanc_ops.backup.plugins.plugin_utils._fleet_report i
 
 
 def fleet_report(outcomes, rpo_hours=26, drill_max_age_days=0):
+    """The fleet report of the outcomes the backup role recorded ({host: outcome or null}), hosts past the RPO
+    and failed first; rpo_hours and drill_max_age_days mark the hosts whose last good backup or drill is too old."""
     if not isinstance(outcomes, Mapping) or not all(
             outcome is None or isinstance(outcome, Mapping) and 'status' in outcome for outcome in outcomes.values()):
         raise AnsibleFilterError('fleet_report expects {host: outcome or null}, with the outcomes the backup role '
@@ -31,5 +33,7 @@ def fleet_report(outcomes, rpo_hours=26, drill_max_age_days=0):
 
 
 class FilterModule:
+    """The collection's filters: fleet_report."""
+
     def filters(self):
         return {'fleet_report': fleet_report}

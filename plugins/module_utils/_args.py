@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import POLICY
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import MANAGERS
+
+# How Orthanc is stopped and started (_service.Service acts on each).
+MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none', 'docker', 'podman')
 
 
 def orthanc_argument_spec():

@@ -194,6 +194,8 @@ class Audit(Context):
                 raise OrthancOpsError('%s cannot be negative (%d).' % (option, self.params[option]))
 
     def run(self):
+        """Compare the storage with the index while Orthanc serves; then quarantine (or delete) the orphans and
+        repair the missing or damaged files from the backups, as the options ask, holding the Orthanc's lock."""
         started = time.monotonic()
         result = {'changed': False, 'storage_dir': self.storage_dir, 'md5_checked': self.params['check_md5']}
         if not registry.files_on_disk(self.config):

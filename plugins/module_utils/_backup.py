@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
@@ -67,6 +67,9 @@ def _utc_iso():
 
 
 class Backup(Phase):
+    """The backup of one Orthanc into its repository: the storage snapshot taken while Orthanc serves, the index
+    captured in the backup's mode (freeze, cold or hot), and the manifest that makes the backup complete."""
+
     def __init__(self, module):
         super().__init__(module)
         params = self.params
@@ -96,6 +99,8 @@ class Backup(Phase):
         return backup_id
 
     def plan(self, snapshot, previous_id):
+        """What a backup would do, as check mode reports it: the backends, the mode, the backup to link from, the
+        service, and the files and bytes to copy."""
         index_bytes = self.backend.estimate_bytes()
         config_bytes = sum(os.path.getsize(path) for path in self.config.files) if self.params['include_config'] else 0
         plan = {
@@ -161,6 +166,8 @@ class Backup(Phase):
                                   % (self.repository.path, wanted // 2**20, free // 2**20))
 
     def _run_locked(self, started, snapshot, previous_id, was_running):
+        """Make the backup in a .partial folder and make it complete (manifest written, folder renamed); any
+        failure removes the partial folder, so no partial backup ever counts. The module's result."""
         started_at = _utc_iso()
         software = self.rest.software() if was_running else {}
         backup_id, partial = self.repository.new_partial()
@@ -201,60 +208,19 @@ class Backup(Phase):
 
     def _make(self, backup_id, partial, snapshot, previous_id, was_running):
         """The backup's description and its files' entries (path, size, md5), in a manifest's order."""
-        files = {}
-        if self.params['include_config']:
-            make_dirs(os.path.join(partial, 'config'))
-            for name, path in self.config.named_files().items():
-                files['config/' + name] = copy_file(path, os.path.join(partial, 'config', name))
-        snapshot.target_root = os.path.join(partial, 'storage')
+        files = self._copy_config(partial)
         timings = {'snapshot_seconds': 0.0, 'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0,
                    'pause_seconds': 0.0}
         step = time.monotonic()
-        if self.files_on_disk:
-            make_dirs(snapshot.target_root)
-            # Files present now are taken while Orthanc serves; the index decides later which stay.
-            snapshot.take()
-        if was_running:
-            self.backend.prepare(partial)
-            if self.mode == 'cold':
-                # Written data reaches the disk while Orthanc still serves: its own fsyncs at
-                # shutdown would otherwise wait behind the snapshot's dirty pages.
-                os.sync()
+        self._take_ahead(partial, snapshot, was_running)
         timings['snapshot_seconds'] = time.monotonic() - step
-        step = time.monotonic()
-        if self.mode == 'freeze' and was_running:
-            try:
-                index_files, counts, missing, live_missing = self._capture_frozen(
-                    partial, snapshot, timings)
-                timings['capture_seconds'] = time.monotonic() - step
-            except PauseTooLong as exc:
-                if not self.may_fall_back:
-                    raise
-                self.module.warn('%s mode=auto takes it cold instead: Orthanc is stopped for the index copy.'
-                                 % exc.freeze)
-                self.mode = 'cold'
-                step = time.monotonic()
-        if self.mode == 'cold':
-            with self.service.stopped() if was_running else nullcontext():
-                timings['stop_seconds'] = time.monotonic() - step
-                index_files, counts, missing, live_missing = self._capture(partial, snapshot)
-                timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
-            if was_running:
-                timings['downtime_seconds'] = time.monotonic() - step
-        elif self.mode == 'hot' or not was_running:
-            index_files, counts, missing, live_missing = self._capture(partial, snapshot)
-            timings['capture_seconds'] = time.monotonic() - step
+        index_files, counts, missing, live_missing = self._timed_capture(partial, snapshot, was_running, timings)
         self._check_live_files(live_missing, counts['attachments'])
         for relative, entry in index_files.items():
             # The MD5 left out by a capture that had to be quick: Orthanc runs again now.
             files[relative] = (entry['size'], entry['md5'] or file_md5(relative, beneath=partial))
         mismatches = snapshot.mismatches()
-        if missing:
-            self.module.warn('%d attachment(s) referenced by the index are not in the storage: %s'
-                             % (len(missing), ', '.join(missing[:10])))
-        if mismatches:
-            self.module.warn('%d file(s) in the storage differ from the size or MD5 that Orthanc recorded: %s'
-                             % (len(mismatches), ', '.join(mismatches[:10])))
+        self._warn_findings(missing, mismatches)
         return {
             'format': _manifest.FORMAT_VERSION,
             'collection_version': _manifest.COLLECTION_VERSION,
@@ -283,6 +249,65 @@ class Backup(Phase):
             'bytes_linked': snapshot.bytes_linked,
             'timings': dict((name, round(value, 3)) for name, value in timings.items()),
         }, _Entries(files, snapshot)
+
+    def _copy_config(self, partial):
+        """The configuration files copied into the backup: {path in the backup: (size, md5)}."""
+        files = {}
+        if self.params['include_config']:
+            make_dirs(os.path.join(partial, 'config'))
+            for name, path in self.config.named_files().items():
+                files['config/' + name] = copy_file(path, os.path.join(partial, 'config', name))
+        return files
+
+    def _take_ahead(self, partial, snapshot, was_running):
+        """While Orthanc serves: the storage files present now (the index decides later which stay), and what
+        the backend can take ahead of its capture."""
+        snapshot.target_root = os.path.join(partial, 'storage')
+        if self.files_on_disk:
+            make_dirs(snapshot.target_root)
+            snapshot.take()
+        if was_running:
+            self.backend.prepare(partial)
+            if self.mode == 'cold':
+                # Written data reaches the disk while Orthanc still serves: its own fsyncs at
+                # shutdown would otherwise wait behind the snapshot's dirty pages.
+                os.sync()
+
+    def _timed_capture(self, partial, snapshot, was_running, timings):
+        """The capture in the backup's mode (a freeze that would be too long falls back to a stop, when mode=auto
+        allows it), its steps' durations recorded in ``timings``; what ``_capture`` returns."""
+        step = time.monotonic()
+        if self.mode == 'freeze' and was_running:
+            try:
+                captured = self._capture_frozen(partial, snapshot, timings)
+                timings['capture_seconds'] = time.monotonic() - step
+                return captured
+            except PauseTooLong as exc:
+                if not self.may_fall_back:
+                    raise
+                self.module.warn('%s mode=auto takes it cold instead: Orthanc is stopped for the index copy.'
+                                 % exc.freeze)
+                self.mode = 'cold'
+                step = time.monotonic()
+        if self.mode == 'cold' and was_running:
+            with self.service.stopped():
+                timings['stop_seconds'] = time.monotonic() - step
+                captured = self._capture(partial, snapshot)
+                timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
+            timings['downtime_seconds'] = time.monotonic() - step
+            return captured
+        captured = self._capture(partial, snapshot)
+        timings['capture_seconds'] = time.monotonic() - step
+        return captured
+
+    def _warn_findings(self, missing, mismatches):
+        """Say what the index references and the backup could not take as Orthanc recorded it."""
+        if missing:
+            self.module.warn('%d attachment(s) referenced by the index are not in the storage: %s'
+                             % (len(missing), ', '.join(missing[:10])))
+        if mismatches:
+            self.module.warn('%d file(s) in the storage differ from the size or MD5 that Orthanc recorded: %s'
+                             % (len(mismatches), ', '.join(mismatches[:10])))
 
     def _capture_frozen(self, partial, snapshot, timings):
         """The index copied while every Orthanc thread is stopped by the kernel: what a crash at that instant

@@ -34,6 +34,9 @@ REASONS_SHOWN = 5
 
 
 class Drill:
+    """A restore drill: a throwaway Orthanc started on a copy of a backup, its answers checked against the
+    manifest, the outcome recorded in the repository; the live Orthanc is never touched."""
+
     def __init__(self, module):
         self.module, self.params = module, module.params
         self.config = load_configuration(module)
@@ -41,6 +44,7 @@ class Drill:
         self.backend = registry.named(module, self.config, self.manifest['index_backend'])
 
     def run(self):
+        """Check mode plans; otherwise run the drill with the repository's lock and record its outcome there."""
         plan = {'backup_id': self.manifest['backup_id'], 'drilled_from': self.folder,
                 'index_backend': self.manifest['index_backend'], 'files': self.manifest['files'],
                 'bytes': self.manifest['bytes'], 'counts': self.manifest['counts']}
@@ -76,6 +80,8 @@ class Drill:
         return drill
 
     def _in_sandbox(self, drill, started):
+        """Start the throwaway Orthanc on the backup, time it (the RTO), and collect the differences between what
+        it serves and what the manifest promised."""
         with Sandbox(self.module, self.backend, self.config, self.work_dir, self.folder, self.manifest) as sandbox:
             problems = []
             if os.path.isdir(os.path.join(self.folder, 'storage')):

@@ -31,6 +31,8 @@ def masked_database(section):
 
 
 def gather(module):
+    """The facts orthanc_info returns: configuration files, backends, paths, masked database settings, what the
+    host lacks, and, when Orthanc answers, its version and statistics."""
     orthanc = Context(module)
     config, rest = orthanc.config, orthanc.rest
     index_backend, index_section = registry.index_backend(config)

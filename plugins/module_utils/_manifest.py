@@ -195,6 +195,8 @@ class Manifest(dict):
         return tuple(entry)
 
     def _listing_entries(self, prefix):
+        """The entries of the gzip listing whose paths start with ``prefix``, read as they are consumed; the
+        listing must be sorted, each path once, and must match the MD5 and entry count the manifest records."""
         count, last = 0, None
         with self._open_listing() as raw:
             hashed = _HashingFile(raw)

@@ -68,6 +68,7 @@ def render(kind, instance, metrics):
 
 
 def write(module):
+    """Write the run's metrics as a node_exporter textfile, atomically, only when they changed."""
     params = module.params
     instance = check_instance(params['instance'])
     folder = params['metrics_dir']

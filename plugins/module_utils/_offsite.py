@@ -86,6 +86,8 @@ def _copy(backup_id, snapshots):
 
 
 def push(module, restic, instance):
+    """Push one backup to the restic repository (created first when allowed), unless a snapshot of it is
+    there already; what was added."""
     params = module.params
     repository = Repository.from_params(module)
     folder, manifest = repository.open_backup(params['backup'])
@@ -130,6 +132,8 @@ def _chosen(backups, backup, instance, location):
 
 
 def pull(module, restic, instance):
+    """Pull one backup from the restic repository into the local one, as a .partial folder that becomes a
+    backup only once checked against its manifest."""
     params = module.params
     repository = Repository.from_params(module)
     backups = restic.snapshots(instance)

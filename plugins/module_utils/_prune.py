@@ -39,6 +39,8 @@ def freed_bytes(folders):
 
 
 def prune(module):
+    """Remove the backups the retention policy no longer keeps, holding the repository's lock (check mode:
+    which ones)."""
     params = module.params
     keep_policy = policy(params)
     repository = Repository.from_params(module)

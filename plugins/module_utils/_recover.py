@@ -58,12 +58,17 @@ def check_selectors(params):
 
 
 class Recover(Phase):
+    """The recovery of chosen studies or patients from a backup into the running Orthanc, through a throwaway
+    Orthanc started on the backup; the live Orthanc keeps serving."""
+
     def __init__(self, module):
         super().__init__(module)
         self.selectors = check_selectors(self.params)
         self.repository, self.folder, self.manifest, self.work_dir = backup_source(module)
 
     def run(self):
+        """Check the running Orthanc and the backup; then find the chosen resources in a sandbox on the backup and
+        send them into the live Orthanc, holding its lock and the repository's."""
         started = time.monotonic()
         self.check_target()
         if not self.rest.answers():

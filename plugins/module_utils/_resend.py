@@ -88,6 +88,8 @@ class Resend(Context):
         return wanted
 
     def run(self):
+        """Ask every chosen modality for its studies of the date range and have Orthanc retrieve those it lacks;
+        a failing modality is reported and does not stop the others."""
         started = time.monotonic()
         date_range = study_date_range(self.params['since'], self.params['until'])
         if not self.config.get('OverwriteInstances', False):
@@ -122,6 +124,8 @@ class Resend(Context):
         return result
 
     def resend_from(self, modality, date_range, target):
+        """The studies ``modality`` holds in ``date_range``, each retrieved to ``target`` when Orthanc lacks it (or
+        holds it incompletely)."""
         query = self.rest.post('/modalities/%s/query' % modality, {
             'Level': 'Study',
             'Query': {'StudyDate': date_range, 'StudyInstanceUID': '', 'PatientID': '',

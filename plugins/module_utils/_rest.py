@@ -26,6 +26,9 @@ RESOURCE_LEVELS = ('patients', 'studies', 'series', 'instances')
 
 
 class OrthancRest:
+    """Orthanc's REST API on ansible.module_utils.urls, with one TLS context and HTTP Basic credentials for
+    all requests."""
+
     def __init__(self, url, username=None, password=None, validate_certs=True):
         self.url = url.rstrip('/')
         # One TLS context for every request: open_url would build one per request (about 20 ms each,

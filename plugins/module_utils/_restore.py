@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
@@ -19,12 +18,16 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import set_owner
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import new_backup_id
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, stage_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
 
 class Restore(Phase):
+    """The restore of a backup into one Orthanc: checked, staged beside the live data while Orthanc runs, swapped
+    in while it is stopped, and rolled back if anything fails, Orthanc running again on the previous data."""
+
     def __init__(self, module):
         super().__init__(module)
         if self.params['src']:
@@ -33,7 +36,7 @@ class Restore(Phase):
         else:
             self.repository = self.open_repository()
             self.folder, self.manifest = self.repository.open_backup(self.params['backup'])
-        self.stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+        self.stamp = new_backup_id()
 
     def _check_backup(self, restore_storage):
         """The backup's manifest, once the backup is known to fit this Orthanc and to match its manifest (the
@@ -74,21 +77,37 @@ class Restore(Phase):
                 return self._run()
 
     def _run(self):
+        """Check the backup and plan; outside check mode, stage, swap in, and keep (or discard) the replaced data."""
         started = time.monotonic()
         self.check_target()
         restore_storage = registry.files_on_disk(self.config) and os.path.isdir(os.path.join(self.folder, 'storage'))
         manifest = self._check_backup(restore_storage)
         restore_config = self.params['restore_config'] and os.path.isdir(os.path.join(self.folder, 'config'))
         was_running = self.service.is_running()
-        plan = {'backup_id': manifest['backup_id'], 'restored_from': self.folder,
-                'index_backend': self.backend.name,
-                'storage_dir': self.config.storage_dir if restore_storage else None,
-                'restore_config': restore_config, 'orthanc_running': was_running,
-                'files': manifest['files'], 'bytes': manifest['bytes']}
         if self.module.check_mode:
+            plan = {'backup_id': manifest['backup_id'], 'restored_from': self.folder,
+                    'index_backend': self.backend.name,
+                    'storage_dir': self.config.storage_dir if restore_storage else None,
+                    'restore_config': restore_config, 'orthanc_running': was_running,
+                    'files': manifest['files'], 'bytes': manifest['bytes']}
             return {'changed': True, 'plan': plan, 'msg': 'check mode: the backup was checked, nothing changed'}
-        self._check_space(plan['bytes'])
+        self._check_space(manifest['bytes'])
         swaps = self._stage(manifest, restore_storage, restore_config)
+        downtime, statistics = self._swap_in(swaps, manifest, was_running)
+        kept = [swap.kept_at for swap in swaps]
+        if not self.params['keep_previous']:
+            for swap in swaps:
+                swap.discard()
+            kept = []
+        if not was_running:
+            self.module.warn('Orthanc was not running: it was left stopped and its statistics were not compared.')
+        return {'changed': True, 'backup_id': manifest['backup_id'], 'restored_from': self.folder,
+                'previous_kept_at': kept, 'downtime_seconds': round(downtime, 3),
+                'duration_seconds': round(time.monotonic() - started, 3), 'statistics': statistics}
+
+    def _swap_in(self, swaps, manifest, was_running):
+        """Put the staged data in place while Orthanc is stopped, and compare its statistics with the backup's once
+        it runs again; on any failure, put the previous data back (``_fail``). (downtime seconds, statistics)."""
         stop_start = time.monotonic()
         attempted = []
         try:
@@ -103,16 +122,7 @@ class Restore(Phase):
         finally:
             for swap in swaps:
                 swap.cleanup()
-        kept = [swap.kept_at for swap in swaps]
-        if not self.params['keep_previous']:
-            for swap in swaps:
-                swap.discard()
-            kept = []
-        if not was_running:
-            self.module.warn('Orthanc was not running: it was left stopped and its statistics were not compared.')
-        return {'changed': True, 'backup_id': manifest['backup_id'], 'restored_from': self.folder,
-                'previous_kept_at': kept, 'downtime_seconds': round(downtime, 3),
-                'duration_seconds': round(time.monotonic() - started, 3), 'statistics': statistics}
+        return downtime, statistics
 
     def _check_space(self, needed):
         stat = os.statvfs(self.config.storage_dir if os.path.isdir(self.config.storage_dir) else self.config.base_dir)
@@ -143,6 +153,8 @@ class Restore(Phase):
         return swaps
 
     def _stage_config(self, manifest):
+        """Stage the backup's configuration files beside the live ones, each with the mode and owner of the live
+        file it replaces; in a configuration folder, every *.json is replaced."""
         names = set(self.config.named_files())
         folder = os.path.isdir(self.config.path)
 

@@ -31,7 +31,6 @@ POLL_INTERVAL = 0.05
 # Seconds SIGSTOP may take to stop every thread of Orthanc (it takes well under a millisecond).
 FREEZE_TIMEOUT = 5
 
-MANAGERS = ('auto', 'systemd', 'sysvinit', 'command', 'none', 'docker', 'podman')
 WATCHER_LOG = 'watcher.log'
 
 

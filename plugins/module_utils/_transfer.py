@@ -89,6 +89,9 @@ class Remote:
 
 
 class Transfer:
+    """A copy of one backup between this host's repository and a remote one with rsync over SSH, hard-linking
+    unchanged files to the receiving side's newest backup."""
+
     def __init__(self, module):
         self.module = module
         params = module.params
@@ -121,6 +124,7 @@ class Transfer:
             shutil.rmtree(control_dir, ignore_errors=True)
 
     def _listed_and_copied(self):
+        """Choose the backup to copy, and copy it unless the receiving side has it already; the module's result."""
         backup = self.module.params['backup']
         local_ids, remote_ids = self.local.backup_ids(), self.remote_ids()
         if self.push:
@@ -140,6 +144,8 @@ class Transfer:
         return result
 
     def _copy(self, backup_id, linked_to):
+        """Run rsync for one backup into a .partial folder on the receiving side (a dry run in check mode); what it
+        sent and what the copy added."""
         argv = [self.rsync, '--archive', '--stats', '--rsh', self.remote.rsh]
         if self.module.check_mode:
             argv.append('--dry-run')

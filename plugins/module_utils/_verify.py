@@ -34,6 +34,8 @@ def _incoming_folder(repository, backup):
 
 
 def verify(module):
+    """Check a backup (or an incoming copy) against its manifest: every listed file present with its size and,
+    with check_md5, its MD5, and nothing else; an incoming copy that passes becomes a complete backup."""
     params = module.params
     started = time.monotonic()
     repository = Repository.from_params(module)

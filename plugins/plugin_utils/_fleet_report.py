@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-ID_FORMAT = '%Y%m%dT%H%M%SZ'
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_FORMAT
+
 # Failed hosts first; 'incomplete' is a backup made with files missing from the live storage
 # (allow_missing_files), 'planned' a check-mode run's outcome.
 STATUS_ORDER = {'failed': 0, 'incomplete': 1, 'skipped': 2, 'planned': 3, 'ok': 4}

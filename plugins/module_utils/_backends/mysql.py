@@ -77,6 +77,9 @@ def literal(text):
 
 
 class MySQLBackend(DatabaseBackend):
+    """A MySQL or MariaDB index (and storage, with EnableStorage): hot dumps with mariadb-dump in one
+    transaction, restored into a staging database whose tables are then renamed into place."""
+
     name = 'mysql'
     driver_error = pymysql.MySQLError if pymysql else Exception
     modes = ('hot', 'cold')
@@ -260,6 +263,8 @@ class TableSwap(Swap):
             self.backend.execute(['RENAME TABLE ' + ', '.join(pairs)])
 
     def apply(self):
+        """Rename the live tables into the previous database and the staged ones into the live database, with
+        their triggers and the routines the live database lacks."""
         live = self.backend.database
         # A restore onto a new server or name may have no database yet.
         self.backend.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(live),

@@ -60,6 +60,9 @@ def read_counts(cursor):
 
 
 class PostgreSQLBackend(DatabaseBackend):
+    """A PostgreSQL index (and storage, with EnableStorage): hot dumps with pg_dump from one snapshot,
+    restored into a staging database that is then renamed into place."""
+
     name = 'postgresql'
     driver_error = psycopg2.Error if psycopg2 else Exception
     modes = ('hot', 'cold')
