@@ -5,7 +5,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test setup tree sanity sanity-oldest lint units integration changelog-lint docs-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
+.PHONY: test quick setup tree sanity sanity-oldest lint units integration changelog-lint docs-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
 
 test: setup sanity sanity-oldest lint changelog-lint docs-lint units integration
 
@@ -45,6 +45,13 @@ integration: tree
 	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider --durations=30 -n $(INTEGRATION_WORKERS) --dist loadfile \
 		-m 'not destructive' tests/integration
 	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider -m destructive tests/integration
+
+# While changing code: the pure-logic tests and the integration tests marked neither slow nor destructive,
+# in under a minute.
+quick: tree
+	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider tests/unit
+	cd $(TREE) && $(PYTEST) -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile \
+		-m 'not slow and not destructive' tests/integration
 
 demo: tree
 	PATH=$(VENV)/bin:$$PATH bash tests/scripts/demo.sh $(TREE_ROOT)

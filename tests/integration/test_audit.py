@@ -18,6 +18,9 @@ import pytest
 
 from harness import make_instances
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def storage_file(orthanc, uuid):
     return os.path.join(orthanc.storage_dir, uuid[0:2], uuid[2:4], uuid)

@@ -12,6 +12,8 @@ import json
 import os
 import socket
 
+import pytest
+
 from harness import PASSWORD, listed_files, make_instances
 
 
@@ -27,6 +29,7 @@ def test_check_mode_plans_and_writes_nothing(make_orthanc, ansible, repository):
     assert not os.path.exists(repository) and open(orthanc.pidfile).read() == pid
 
 
+@pytest.mark.slow
 def test_second_backup_links_everything_and_shares_no_inode_with_live(make_orthanc, ansible, repository):
     orthanc = make_orthanc()
     orthanc.upload(make_instances())
@@ -51,6 +54,7 @@ def test_second_backup_links_everything_and_shares_no_inode_with_live(make_ortha
                 assert info.st_ino not in live_inodes and info.st_mode & 0o777 == 0o600
 
 
+@pytest.mark.slow
 def test_stopped_orthanc_is_backed_up_and_left_stopped(make_orthanc, ansible, repository):
     orthanc = make_orthanc()
     orthanc.upload(make_instances(patients=1))
@@ -61,6 +65,7 @@ def test_stopped_orthanc_is_backed_up_and_left_stopped(make_orthanc, ansible, re
     assert not orthanc.answers()
 
 
+@pytest.mark.slow
 def test_orthanc_that_does_not_stop(make_orthanc, ansible, repository):
     orthanc = make_orthanc()
     orthanc.upload(make_instances(patients=1))
@@ -72,6 +77,7 @@ def test_orthanc_that_does_not_stop(make_orthanc, ansible, repository):
     assert os.listdir(os.path.join(repository, 'pacs')) == ['.lock']
 
 
+@pytest.mark.slow
 def test_rest_password_never_printed(make_orthanc, ansible, repository):
     orthanc = make_orthanc()
     params = orthanc.module_params(repository=repository, url=orthanc.url, url_username='admin', url_password=PASSWORD)
@@ -82,6 +88,7 @@ def test_rest_password_never_printed(make_orthanc, ansible, repository):
     assert PASSWORD not in output and PASSWORD not in json.dumps(result) and PASSWORD not in manifest
 
 
+@pytest.mark.slow
 def test_orphans_missing_and_altered_files_are_reported(make_orthanc, ansible, repository):
     orthanc = make_orthanc()
     orthanc.upload(make_instances(patients=1))

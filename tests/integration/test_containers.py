@@ -13,7 +13,12 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from harness import ContainerPostgres, complete_backups, make_instances
+
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def test_backup_wipe_restore_of_a_container(make_container_orthanc, ansible, repository):

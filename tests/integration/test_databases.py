@@ -19,6 +19,9 @@ import pytest
 
 from harness import LAYOUTS, listed_files, make_instance, make_instances, rewrite_listing
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def all_files_served(orthanc):
     """Every instance of the index has its DICOM file (downloads each one)."""

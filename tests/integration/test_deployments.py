@@ -15,6 +15,9 @@ import pytest
 
 from harness import PostgresDatabase, complete_backups, listed_files, make_instances, read_manifest
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def variable_storage(make_orthanc, tmp_path):

@@ -15,6 +15,9 @@ import pytest
 
 from harness import LAYOUTS, make_instances, sandbox_pids
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def backed_up(orthanc, ansible, repository):
     orthanc.upload(make_instances())

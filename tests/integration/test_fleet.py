@@ -19,6 +19,9 @@ import pytest
 from fleet import Fleet, Sshd
 from harness import MysqlDatabase, Orthanc, PostgresDatabase, RestServer, listed_files, make_instances, mounted
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 ORTHANC_HOSTS = ('site-sqlite', 'site-broken', 'centre-pg', 'centre-mysql')
 # Copies planted on the backup host for centre-pg, to see its retention applied there.
 PLANTED = ['2026%02d%02dT010000Z' % (month, day) for month in (9, 10) for day in (1, 15, 28)]

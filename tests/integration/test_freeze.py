@@ -16,7 +16,12 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
 from harness import complete_backups, make_instances, module_interpreter, partials, watcher_logs
+
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def orthanc_state(orthanc):

@@ -18,7 +18,12 @@ import threading
 import time
 from datetime import datetime
 
+import pytest
+
 from harness import make_instances
+
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
 
 FREEZES = 100
 INSTANCE = 4    # resourceType of an instance in Orthanc's SQLite index

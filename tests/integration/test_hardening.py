@@ -23,6 +23,9 @@ import pytest
 
 from harness import complete_backups, kill_while_stopped, make_instances, partials, rewrite_listing, watcher_logs
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 SECRET = b'a root-only secret\n'
 UUID = 'abcd0000-0000-4000-8000-000000000000'
 

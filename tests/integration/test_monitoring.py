@@ -16,6 +16,9 @@ import pytest
 
 from harness import backup_epoch, make_instances, read_metrics
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 
 class PingServer(http.server.ThreadingHTTPServer):
     """A healthchecks stand-in on the loopback: remembers (path, body) of every request."""

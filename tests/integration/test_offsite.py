@@ -24,6 +24,9 @@ from harness import (
     RestServer, backup_epoch, descendant_pids, free_port, local_contents, make_instances, module_pids, mounted,
     read_metrics, seed, wait_for_port)
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 PASSWORD = 'correct horse battery staple 7'
 S3_KEYS = {'AWS_ACCESS_KEY_ID': 'orthanc-ops-test', 'AWS_SECRET_ACCESS_KEY': 'never-printed-s3-secret-42'}
 # In every DICOM file Orthanc stores: 128 bytes of preamble, then the magic word.

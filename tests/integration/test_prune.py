@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from harness import make_instances
 
 
@@ -55,6 +57,7 @@ def test_prune_keeps_exactly_the_policy(ansible, repository, tmp_path):
     assert rc == 0 and again['changed'] is False and again['removed'] == []
 
 
+@pytest.mark.slow
 def test_prune_after_real_backups_keeps_the_newest(make_orthanc, ansible, repository):
     orthanc = make_orthanc()
     orthanc.upload(make_instances(patients=1))
@@ -71,6 +74,7 @@ def test_prune_after_real_backups_keeps_the_newest(make_orthanc, ansible, reposi
     assert rc == 0 and restore['backup_id'] == second['backup_id'], output
 
 
+@pytest.mark.slow
 def test_backup_playbook_backs_up_and_prunes(make_orthanc, ansible, repository, tmp_path):
     orthanc = make_orthanc()
     orthanc.upload(make_instances(patients=1))

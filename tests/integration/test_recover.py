@@ -20,6 +20,9 @@ import pytest
 from harness import LAYOUTS, Orthanc, kill_module, make_instances, sandbox_pids
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 SANDBOXES = 'pacs/.orthanc-sandbox-*'
 
 

@@ -14,6 +14,9 @@ import pytest
 
 from harness import free_port, make_instances
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def days_ago(days):
     return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days)).strftime('%Y%m%d')

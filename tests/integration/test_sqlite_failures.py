@@ -29,6 +29,7 @@ def test_stop_command_fails(loaded, ansible, repository):
     assert complete_backups(repository) == [] and partials(repository) == []
 
 
+@pytest.mark.slow
 def test_start_command_fails_loudly(loaded, ansible, repository):
     orthanc, before = loaded
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(
@@ -47,6 +48,7 @@ def small_disk(tmp_path):
         yield mount
 
 
+@pytest.mark.slow
 def test_repository_too_small_is_refused_before_stopping(loaded, ansible, small_disk):
     orthanc, before = loaded
     pid = orthanc.pid()
@@ -58,6 +60,7 @@ def test_repository_too_small_is_refused_before_stopping(loaded, ansible, small_
     assert complete_backups(small_disk) == [] and partials(small_disk) == []
 
 
+@pytest.mark.slow
 def test_repository_fills_up_during_the_copy(loaded, ansible, small_disk):
     orthanc, before = loaded
     # The disk fills while Orthanc is being stopped, after the free-space check passed.
@@ -70,6 +73,7 @@ def test_repository_fills_up_during_the_copy(loaded, ansible, small_disk):
     assert complete_backups(small_disk) == [] and partials(small_disk) == []
 
 
+@pytest.mark.slow
 def test_unwritable_repository(loaded, ansible, tmp_path):
     orthanc, before = loaded
     not_a_folder = tmp_path / 'file'
@@ -80,6 +84,7 @@ def test_unwritable_repository(loaded, ansible, tmp_path):
     assert orthanc.md5s() == before
 
 
+@pytest.mark.slow
 def test_module_killed_while_orthanc_is_stopped(loaded, ansible, repository):
     orthanc, before = loaded
     process = kill_while_stopped(ansible, orthanc, orthanc.module_params(repository=repository, instance='pacs',
@@ -100,6 +105,7 @@ def ledgers(repository):
     return [name for name in os.listdir(folder) if name.startswith('.orthanc-ops-ledger-')]
 
 
+@pytest.mark.slow
 def test_second_concurrent_backup_fails_at_once(loaded, ansible, repository):
     orthanc, before = loaded
     slow = orthanc.module_params(repository=repository, instance='pacs', mode='cold',
@@ -121,6 +127,7 @@ def test_second_concurrent_backup_fails_at_once(loaded, ansible, repository):
     assert orthanc.md5s() == before
 
 
+@pytest.mark.slow
 def test_restore_refuses_an_altered_backup(backed_up, ansible, repository):
     orthanc, backup, live = backed_up
     victim = sorted(name for name in listed_files(backup['path']) if name.startswith('storage/'))[0]
@@ -137,6 +144,7 @@ def test_restore_refuses_an_altered_backup(backed_up, ansible, repository):
     assert not [name for name in os.listdir(orthanc.storage_dir) if name.startswith('.orthanc-')]
 
 
+@pytest.mark.slow
 def test_restore_rolls_back_when_orthanc_disagrees(backed_up, ansible, repository):
     orthanc, backup, live = backed_up
     manifest_path = os.path.join(backup['path'], 'manifest.json')

@@ -13,6 +13,9 @@ import pytest
 
 from harness import make_instances
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 LAYOUTS = {
     'plain': {},
     'compressed': {'compression': True},

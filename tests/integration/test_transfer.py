@@ -16,6 +16,9 @@ import pytest
 from fleet import Sshd
 from harness import make_instances
 
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def sshd(tmp_path):

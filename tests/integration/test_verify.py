@@ -10,7 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from harness import make_instances, read_manifest, to_format_1
+
+# Each takes several seconds or more: make quick leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def test_incoming_copy_is_completed_only_when_sound(make_orthanc, ansible, repository, tmp_path):
