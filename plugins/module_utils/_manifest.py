@@ -25,7 +25,8 @@ import zlib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    CHUNK, FILE_MODE, TreeReader, UnsafePath, create_file, file_md5, hash_tree, open_regular, safe_parts, walk_sorted)
+    CHUNK, FILE_MODE, TreeReader, UnsafePath, create_file, file_md5, hash_tree, hashing_threads, open_regular,
+    safe_parts, walk_sorted)
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -314,7 +315,8 @@ def problems(folder, manifest, check_md5=True, hashed_later=(), keep=PROBLEMS_KE
             if listed is not None and (info is None or not stat.S_ISREG(info.st_mode)):
                 found.add('%s is missing' % relative)
 
-    for relative, expected, md5 in hash_tree(folder, to_hash()):
+    threads = hashing_threads(manifest.get('bytes') or 0, manifest.get('files') or 0)
+    for relative, expected, md5 in hash_tree(folder, to_hash(), threads):
         if md5 is None:
             found.add('%s cannot be read as a regular file' % relative)
         elif md5 != expected:

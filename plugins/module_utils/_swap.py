@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, copy_file, make_dirs, map_runs, set_owner)
+    HASH_THREADS, TreeReader, copy_file, make_dirs, map_runs, set_owner)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -125,7 +125,7 @@ def _with_folders(files, staging, owner, dir_mode, refuse):
         yield relative, payload
 
 
-def stage_files(source, files, target, label, stamp, owned, check_md5=False):
+def stage_files(source, files, target, label, stamp, owned, check_md5=False, threads=HASH_THREADS):
     """Copy ``files`` ((path relative to ``source``, MD5), as a manifest lists them, in its order) into a
     staging folder inside ``target``, owned like ``target``, and return the FolderSwap that puts them in place
     of the entries ``owned`` selects.
@@ -133,7 +133,7 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False):
     Only those files are read, each a regular file reached through no symbolic link; a listed file whose
     top-level name the swap does not own is refused and the staging removed. With ``check_md5``, each copy
     is checked as it is made (one read of each file), and any difference raises StagedDamage once all are
-    copied.
+    copied. ``threads`` copy at once (see _files.hashing_threads).
     """
     make_dirs(target)
     for name in os.listdir(target):
@@ -157,7 +157,8 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False):
                               hashed=check_md5, owner=owner)[1] for relative, dummy in run]
     try:
         _own(staging, owner, dir_mode)
-        for (relative, expected), md5 in map_runs(copy_run, _with_folders(files, staging, owner, dir_mode, refuse)):
+        for (relative, expected), md5 in map_runs(copy_run, _with_folders(files, staging, owner, dir_mode, refuse),
+                                                  threads):
             if check_md5 and md5 != expected:
                 damage.add('%s/%s has MD5 %s, expected %s' % (label, relative, md5, expected))
         if damage.count:

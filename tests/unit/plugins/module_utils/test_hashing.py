@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orthanc_ops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Hashing and copying in threads: the same results, in the same order, as one thread; taken for large files only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _files, _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    HASH_BATCH, LARGE_FILE_BYTES, hash_tree, hashing_threads, map_runs)
+
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry, relative_path
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, stage_files
+
+from test_untrusted import write_backup
+
+
+@pytest.mark.parametrize('threads', [1, 2, 3])
+def test_runs_worked_in_threads_come_back_whole_and_in_order(threads):
+    items = list(range(5 * HASH_BATCH * threads + 7))    # more runs than may wait at once
+    worked = list(map_runs(lambda run: [item * item for item in run], iter(items), threads))
+    assert worked == [(item, item * item) for item in items]
+
+
+def test_a_failing_run_fails_the_caller():
+    def work(run):
+        if HASH_BATCH in run:
+            raise OSError('the disk went away')
+        return run
+    with pytest.raises(OSError, match='went away'):
+        list(map_runs(work, iter(range(4 * HASH_BATCH)), 2))
+
+
+def test_a_tree_hashed_in_two_threads_matches_one_thread_and_follows_no_link(tmp_path):
+    expected = {}
+    for number in range(300):
+        data = os.urandom(number * 97)
+        relative = 'storage/%02x/file-%d' % (number % 16, number)
+        os.makedirs(str(tmp_path / os.path.dirname(relative)), exist_ok=True)
+        (tmp_path / relative).write_bytes(data)
+        expected[relative] = hashlib.md5(data).hexdigest()
+    os.symlink('/etc/hostname', str(tmp_path / 'storage' / '00' / 'link'))
+    wanted = sorted(expected) + ['storage/00/link', 'storage/00/gone']
+    one = list(hash_tree(str(tmp_path), ((relative, None) for relative in wanted), 1))
+    two = list(hash_tree(str(tmp_path), ((relative, None) for relative in wanted), 2))
+    assert one == two
+    assert dict((relative, md5) for relative, dummy, md5 in two) == dict(expected, **{'storage/00/link': None,
+                                                                                      'storage/00/gone': None})
+
+
+def test_large_files_only_are_hashed_two_at_a_time(monkeypatch):
+    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+    assert hashing_threads(1000 * LARGE_FILE_BYTES, 1000) == 2
+    assert hashing_threads(1000 * LARGE_FILE_BYTES - 1, 1000) == _files.HASH_THREADS
+    assert hashing_threads(0, 0) == _files.HASH_THREADS
+    monkeypatch.setattr(os, 'cpu_count', lambda: 1)
+    assert hashing_threads(1000 * LARGE_FILE_BYTES, 1000) == 1
+
+
+def test_problems_of_a_backup_of_large_files_are_found_in_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+    used = []
+    real = _files.hash_tree
+
+    def spying(root, files, threads=1):
+        used.append(threads)
+        return real(root, files, threads)
+    monkeypatch.setattr(_manifest, 'hash_tree', spying)
+    contents = dict(('storage/' + relative_path('%02x%06d-0000-4000-8000-%012d' % (number, number, number)),
+                     os.urandom(LARGE_FILE_BYTES + number)) for number in range(40))
+    manifest = write_backup(tmp_path, contents)
+    assert _manifest.problems(str(tmp_path), manifest) == [] and used == [2]
+    damaged = sorted(contents)[7]
+    with open(str(tmp_path / damaged), 'r+b') as handle:
+        handle.seek(LARGE_FILE_BYTES // 2)
+        handle.write(b'\0' if contents[damaged][LARGE_FILE_BYTES // 2] else b'\1')
+    now = hashlib.md5((tmp_path / damaged).read_bytes()).hexdigest()
+    assert _manifest.problems(str(tmp_path), manifest) == [
+        '%s has MD5 %s, expected %s' % (damaged, now, hashlib.md5(contents[damaged]).hexdigest())]
+
+
+def test_staging_in_two_threads_copies_every_file_and_finds_a_damaged_one(tmp_path):
+    contents = dict((relative_path('%02x%06d-0000-4000-8000-%012d' % (number, number, number)),
+                     os.urandom(LARGE_FILE_BYTES + number)) for number in range(30))
+    source = tmp_path / 'backup'
+    for relative, data in contents.items():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_bytes(data)
+    listed = [(relative, hashlib.md5(contents[relative]).hexdigest()) for relative in sorted(contents)]
+    swap = stage_files(str(source), iter(listed), str(tmp_path / 'live'), 'storage', 'S1', is_storage_entry,
+                       check_md5=True, threads=2)
+    assert dict((relative, (Path(swap.staging) / relative).read_bytes()) for relative in contents) == contents
+    swap.cleanup()
+    damaged = sorted(contents)[11]
+    (source / damaged).write_bytes(b'\0' * len(contents[damaged]))
+    with pytest.raises(StagedDamage, match=damaged.rsplit('/', 1)[1]):
+        stage_files(str(source), iter(listed), str(tmp_path / 'live'), 'storage', 'S2', is_storage_entry,
+                    check_md5=True, threads=2)
+    assert not [name for name in os.listdir(str(tmp_path / 'live')) if name.startswith('.orthanc-restore-')]
