@@ -133,13 +133,14 @@ class Backend(ABC):
 class DatabaseBackend(Backend):
     """What the database backends share: one-statement reads on a connection of their own.
 
-    A subclass sets ``driver_error`` (its driver's base exception) and ``section_name`` (its plugin's section of
-    the configuration), and offers ``connect()``, ``_where()``, ``server_cursor(connection)`` (a cursor that
-    reads its rows from the server as they are consumed), ``_load(backup_folder, database, manifest, cleanup)``
-    and ``drop_sandbox(name)``.
+    A subclass sets ``driver_error`` (its driver's base exception), ``section_name`` (its plugin's section of
+    the configuration) and ``swap_class``, and offers ``connect()``, ``_where()``, ``server_cursor(connection)``
+    (a cursor that reads its rows from the server as they are consumed), ``_load(backup_folder, database,
+    manifest, cleanup)`` and ``drop_sandbox(name)``.
     """
 
     driver_error = Exception
+    swap_class = None    # the _swap.Swap that puts a staged database in place
 
     def _select(self, query, parameters=()):
         """The rows of one SELECT, on a connection opened and closed for it."""
@@ -155,6 +156,14 @@ class DatabaseBackend(Backend):
 
     def prepare(self, backup_folder):
         """Nothing to take ahead: the dump is the capture."""
+
+    def stage(self, backup_folder, stamp, manifest):
+        """While Orthanc runs: load the dump into a staging database and check that it holds the manifest's counts;
+        return the swap that puts it in place, keeping the live data as ``<database>_pre_<stamp>``."""
+        swap = self.swap_class(self, '%s_restore_%s' % (self.database, stamp.lower()),
+                               '%s_pre_%s' % (self.database, stamp.lower()))
+        self._load(backup_folder, swap.staging, manifest, swap.cleanup)
+        return swap
 
     def _sandbox_database(self, name):
         return '%s_sandbox_%s' % (self.database, name)

@@ -76,6 +76,80 @@ def literal(text):
     return "'%s'" % text.replace('\\', '\\\\').replace("'", "''")
 
 
+class TableSwap(Swap):
+    """MySQL cannot rename a database: move every table between databases with one RENAME TABLE.
+
+    Tables with triggers cannot change database, so triggers are read, dropped, and created
+    again where their tables went. Routines the staged database has and the live one lacks
+    are created in the live one.
+    """
+
+    def __init__(self, backend, staging, previous):
+        self.backend, self.staging, self.previous = backend, staging, previous
+        self.kept_at = 'database %s' % previous
+        self.live_triggers = None
+        self.swapped = False
+
+    def _tables(self, database):
+        return [row[0] for row in self.backend.execute(
+            ["SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'"
+             % literal(database)])]
+
+    def _take_triggers(self, database):
+        """Drop the triggers of ``database`` and return their definitions."""
+        names = [row[0] for row in self.backend.execute(['SHOW TRIGGERS FROM %s' % quoted(database)])]
+        definitions = [self.backend.execute(['SHOW CREATE TRIGGER %s.%s' % (quoted(database), quoted(name))])[0][2]
+                       for name in names]
+        self.backend.execute(['DROP TRIGGER %s.%s' % (quoted(database), quoted(name)) for name in names])
+        return definitions
+
+    def _move(self, moves):
+        """moves: (from database, to database) pairs; one atomic RENAME TABLE for all their tables."""
+        pairs = ['%s.%s TO %s.%s' % (quoted(source), quoted(table), quoted(target), quoted(table))
+                 for source, target in moves for table in self._tables(source)]
+        if pairs:
+            self.backend.execute(['RENAME TABLE ' + ', '.join(pairs)])
+
+    def apply(self):
+        """Rename the live tables into the previous database and the staged ones into the live database, with
+        their triggers and the routines the live database lacks."""
+        live = self.backend.database
+        # A restore onto a new server or name may have no database yet.
+        self.backend.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(live),
+                              'CREATE DATABASE IF NOT EXISTS %s' % quoted(self.previous)])
+        self.live_triggers = self._take_triggers(live)
+        staged_triggers = self._take_triggers(self.staging)
+        self._move([(live, self.previous), (self.staging, live)])
+        self.swapped = True
+        self.backend.execute(self.live_triggers, database=self.previous)
+        self.backend.execute(staged_triggers, database=live)
+        existing = set(row[1] for row in self.backend.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(live)]))
+        for row in self.backend.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(self.staging)]):
+            if row[1] not in existing:
+                create = self.backend.execute(['SHOW CREATE PROCEDURE %s.%s' % (quoted(self.staging), quoted(row[1]))])[0][2]
+                self.backend.execute([create], database=live)
+
+    def undo(self):
+        live = self.backend.database
+        if self.swapped:
+            self._take_triggers(live)
+            self._take_triggers(self.previous)
+            self._move([(live, self.staging), (self.previous, live)])
+            self.swapped = False
+        if self.live_triggers:
+            self.backend.execute(self.live_triggers, database=live)
+            self.live_triggers = None
+        self.discard()
+        self.cleanup()
+
+    def discard(self):
+        self.backend.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.previous)])
+
+    def cleanup(self):
+        """Drop the staging database (empty once swapped in: its tables moved, its routines copied)."""
+        self.backend.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.staging)])
+
+
 class MySQLBackend(DatabaseBackend):
     """A MySQL or MariaDB index (and storage, with EnableStorage): hot dumps with mariadb-dump in one
     transaction, restored into a staging database whose tables are then renamed into place."""
@@ -86,6 +160,7 @@ class MySQLBackend(DatabaseBackend):
     folder = 'db'
     plugin_marker = 'OrthancMySQL'
     section_name = SECTION
+    swap_class = TableSwap
 
     @staticmethod
     def missing(module):
@@ -199,13 +274,6 @@ class MySQLBackend(DatabaseBackend):
             cleanup()
             raise
 
-    def stage(self, backup_folder, stamp, manifest):
-        """While Orthanc runs: load the dump into a staging database, check it holds the manifest's counts; return its swap."""
-        swap = TableSwap(self, '%s_restore_%s' % (self.database, stamp.lower()),
-                         '%s_pre_%s' % (self.database, stamp.lower()))
-        self._load(backup_folder, swap.staging, manifest, swap.cleanup)
-        return swap
-
     def drop_sandbox(self, name):
         """Drop the database of the sandbox ``name``."""
         self.execute(['DROP DATABASE IF EXISTS %s' % quoted(self._sandbox_database(name))])
@@ -226,77 +294,3 @@ class MySQLBackend(DatabaseBackend):
         finally:
             connection.close()
         return rows
-
-
-class TableSwap(Swap):
-    """MySQL cannot rename a database: move every table between databases with one RENAME TABLE.
-
-    Tables with triggers cannot change database, so triggers are read, dropped, and created
-    again where their tables went. Routines the staged database has and the live one lacks
-    are created in the live one.
-    """
-
-    def __init__(self, backend, staging, previous):
-        self.backend, self.staging, self.previous = backend, staging, previous
-        self.kept_at = 'database %s' % previous
-        self.live_triggers = None
-        self.swapped = False
-
-    def _tables(self, database):
-        return [row[0] for row in self.backend.execute(
-            ["SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'"
-             % literal(database)])]
-
-    def _take_triggers(self, database):
-        """Drop the triggers of ``database`` and return their definitions."""
-        names = [row[0] for row in self.backend.execute(['SHOW TRIGGERS FROM %s' % quoted(database)])]
-        definitions = [self.backend.execute(['SHOW CREATE TRIGGER %s.%s' % (quoted(database), quoted(name))])[0][2]
-                       for name in names]
-        self.backend.execute(['DROP TRIGGER %s.%s' % (quoted(database), quoted(name)) for name in names])
-        return definitions
-
-    def _move(self, moves):
-        """moves: (from database, to database) pairs; one atomic RENAME TABLE for all their tables."""
-        pairs = ['%s.%s TO %s.%s' % (quoted(source), quoted(table), quoted(target), quoted(table))
-                 for source, target in moves for table in self._tables(source)]
-        if pairs:
-            self.backend.execute(['RENAME TABLE ' + ', '.join(pairs)])
-
-    def apply(self):
-        """Rename the live tables into the previous database and the staged ones into the live database, with
-        their triggers and the routines the live database lacks."""
-        live = self.backend.database
-        # A restore onto a new server or name may have no database yet.
-        self.backend.execute(['CREATE DATABASE IF NOT EXISTS %s' % quoted(live),
-                              'CREATE DATABASE IF NOT EXISTS %s' % quoted(self.previous)])
-        self.live_triggers = self._take_triggers(live)
-        staged_triggers = self._take_triggers(self.staging)
-        self._move([(live, self.previous), (self.staging, live)])
-        self.swapped = True
-        self.backend.execute(self.live_triggers, database=self.previous)
-        self.backend.execute(staged_triggers, database=live)
-        existing = set(row[1] for row in self.backend.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(live)]))
-        for row in self.backend.execute(['SHOW PROCEDURE STATUS WHERE Db = %s' % literal(self.staging)]):
-            if row[1] not in existing:
-                create = self.backend.execute(['SHOW CREATE PROCEDURE %s.%s' % (quoted(self.staging), quoted(row[1]))])[0][2]
-                self.backend.execute([create], database=live)
-
-    def undo(self):
-        live = self.backend.database
-        if self.swapped:
-            self._take_triggers(live)
-            self._take_triggers(self.previous)
-            self._move([(live, self.staging), (self.previous, live)])
-            self.swapped = False
-        if self.live_triggers:
-            self.backend.execute(self.live_triggers, database=live)
-            self.live_triggers = None
-        self.discard()
-        self.cleanup()
-
-    def discard(self):
-        self.backend.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.previous)])
-
-    def cleanup(self):
-        """Drop the staging database (empty once swapped in: its tables moved, its routines copied)."""
-        self.backend.execute(['DROP DATABASE IF EXISTS %s' % quoted(self.staging)])

@@ -59,6 +59,53 @@ def read_counts(cursor):
     return count_resources(cursor, 'SELECT resourcetype, COUNT(*) FROM resources GROUP BY resourcetype')
 
 
+class DatabaseSwap(Swap):
+    """Put a staged database in place of Orthanc's by renames; the previous one is kept."""
+
+    def __init__(self, backend, staging, previous):
+        self.backend, self.staging, self.previous = backend, staging, previous
+        self.kept_at = 'database %s' % previous
+        # 1: the live database is renamed aside; 2: and the staged one is in place; 3: the staged one is in
+        # place where there was no live database
+        self.renamed = 0
+
+    def _rename(self, old, new):
+        return sql.SQL('ALTER DATABASE {} RENAME TO {}').format(sql.Identifier(old), sql.Identifier(new))
+
+    def _exists(self, name):
+        connection = self.backend.connect(MAINTENANCE_DB, autocommit=True)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute('SELECT 1 FROM pg_database WHERE datname = %s', (name,))
+                return cursor.fetchone() is not None
+        finally:
+            connection.close()
+
+    def apply(self):
+        live = self.backend.database
+        if self._exists(live):    # a restore onto a new server or name may have no database yet
+            self.backend.maintenance([self._rename(live, self.previous)])
+            self.renamed = 1
+        self.backend.maintenance([self._rename(self.staging, live)])
+        self.renamed = 2 if self.renamed else 3
+
+    def undo(self):
+        live = self.backend.database
+        if self.renamed in (2, 3):
+            self.backend.maintenance([self._rename(live, self.staging)])
+        if self.renamed in (1, 2):
+            self.backend.maintenance([self._rename(self.previous, live)])
+        self.renamed = 0
+        self.cleanup()
+
+    def discard(self):
+        self.backend.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.previous))])
+
+    def cleanup(self):
+        if self.renamed == 0:
+            self.backend.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.staging))])
+
+
 class PostgreSQLBackend(DatabaseBackend):
     """A PostgreSQL index (and storage, with EnableStorage): hot dumps with pg_dump from one snapshot,
     restored into a staging database that is then renamed into place."""
@@ -69,6 +116,7 @@ class PostgreSQLBackend(DatabaseBackend):
     folder = 'db'
     plugin_marker = 'OrthancPostgreSQL'
     section_name = SECTION
+    swap_class = DatabaseSwap
 
     @staticmethod
     def missing(module):
@@ -184,13 +232,6 @@ class PostgreSQLBackend(DatabaseBackend):
             cleanup()
             raise
 
-    def stage(self, backup_folder, stamp, manifest):
-        """While Orthanc runs: pg_restore the dump into a fresh database, check it holds the manifest's counts; return its swap."""
-        swap = DatabaseSwap(self, '%s_restore_%s' % (self.database, stamp.lower()),
-                            '%s_pre_%s' % (self.database, stamp.lower()))
-        self._load(backup_folder, swap.staging, manifest, swap.cleanup)
-        return swap
-
     def drop_sandbox(self, name):
         """Drop the database of the sandbox ``name``, ending its connections first (a throwaway Orthanc
         killed an instant ago may still have one)."""
@@ -210,50 +251,3 @@ class PostgreSQLBackend(DatabaseBackend):
             raise OrthancOpsError('PostgreSQL refused %s: %s' % (statement.as_string(connection), str(exc).strip()))
         finally:
             connection.close()
-
-
-class DatabaseSwap(Swap):
-    """Put a staged database in place of Orthanc's by renames; the previous one is kept."""
-
-    def __init__(self, backend, staging, previous):
-        self.backend, self.staging, self.previous = backend, staging, previous
-        self.kept_at = 'database %s' % previous
-        # 1: the live database is renamed aside; 2: and the staged one is in place; 3: the staged one is in
-        # place where there was no live database
-        self.renamed = 0
-
-    def _rename(self, old, new):
-        return sql.SQL('ALTER DATABASE {} RENAME TO {}').format(sql.Identifier(old), sql.Identifier(new))
-
-    def _exists(self, name):
-        connection = self.backend.connect(MAINTENANCE_DB, autocommit=True)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute('SELECT 1 FROM pg_database WHERE datname = %s', (name,))
-                return cursor.fetchone() is not None
-        finally:
-            connection.close()
-
-    def apply(self):
-        live = self.backend.database
-        if self._exists(live):    # a restore onto a new server or name may have no database yet
-            self.backend.maintenance([self._rename(live, self.previous)])
-            self.renamed = 1
-        self.backend.maintenance([self._rename(self.staging, live)])
-        self.renamed = 2 if self.renamed else 3
-
-    def undo(self):
-        live = self.backend.database
-        if self.renamed in (2, 3):
-            self.backend.maintenance([self._rename(live, self.staging)])
-        if self.renamed in (1, 2):
-            self.backend.maintenance([self._rename(self.previous, live)])
-        self.renamed = 0
-        self.cleanup()
-
-    def discard(self):
-        self.backend.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.previous))])
-
-    def cleanup(self):
-        if self.renamed == 0:
-            self.backend.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(self.staging))])
