@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _audit
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._audit import TABLES, add_late_files, classify
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import LARGE_FILE_BYTES
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import relative_path
 
@@ -66,3 +68,27 @@ def test_a_file_stored_after_the_listing_is_not_missing(tmp_path):
     assert add_late_files(ledger, str(storage)) == 1
     dummy, dummy, missing, damaged = classify(ledger, cutoff=500.0, check_md5=False, storage_dir=str(storage))
     assert [entry['uuid'] for entry in missing] == ['abcd0000-gone'] and damaged == []
+
+
+def test_large_files_are_hashed_in_threads_and_a_damaged_one_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+    used = []
+    real = _audit.hash_tree
+
+    def spying(root, files, threads=1):
+        used.append(threads)
+        return real(root, files, threads)
+    monkeypatch.setattr(_audit, 'hash_tree', spying)
+    storage, contents = tmp_path / 'storage', {}
+    for number in range(50):
+        uuid = '%02x000000-large-%d' % (number, number)
+        contents[uuid] = os.urandom(LARGE_FILE_BYTES + number)
+        path = storage / relative_path(uuid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(contents[uuid])
+    flipped = sorted(contents)[17]
+    (storage / relative_path(flipped)).write_bytes(b'\0' * len(contents[flipped]))
+    ledger = ledger_of(tmp_path, dict((uuid, (len(data), 100.0)) for uuid, data in contents.items()),
+                       dict((uuid, (len(data), hashlib.md5(data).hexdigest())) for uuid, data in contents.items()))
+    dummy, dummy, missing, damaged = classify(ledger, cutoff=500.0, check_md5=True, storage_dir=str(storage))
+    assert used == [2] and missing == [] and [entry['uuid'] for entry in damaged] == [flipped]
