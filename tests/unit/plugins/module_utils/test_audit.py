@@ -70,15 +70,8 @@ def test_a_file_stored_after_the_listing_is_not_missing(tmp_path):
     assert [entry['uuid'] for entry in missing] == ['abcd0000-gone'] and damaged == []
 
 
-def test_large_files_are_hashed_in_threads_and_a_damaged_one_found(tmp_path, monkeypatch):
-    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
-    used = []
-    real = _audit.hash_tree
-
-    def spying(root, files, threads=1):
-        used.append(threads)
-        return real(root, files, threads)
-    monkeypatch.setattr(_audit, 'hash_tree', spying)
+def test_large_files_are_hashed_in_threads_and_a_damaged_one_found(tmp_path, threads_used):
+    used = threads_used(_audit)
     storage, contents = tmp_path / 'storage', {}
     for number in range(50):
         uuid = '%02x000000-large-%d' % (number, number)

@@ -65,15 +65,8 @@ def test_large_files_only_are_hashed_two_at_a_time(monkeypatch):
     assert hashing_threads(1000 * LARGE_FILE_BYTES, 1000) == 1
 
 
-def test_problems_of_a_backup_of_large_files_are_found_in_threads(tmp_path, monkeypatch):
-    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
-    used = []
-    real = _files.hash_tree
-
-    def spying(root, files, threads=1):
-        used.append(threads)
-        return real(root, files, threads)
-    monkeypatch.setattr(_manifest, 'hash_tree', spying)
+def test_problems_of_a_backup_of_large_files_are_found_in_threads(tmp_path, threads_used):
+    used = threads_used(_manifest)
     contents = dict(('storage/' + relative_path('%02x%06d-0000-4000-8000-%012d' % (number, number, number)),
                      os.urandom(LARGE_FILE_BYTES + number)) for number in range(40))
     manifest = write_backup(tmp_path, contents)
