@@ -98,3 +98,30 @@ def test_staging_in_two_threads_copies_every_file_and_finds_a_damaged_one(tmp_pa
         stage_files(str(source), iter(listed), str(tmp_path / 'live'), 'storage', 'S2', is_storage_entry,
                     check_md5=True, threads=2)
     assert not [name for name in os.listdir(str(tmp_path / 'live')) if name.startswith('.orthanc-restore-')]
+
+
+@pytest.mark.parametrize('planted', ['file', 'folder'])
+def test_staging_in_two_threads_follows_no_planted_link(tmp_path, planted):
+    """A listed file replaced by a link to a secret, or a listed folder replaced by a link to another tree: refused
+    in the threaded copy as in the single one, and nothing is left staged."""
+    secret = tmp_path / 'secret'
+    secret.write_bytes(os.urandom(LARGE_FILE_BYTES))
+    contents = dict((relative_path('%02x%06d-0000-4000-8000-%012d' % (number, number, number)),
+                     os.urandom(LARGE_FILE_BYTES + number)) for number in range(20))
+    source = tmp_path / 'backup'
+    for relative, data in contents.items():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_bytes(data)
+    if planted == 'file':
+        linked = source / sorted(contents)[3]
+        os.unlink(str(linked))
+        os.symlink(str(secret), str(linked))
+    else:
+        folder = (source / sorted(contents)[15]).parent
+        os.rename(str(folder), str(tmp_path / 'elsewhere'))
+        os.symlink(str(tmp_path / 'elsewhere'), str(folder))
+    listed = [(relative, hashlib.md5(contents[relative]).hexdigest()) for relative in sorted(contents)]
+    with pytest.raises(OSError):
+        stage_files(str(source), iter(listed), str(tmp_path / 'live'), 'storage', 'S3', is_storage_entry,
+                    check_md5=True, threads=2)
+    assert not [name for name in os.listdir(str(tmp_path / 'live')) if name.startswith('.orthanc-restore-')]
