@@ -29,8 +29,10 @@ SPACE_MARGIN_BYTES = 64 * 1024 * 1024
 SPACE_MARGIN_RATIO = 1.1
 # Uuids of the files missing from the live storage that a result and a manifest name.
 LIVE_MISSING_LISTED = 100
-# Freezes a backup may make: the last holds Orthanc frozen until its files are taken (see _capture_frozen).
+# Freezes, and stops, a backup may make: the last holds Orthanc quiesced until its files are taken (see
+# _capture_in_rounds). A stop costs Orthanc's shutdown and start, so a cold backup makes two at most.
 FREEZE_ROUNDS = 3
+STOP_ROUNDS = 2
 
 
 class PauseTooLong(OrthancOpsError):
@@ -222,8 +224,8 @@ class Backup(Phase):
         mismatches = snapshot.mismatches()
         self._warn_findings(missing, mismatches)
         return {
-            'format': _manifest.FORMAT_VERSION,
             'collection_version': _manifest.COLLECTION_VERSION,
+            'format': _manifest.FORMAT_VERSION,
             'status': 'complete',
             'backup_id': backup_id,
             'instance': self.repository.instance,
@@ -290,11 +292,8 @@ class Backup(Phase):
                 self.mode = 'cold'
                 step = time.monotonic()
         if self.mode == 'cold' and was_running:
-            with self.service.stopped():
-                timings['stop_seconds'] = time.monotonic() - step
-                captured = self._capture(partial, snapshot)
-                timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
-            timings['downtime_seconds'] = time.monotonic() - step
+            captured = self._capture_stopped(partial, snapshot, timings)
+            timings['capture_seconds'] = time.monotonic() - step - timings['stop_seconds']
             return captured
         captured = self._capture(partial, snapshot)
         timings['capture_seconds'] = time.monotonic() - step
@@ -311,46 +310,79 @@ class Backup(Phase):
 
     def _capture_frozen(self, partial, snapshot, timings):
         """The index copied while every Orthanc thread is stopped by the kernel: what a crash at that instant
-        leaves, which SQLite recovers to the last committed transaction (its WAL is copied too).
-
-        Orthanc is frozen only for the copy: the files that copy references are taken once it runs again,
-        which is sound because Orthanc never rewrites a file. A referenced file deleted meanwhile sends the
-        capture round again; the last round keeps Orthanc frozen until its files are taken.
-        """
+        leaves, which SQLite recovers to the last committed transaction (its WAL is copied too)."""
         pauses = []
 
         @contextmanager
         def frozen():
             with self.service.frozen() as pause:
                 pauses.append(pause)
-                self.consistent_at = _utc_iso()
-                yield pause
+                yield
+
+        def check():
+            self._check_pause(pauses[-1])
 
         try:
-            for round_number in range(1, FREEZE_ROUNDS + 1):
-                if round_number < FREEZE_ROUNDS:
-                    captured = self._capture(partial, snapshot, quiesced=frozen)
-                else:
-                    with frozen() as pause:
-                        captured = self._capture(partial, snapshot, pause)
-                self._check_pause(pauses[-1])
-                if round_number == FREEZE_ROUNDS or not (captured[2] or captured[3].count):
-                    return captured    # nothing referenced went missing, or missing through a whole freeze
+            return self._capture_in_rounds(partial, snapshot, FREEZE_ROUNDS, frozen, check)
         finally:
             timings['pause_seconds'] = max([pause.seconds for pause in pauses] or [0.0])
             timings['freezes'] = len(pauses)
 
-    def _capture(self, partial, snapshot, pause=None, quiesced=None):
+    def _capture_stopped(self, partial, snapshot, timings):
+        """The index copied or dumped while Orthanc is stopped, after its own clean shutdown (stopped only for
+        the copy when the backend allows it); ``timings`` get the stop's and the whole outage's seconds, summed
+        over the stops, and how many there were."""
+        timings['stops'] = 0
+
+        @contextmanager
+        def stopped():
+            step = time.monotonic()
+            timings['stops'] += 1
+            try:
+                with self.service.stopped():
+                    timings['stop_seconds'] += time.monotonic() - step
+                    yield
+            finally:
+                timings['downtime_seconds'] += time.monotonic() - step
+
+        rounds = STOP_ROUNDS if self.backend.capture_takes_quiesced else 1
+        return self._capture_in_rounds(partial, snapshot, rounds, stopped)
+
+    def _capture_in_rounds(self, partial, snapshot, rounds, quiesce, check=None):
+        """The capture with Orthanc quiesced (frozen or stopped by ``quiesce()``) only for the index copy: the
+        files that copy references are taken once Orthanc runs again, which is sound because Orthanc never
+        rewrites a file. A referenced file deleted meanwhile sends the capture round again; the last of the
+        ``rounds`` keeps Orthanc quiesced until its files are taken. ``check()``, if given, runs after each
+        round and before the last one takes its files (it raises to end the capture)."""
+        @contextmanager
+        def quiesced():
+            with quiesce():
+                self.consistent_at = _utc_iso()
+                yield
+
+        for dummy in range(rounds - 1):
+            captured = self._capture(partial, snapshot, quiesced=quiesced)
+            if check:
+                check()
+            if not (captured[2] or captured[3].count):
+                return captured    # nothing referenced went missing
+        with quiesced():
+            captured = self._capture(partial, snapshot, check)
+        if check:
+            check()
+        return captured
+
+    def _capture(self, partial, snapshot, check=None, quiesced=None):
         """The index (copy or dump), with the snapshot brought to exactly the files it references, and the
-        referenced files absent from the live storage. During a ``pause`` (Orthanc frozen), a pause already
-        longer than max_pause ends the capture before the files are taken; with ``quiesced``, Orthanc is
-        frozen only while the backend copies the index."""
+        referenced files absent from the live storage. Orthanc is quiesced (stopped, frozen, or its attachment
+        table locked) by the caller, or with ``quiesced`` only while the backend copies the index; ``check()``,
+        if given, runs before the files are taken (a freeze already too long ends the capture there)."""
         def hold(expected):
             if not quiesced:
                 # Orthanc can neither add nor delete an attachment now: the backup holds its state of this instant.
                 self.consistent_at = _utc_iso()
-            if pause:
-                self._check_pause(pause)
+            if check:
+                check()
             referenced = snapshot.hold(expected)
             if not self.files_on_disk:
                 return referenced, [], Findings(LIVE_MISSING_LISTED)

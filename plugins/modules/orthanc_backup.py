@@ -48,7 +48,10 @@ options:
     required: true
   mode:
     description:
-      - V(cold) stops Orthanc while the index is copied; V(hot) keeps it serving.
+      - V(cold) stops Orthanc while the index is copied; V(hot) keeps it serving. With SQLite, Orthanc is
+        started again as soon as its index is copied, and the files that copy references are taken while it
+        serves, as with V(freeze); if Orthanc deletes one of them first, it is stopped again, this time until
+        its files are taken.
       - "V(freeze) (SQLite): Orthanc keeps running but every one of its threads is stopped by the kernel
         (C(SIGSTOP)) while its index files (C(index), C(index-wal)) are copied, then continued (C(SIGCONT));
         clients see a pause of milliseconds, not a refusal. The copy is what a crash at that instant would
@@ -156,7 +159,9 @@ storage_backend:
   type: str
   sample: filesystem
 downtime_seconds:
-  description: Seconds from the stop command until Orthanc's REST API answered again (0 if it was not stopped).
+  description:
+    - Seconds from the stop command until Orthanc's REST API answered again (0 if it was not stopped), summed
+      over the stops when there were two (see RV(timings.stops)).
   returned: success and not check mode
   type: float
   sample: 3.1
@@ -232,14 +237,21 @@ timings:
       description: Snapshot of the storage while Orthanc runs, flushed to disk.
       type: float
     stop_seconds:
-      description: From the stop command until Orthanc is gone (REST silent, index released).
+      description: From the stop command until Orthanc is gone (REST silent, index released), summed over the stops.
       type: float
     capture_seconds:
-      description: Index copy and snapshot reconciliation (with Orthanc stopped, or frozen for the copy).
+      description:
+        - Index copy and snapshot reconciliation (with Orthanc stopped or frozen for the copy), and with
+          O(mode=cold) Orthanc's start.
       type: float
     downtime_seconds:
-      description: From the stop command until the REST API answers again.
+      description: From the stop command until the REST API answers again, summed over the stops.
       type: float
+    stops:
+      description:
+        - With O(mode=cold), how many times Orthanc was stopped; 1 unless Orthanc deleted a file of the copied
+          SQLite index before it was taken. Absent otherwise.
+      type: int
     pause_seconds:
       description: With O(mode=freeze), how long Orthanc was frozen (the longest freeze).
       type: float

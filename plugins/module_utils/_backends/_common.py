@@ -75,11 +75,12 @@ class Backend(ABC):
     A subclass sets ``name`` (a manifest's ``index_backend``), ``modes`` (the backup modes it supports, its
     default first), ``folder`` (the sub-folder of a backup that holds its index or dump) and ``plugin_marker``
     (what the names of its plugin's libraries hold, None for Orthanc's own SQLite), and is built with
-    ``(module, config)``.
+    ``(module, config)``. ``capture_takes_quiesced`` says that its ``capture`` takes ``quiesced``.
     """
 
     name = None
     modes = ()
+    capture_takes_quiesced = False
     folder = None
     plugin_marker = None
 
@@ -104,8 +105,8 @@ class Backend(ABC):
         Orthanc runs again), ``counts`` the resource counts read from that very copy or snapshot. ``hold`` is
         called with an iterator of (uuid, size, md5 or None) of each attachment, read as it is consumed (never
         all at once), at a moment when Orthanc can neither delete nor add one; ``held`` is what it returns. A
-        backend whose ``modes`` include ``freeze`` also takes ``quiesced``, a context it holds only while it
-        copies the index (``hold`` then runs after it).
+        backend with ``capture_takes_quiesced`` (a must for ``freeze`` among its ``modes``) also takes
+        ``quiesced``, a context it holds only while it copies the index (``hold`` then runs after it).
         """
 
     @abstractmethod

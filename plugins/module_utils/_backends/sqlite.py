@@ -28,6 +28,7 @@ class SQLiteBackend(Backend):
 
     name = 'sqlite'
     modes = ('freeze', 'cold')
+    capture_takes_quiesced = True
     folder = 'index'
     plugin_marker = None
     FILES = ('index', 'index-wal', 'index-shm')

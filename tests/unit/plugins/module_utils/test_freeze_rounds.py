@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The rounds of a frozen capture: Orthanc is frozen only for the index copy, and a referenced file that
-Orthanc deletes before it is taken sends the capture round again, the last one frozen throughout.
+"""The rounds of a frozen or cold capture: Orthanc is frozen or stopped only for the index copy, and a
+referenced file that Orthanc deletes before it is taken sends the capture round again, the last one frozen
+or stopped throughout.
 
 The service and the index are stand-ins (the real freeze runs in tests/integration/test_freeze*.py); the
 storage and the snapshot are real files."""
@@ -15,7 +16,7 @@ import os
 import time
 from contextlib import contextmanager
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._backup import FREEZE_ROUNDS, Backup
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._backup import FREEZE_ROUNDS, STOP_ROUNDS, Backup
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import Pause
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
@@ -36,11 +37,20 @@ def write(root, uuid, data=b'dicom'):
 
 
 class Orthanc:
-    """Counts its freezes and records whether each capture step ran frozen."""
+    """Counts its freezes and stops and records whether each capture step ran frozen or stopped."""
 
     def __init__(self):
-        self.freezes = 0
+        self.freezes = self.stops = 0
         self.is_frozen = False
+
+    @contextmanager
+    def stopped(self):
+        self.stops += 1
+        self.is_frozen = True
+        try:
+            yield
+        finally:
+            self.is_frozen = False
 
     @contextmanager
     def frozen(self):
@@ -60,12 +70,14 @@ class Index:
     once the copy is made, as Orthanc would right after the thaw."""
 
     folder = 'index'
+    capture_takes_quiesced = True
 
     def __init__(self, orthanc, states, after_copy=lambda: None):
         self.orthanc, self.states, self.after_copy = orthanc, list(states), after_copy
         self.copied_frozen, self.held_frozen = [], []
 
     def capture(self, backup_folder, hold, quiesced=None):
+        assert self.capture_takes_quiesced or not quiesced
         with quiesced() if quiesced else _nothing():
             os.makedirs(os.path.join(backup_folder, self.folder), exist_ok=True)
             self.copied_frozen.append(self.orthanc.is_frozen)
@@ -131,3 +143,34 @@ def test_a_file_missing_for_good_is_found_by_the_last_round_frozen_throughout(tm
     assert timings['freezes'] == FREEZE_ROUNDS and missing == [GONE] and live_missing == [GONE]
     assert backup.backend.copied_frozen == [True] * FREEZE_ROUNDS
     assert backup.backend.held_frozen == [False] * (FREEZE_ROUNDS - 1) + [True]
+
+
+def cold_timings():
+    return {'stop_seconds': 0.0, 'downtime_seconds': 0.0}
+
+
+def test_one_stop_covers_only_the_index_copy(tmp_path):
+    backup, snapshot, partial = phase(tmp_path, [[KEPT, LATE]])
+    timings = cold_timings()
+    dummy, dummy, missing, live_missing = backup._capture_stopped(partial, snapshot, timings)
+    assert backup.backend.copied_frozen == [True] and backup.backend.held_frozen == [False]
+    assert timings['stops'] == backup.service.stops == 1 and missing == [] and live_missing == []
+    assert timings['downtime_seconds'] >= timings['stop_seconds'] >= 0 and backup.consistent_at
+    assert stored(snapshot.target_root) == sorted([KEPT, LATE])
+
+
+def test_a_file_deleted_after_the_start_stops_orthanc_again_until_its_files_are_taken(tmp_path):
+    backup, snapshot, partial = phase(tmp_path, [[KEPT, GONE]] * STOP_ROUNDS)
+    timings = cold_timings()
+    dummy, dummy, missing, live_missing = backup._capture_stopped(partial, snapshot, timings)
+    assert timings['stops'] == STOP_ROUNDS == 2 and missing == [GONE] and live_missing == [GONE]
+    assert backup.backend.copied_frozen == [True, True] and backup.backend.held_frozen == [False, True]
+
+
+def test_a_backend_that_cannot_copy_apart_is_stopped_once_for_its_whole_capture(tmp_path):
+    backup, snapshot, partial = phase(tmp_path, [[KEPT, GONE]])
+    backup.backend.capture_takes_quiesced = False
+    timings = cold_timings()
+    dummy, dummy, missing, dummy = backup._capture_stopped(partial, snapshot, timings)
+    assert timings['stops'] == 1 and missing == [GONE]
+    assert backup.backend.copied_frozen == [True] and backup.backend.held_frozen == [True]
