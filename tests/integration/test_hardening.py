@@ -227,10 +227,13 @@ def test_audit_moves_no_orphan_while_referenced_files_are_missing(loaded, ansibl
 
 
 # 8. Backup, restore and prune exclude each other.
-def test_backup_and_prune_are_refused_while_a_restore_runs(backed_up, ansible, repository):
+def test_backup_and_prune_are_refused_while_a_restore_runs(backed_up, ansible, repository, tmp_path):
     orthanc, backup, live = backed_up
+    # The restore waits in its stop command until the others were tried (60 s at most), however slow they are.
+    tried = tmp_path / 'tried'
+    wait = 'for i in $(seq 600); do [ -e %s ] && break; sleep 0.1; done; ' % tried
     restore, out = ansible.start('orthanc_restore', orthanc.module_params(
-        repository=repository, instance='pacs', stop_command='sleep 8; ' + orthanc.stop_command))
+        repository=repository, instance='pacs', stop_command=wait + orthanc.stop_command))
     lock = os.path.join(repository, 'pacs', '.lock')
     deadline = time.monotonic() + 60
     while not open(lock).read().startswith('restore'):
@@ -244,6 +247,7 @@ def test_backup_and_prune_are_refused_while_a_restore_runs(backed_up, ansible, r
                                                               'keep_last': 1})
     assert rc != 0 and 'is busy' in pruned['msg']
     assert restore.poll() is None, 'the restore ended before the others were tried'
+    tried.write_text('')
     restore.communicate(timeout=120)
     assert restore.returncode == 0 and ansible.result(out)['backup_id'] == backup['backup_id']
     assert complete_backups(repository) == [backup['backup_id']] and complete_backups(repository, 'elsewhere') == []
