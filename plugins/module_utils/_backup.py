@@ -225,7 +225,6 @@ class Backup(Phase):
         self._warn_findings(missing, mismatches)
         return {
             'collection_version': _manifest.COLLECTION_VERSION,
-            'format': _manifest.FORMAT_VERSION,
             'status': 'complete',
             'backup_id': backup_id,
             'instance': self.repository.instance,

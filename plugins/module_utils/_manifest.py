@@ -5,12 +5,15 @@
 
 """The manifest of a backup: what it holds, with sizes and MD5s, and how it was made.
 
-Format 2 (written since 0.2.0) is two files: ``manifest-files.jsonl.gz``, one JSON line
-``[path, size, md5]`` per file, sorted by path, gzip-compressed; and ``manifest.json``, the
-backup's description, which names the listing's size and MD5 and is written last: its
-presence with status ``complete`` is what makes a backup complete. Both are read a line at a
-time, so no consumer holds the listing in memory. Format 1 (``files`` inside manifest.json)
-stays readable.
+Format 3 (written since 0.3.0) is three files: ``manifest-storage.bin.gz``, a record of 40 bytes per
+storage file named by a uuid (uuid and MD5 as 16 bytes each, size as 8 bytes little-endian), sorted
+by uuid, gzip-compressed (about 34 bytes per file on disk: uuids and MD5s are random, so text cannot
+come close); ``manifest-files.jsonl.gz``, one JSON line ``[path, size, md5]`` per other file (the
+configuration, the index or dump), sorted by path, gzip-compressed; and ``manifest.json``, the
+backup's description, which names each listing's size and MD5 and is written last: its presence
+with status ``complete`` is what makes a backup complete. The listings are read a block at a
+time, so no consumer holds them in memory. Format 2 (every file in the JSON lines) and format 1
+(``files`` inside manifest.json) stay readable.
 """
 
 from __future__ import annotations
@@ -21,20 +24,30 @@ import json
 import os
 import re
 import stat
+import struct
 import zlib
+from heapq import merge
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     CHUNK, FILE_MODE, TreeReader, UnsafePath, create_file, file_md5, hash_tree, hashing_threads, open_regular,
     safe_parts, walk_sorted)
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 COLLECTION_VERSION = '0.1.0'
 NAME = 'manifest.json'
 LISTING = 'manifest-files.jsonl.gz'
+STORAGE_LISTING = 'manifest-storage.bin.gz'
+# The manifest's key that names each listing of format 3 (format 2 has the first only).
+LISTING_KEYS = {'listing': LISTING, 'storage_listing': STORAGE_LISTING}
+# A record of the storage listing: a file's uuid and MD5 as bytes, and its size.
+_RECORD = struct.Struct('<16s16sQ')
+# A storage path the storage listing can hold: storage/xx/yy/ and a uuid as Orthanc writes them.
+_UUID_PATH = re.compile(r'^storage/([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f]{4}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$')
 # The folders of a backup: the configuration, a SQLite index, a database dump, the storage snapshot.
 AREAS = ('config', 'index', 'db', 'storage')
+_UUID_AT = len('storage/xx/yy/')
 _STORAGE_KEY = re.compile(r'^storage/([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f-]*$')
 _MD5 = re.compile(r'^[0-9a-f]{32}$')
 # A storage entry as the writer formats it, recognised whole: the common case, read without a JSON parser.
@@ -73,31 +86,51 @@ class _HashingFile:
         self.handle.flush()
 
 
+class _ListingWriter:
+    """A gzip listing written in batches, hashed as it is written, fsynced when closed."""
+
+    def __init__(self, folder, name):
+        self.name, self.batch = name, []
+        self.raw = create_file(os.path.join(folder, name), FILE_MODE)
+        self.hashed = _HashingFile(self.raw)
+        self.compressed = gzip.GzipFile(fileobj=self.hashed, mode='wb', compresslevel=1, mtime=0)
+
+    def add(self, data):
+        self.batch.append(data)
+        if len(self.batch) == WRITE_BATCH:
+            self.compressed.write(b''.join(self.batch))
+            self.batch = []
+
+    def close(self):
+        """Write what is left and sync; the listing's name, size and MD5 for the manifest."""
+        with self.raw:
+            with self.compressed:
+                self.compressed.write(b''.join(self.batch))
+            self.raw.flush()
+            os.fsync(self.raw.fileno())
+        return {'name': self.name, 'size': self.hashed.size, 'md5': self.hashed.digest.hexdigest()}
+
+
 def write(folder, header, entries):
-    """Write the listing of ``entries`` ((path, size, md5), in sort_key order), then ``manifest.json``
-    (``header`` and the listing's figures), each fsynced. Returns the manifest's path."""
+    """Write the listings of ``entries`` ((path, size, md5), in sort_key order), then ``manifest.json``
+    (``header``, this format's number and the listings' figures), each fsynced. Returns the manifest's path."""
     count = total = 0
     last = None
-    lines = []
-    with create_file(os.path.join(folder, LISTING), FILE_MODE) as raw:
-        hashed = _HashingFile(raw)
-        with gzip.GzipFile(fileobj=hashed, mode='wb', compresslevel=1, mtime=0) as listing:
-            for relative, size, md5 in entries:
-                key = sort_key(relative)
-                if last is not None and key <= last:
-                    raise ValueError('manifest entries out of order: %s after %s' % (relative, last))
-                last = key
-                lines.append('[%s,%d,"%s"]\n' % (_ENCODE_PATH(relative), size, md5))
-                count += 1
-                total += size
-                if len(lines) == WRITE_BATCH:
-                    listing.write(''.join(lines).encode())
-                    lines = []
-            listing.write(''.join(lines).encode())
-        raw.flush()
-        os.fsync(raw.fileno())
-    values = dict(header, files=count, bytes=total, listing={'name': LISTING, 'size': hashed.size,
-                                                             'md5': hashed.digest.hexdigest()})
+    text = _ListingWriter(folder, LISTING)
+    records = _ListingWriter(folder, STORAGE_LISTING)
+    for relative, size, md5 in entries:
+        key = sort_key(relative)
+        if last is not None and key <= last:
+            raise ValueError('manifest entries out of order: %s after %s' % (relative, last))
+        last = key
+        if _UUID_PATH.match(relative):
+            records.add(_RECORD.pack(bytes.fromhex(relative[_UUID_AT:].replace('-', '')), bytes.fromhex(md5), size))
+        else:
+            text.add(('[%s,%d,"%s"]\n' % (_ENCODE_PATH(relative), size, md5)).encode())
+        count += 1
+        total += size
+    values = dict(header, format=FORMAT_VERSION, files=count, bytes=total, listing=text.close(),
+                  storage_listing=records.close())
     path = os.path.join(folder, NAME)
     with create_file(path, FILE_MODE) as handle:
         handle.write(json.dumps(values, indent=1, sort_keys=True).encode())
@@ -134,12 +167,24 @@ class Manifest(dict):
             self['files'] = len(self._listed)
             self['bytes'] = sum(size for dummy, size, dummy in self._listed)
         else:
-            listing = values.get('listing')
-            if not (isinstance(listing, dict) and listing.get('name') == LISTING and _is_count(listing.get('size'))
-                    and isinstance(listing.get('md5'), str) and _MD5.match(listing['md5'])
-                    and _is_count(values.get('files')) and _is_count(values.get('bytes'))):
-                raise _invalid(folder, 'it does not name its listing of files (%s) with a size and MD5' % LISTING)
+            for key in self.listing_keys():
+                listing = values.get(key)
+                if not (isinstance(listing, dict) and listing.get('name') == LISTING_KEYS[key]
+                        and _is_count(listing.get('size')) and isinstance(listing.get('md5'), str)
+                        and _MD5.match(listing['md5'])):
+                    raise _invalid(folder, 'it does not name its listing of files (%s) with a size and MD5'
+                                   % LISTING_KEYS[key])
+            if not (_is_count(values.get('files')) and _is_count(values.get('bytes'))):
+                raise _invalid(folder, 'it does not count its files and bytes')
             self._check_listing()
+
+    def listing_keys(self):
+        """The keys of the listings this manifest's format has."""
+        return {1: (), 2: ('listing',)}.get(self.get('format'), tuple(LISTING_KEYS))
+
+    def own_files(self):
+        """The files of the backup that describe it: manifest.json and its listings."""
+        return [NAME] + [LISTING_KEYS[key] for key in self.listing_keys()]
 
     def _format1_files(self, files):
         if not isinstance(files, dict):
@@ -152,19 +197,28 @@ class Manifest(dict):
             listed.append((relative, entry['size'], entry['md5']))
         return sorted(listed, key=lambda item: sort_key(item[0]))
 
-    def _open_listing(self):
+    def _blocks(self, key):
+        """The decompressed blocks of the listing named by ``key``, which must be, once read to its end, the
+        file of the size and MD5 the manifest names."""
+        name = LISTING_KEYS[key]
         try:
-            return open_regular(LISTING, beneath=self.folder)
+            raw = open_regular(name, beneath=self.folder)
         except FileNotFoundError:
-            raise _invalid(self.folder, 'its listing of files (%s) is missing' % LISTING)
+            raise _invalid(self.folder, 'its listing of files (%s) is missing' % name)
         except OSError as exc:
-            raise _invalid(self.folder, 'its listing of files (%s) cannot be read (%s)' % (LISTING, exc))
-
-    def _listing_matches(self, hashed):
-        listing = self['listing']
-        if hashed.size != listing['size'] or hashed.digest.hexdigest() != listing['md5']:
+            raise _invalid(self.folder, 'its listing of files (%s) cannot be read (%s)' % (name, exc))
+        with raw:
+            hashed = _HashingFile(raw)
+            try:
+                with gzip.GzipFile(fileobj=hashed, mode='rb') as listing:
+                    yield from iter(lambda: listing.read(CHUNK), b'')
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                raise _invalid(self.folder, '%s cannot be read (%s)' % (name, exc))
+            while hashed.read(CHUNK):
+                pass
+        if hashed.size != self[key]['size'] or hashed.digest.hexdigest() != self[key]['md5']:
             raise _invalid(self.folder, 'its listing of files (%s) is not the one it was written with (size or MD5 '
-                                        'differ)' % LISTING)
+                                        'differ)' % name)
 
     def _check_listing(self):
         """The listing is the one written with this manifest and well formed, read once through: a damaged or
@@ -181,6 +235,25 @@ class Manifest(dict):
             return (entry for entry in self._listed if entry[0].startswith(prefix))
         return self._listing_entries(prefix)
 
+    def _lines(self):
+        """(path, size, md5) of each line of the JSON lines listing, checked."""
+        for number, line in enumerate(_lines(self._blocks('listing')), 1):
+            yield self._parse(line, number)
+
+    def _records(self):
+        """(path, size, md5) of each record of the storage listing."""
+        rest = b''
+        for block in self._blocks('storage_listing'):
+            data = rest + block
+            whole = len(data) - len(data) % _RECORD.size
+            for uuid, md5, size in _RECORD.iter_unpack(data[:whole]):
+                uuid = uuid.hex()
+                yield ('storage/%s/%s/%s-%s-%s-%s-%s' % (uuid[:2], uuid[2:4], uuid[:8], uuid[8:12], uuid[12:16],
+                                                         uuid[16:20], uuid[20:]), size, md5.hex())
+            rest = data[whole:]
+        if rest:
+            raise _invalid(self.folder, '%s ends inside a record' % STORAGE_LISTING)
+
     def _parse(self, line, number):
         """(path, size, md5) of one line of the listing, checked."""
         match = _STORAGE_LINE.match(line)
@@ -196,38 +269,30 @@ class Manifest(dict):
         return tuple(entry)
 
     def _listing_entries(self, prefix):
-        """The entries of the gzip listing whose paths start with ``prefix``, read as they are consumed; the
-        listing must be sorted, each path once, and must match the MD5 and entry count the manifest records."""
+        """The entries of the listings whose paths start with ``prefix``, read as they are consumed (both
+        listings merged in order); each listing must be sorted, each path listed once, and their entries
+        must number as the manifest says."""
         count, last = 0, None
-        with self._open_listing() as raw:
-            hashed = _HashingFile(raw)
-            try:
-                with gzip.GzipFile(fileobj=hashed, mode='rb') as listing:
-                    for line in _lines(listing):
-                        entry = self._parse(line, count + 1)
-                        key = sort_key(entry[0])
-                        if last is not None and key <= last:
-                            raise _invalid(self.folder, '%s is listed out of order or twice' % entry[0])
-                        last = key
-                        count += 1
-                        if entry[0].startswith(prefix):
-                            yield entry
-                        elif prefix and key > sort_key(prefix):
-                            return    # sorted: the area is over
-            except (OSError, EOFError, ValueError, zlib.error) as exc:
-                raise _invalid(self.folder, '%s cannot be read (%s)' % (LISTING, exc))
-            while hashed.read(CHUNK):
-                pass
-        self._listing_matches(hashed)
+        listed = [self._lines()] + ([self._records()] if 'storage_listing' in self.listing_keys() else [])
+        for entry in merge(*listed, key=lambda entry: sort_key(entry[0])):
+            key = sort_key(entry[0])
+            if last is not None and key <= last:
+                raise _invalid(self.folder, '%s is listed out of order or twice' % entry[0])
+            last = key
+            count += 1
+            if entry[0].startswith(prefix):
+                yield entry
+            elif prefix and key > sort_key(prefix):
+                return    # sorted: the area is over
         if count != self['files']:
-            raise _invalid(self.folder, '%s lists %d files, the manifest says %d' % (LISTING, count, self['files']))
+            raise _invalid(self.folder, 'its listings hold %d files, the manifest says %d' % (count, self['files']))
 
 
-def _lines(listing):
-    """The lines of a decompressed listing, each with its newline (the last one may lack it), read in
-    blocks: a line longer than LINE_LIMIT is cut there and so fails to parse."""
+def _lines(blocks):
+    """The lines of a decompressed listing's ``blocks``, each with its newline (the last one may lack it): a
+    line longer than LINE_LIMIT is cut there and so fails to parse."""
     rest = b''
-    for block in iter(lambda: listing.read(CHUNK), b''):
+    for block in blocks:
         lines = (rest + block).split(b'\n')
         rest = lines.pop()
         if len(rest) > LINE_LIMIT:
@@ -300,7 +365,8 @@ def problems(folder, manifest, check_md5=True, hashed_later=(), keep=PROBLEMS_KE
     found = Findings(keep)
 
     def to_hash():
-        walked = ((relative, info) for relative, info in walk_sorted(folder) if relative not in (NAME, LISTING))
+        own = manifest.own_files()
+        walked = ((relative, info) for relative, info in walk_sorted(folder) if relative not in own)
         for relative, info, listed in _paired(walked, manifest.entries()):
             if info is not None and stat.S_ISLNK(info.st_mode):
                 found.add('%s is a symbolic link' % relative)

@@ -45,11 +45,10 @@ def stage(repository, folder, manifest):
     target = os.path.join(repository.path, STAGE)
     shutil.rmtree(target, ignore_errors=True)    # what a killed push left
     os.mkdir(target, DIR_MODE)
-    own = [_manifest.NAME] + ([] if manifest.get('format') == 1 else [_manifest.LISTING])
     made = None
     try:
         with TreeReader(folder) as tree:
-            for relative in own:
+            for relative in manifest.own_files():
                 tree.link(relative, os.path.join(target, relative))
             for relative, size, dummy in manifest.entries():
                 parent = os.path.dirname(relative)

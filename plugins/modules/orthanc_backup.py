@@ -24,9 +24,10 @@ description:
     With C(EnableStorage) the files are in the dump (large objects included). O(mode=cold) stops Orthanc
     for the dump instead."
   - A backup never shares an inode with the live storage. Backup folders are mode 0700, files 0600.
-  - A backup is complete only when its C(manifest.json) is written, after C(manifest-files.jsonl.gz)
-    (the size and MD5 of every file, one JSON line each, sorted, gzip-compressed), and the folder renamed
-    from C(<backup_id>.partial). Leftover partial folders are removed by the next run.
+  - A backup is complete only when its C(manifest.json) is written, after its listings of the size and MD5
+    of every file, sorted and gzip-compressed (C(manifest-storage.bin.gz), a record of 40 bytes per storage
+    file; C(manifest-files.jsonl.gz), a JSON line per other file), and the folder renamed from
+    C(<backup_id>.partial). Leftover partial folders are removed by the next run.
   - What the backup knows of the files is kept in a SQLite ledger on disk, in a private folder of the
     instance's folder of the repository removed afterwards, so its memory does not grow with the number
     of files.

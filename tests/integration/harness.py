@@ -11,6 +11,7 @@ import base64
 import fcntl
 import glob
 import gzip
+import hashlib
 import http.client
 import io
 import json
@@ -20,6 +21,7 @@ import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -515,31 +517,58 @@ def write_manifest(backup_path, values):
 
 
 def listed_files(backup_path):
-    """{path: {'size', 'md5'}} of every file a backup's listing holds, read without the module's checks."""
+    """{path: {'size', 'md5'}} of every file a backup's listings hold (format 2 or 3), read without the
+    module's checks: the JSON lines, and the storage listing's records (uuid, MD5, little-endian size)."""
     with gzip.open(os.path.join(backup_path, _manifest.LISTING)) as listing:
-        return dict((relative, {'size': size, 'md5': md5}) for relative, size, md5 in map(json.loads, listing))
+        files = dict((relative, {'size': size, 'md5': md5}) for relative, size, md5 in map(json.loads, listing))
+    records = os.path.join(backup_path, _manifest.STORAGE_LISTING)
+    if os.path.exists(records):
+        with gzip.open(records) as listing:
+            for uuid, md5, size in struct.iter_unpack('<16s16sQ', listing.read()):
+                uuid = uuid.hex()
+                uuid = '-'.join((uuid[:8], uuid[8:12], uuid[12:16], uuid[16:20], uuid[20:]))
+                files['storage/%s/%s/%s' % (uuid[:2], uuid[2:4], uuid)] = {'size': size, 'md5': md5.hex()}
+    return files
+
+
+def _remove_listings(backup_path, values):
+    """Remove a backup's manifest and listings; its header (``values`` without what they describe)."""
+    for name in (_manifest.NAME, _manifest.LISTING, _manifest.STORAGE_LISTING):
+        if os.path.exists(os.path.join(backup_path, name)):
+            os.unlink(os.path.join(backup_path, name))
+    described = ('files', 'bytes', 'listing', 'storage_listing')
+    return dict((key, value) for key, value in values.items() if key not in described)
 
 
 def rewrite_listing(backup_path, change):
-    """``change`` the {path: {'size', 'md5'}} a backup lists, and write the listing back with a manifest that
-    names it (size, MD5, count): what an attacker who can write the whole backup folder does."""
+    """``change`` the {path: {'size', 'md5'}} a backup lists, and write the listings back with a manifest that
+    names them (size, MD5, count): what an attacker who can write the whole backup folder does."""
     files = listed_files(backup_path)
     change(files)
-    values = read_manifest(backup_path)
-    for name in (_manifest.NAME, _manifest.LISTING):
-        os.unlink(os.path.join(backup_path, name))
-    header = dict((key, value) for key, value in values.items() if key not in ('files', 'bytes', 'listing'))
+    header = _remove_listings(backup_path, read_manifest(backup_path))
     _manifest.write(backup_path, header, [(relative, files[relative]['size'], files[relative]['md5'])
                                           for relative in sorted(files, key=_manifest.sort_key)])
 
 
 def to_format_1(backup_path):
     """Turn a backup into what version 0.1.0 wrote: its files listed inside manifest.json (format 1)."""
-    values = read_manifest(backup_path)
-    for key in ('bytes', 'listing'):
-        values.pop(key)
-    values.update(format=1, files=listed_files(backup_path))
-    os.unlink(os.path.join(backup_path, _manifest.LISTING))
+    files = listed_files(backup_path)
+    values = _remove_listings(backup_path, read_manifest(backup_path))
+    values.update(format=1, files=files)
+    write_manifest(backup_path, values)
+
+
+def to_format_2(backup_path):
+    """Turn a backup into what versions 0.2.x wrote: every file a JSON line of one gzip listing (format 2)."""
+    files = listed_files(backup_path)
+    values = _remove_listings(backup_path, read_manifest(backup_path))
+    lines = ''.join(json.dumps([relative, files[relative]['size'], files[relative]['md5']], separators=(',', ':'))
+                    + '\n' for relative in sorted(files, key=_manifest.sort_key))
+    data = gzip.compress(lines.encode())
+    with open(os.path.join(backup_path, _manifest.LISTING), 'wb') as handle:
+        handle.write(data)
+    values.update(format=2, files=len(files), bytes=sum(entry['size'] for entry in files.values()),
+                  listing={'name': _manifest.LISTING, 'size': len(data), 'md5': hashlib.md5(data).hexdigest()})
     write_manifest(backup_path, values)
 
 

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from harness import make_instances, read_manifest, to_format_1
+from harness import make_instances, read_manifest, to_format_1, to_format_2
 
 # Each takes several seconds or more: make quick leaves them out.
 pytestmark = pytest.mark.slow
@@ -55,22 +55,28 @@ def test_incoming_copy_is_completed_only_when_sound(make_orthanc, ansible, repos
     assert rc != 0 and 'already complete' in again['msg']
 
 
-def test_a_backup_of_format_1_still_verifies_serves_as_the_previous_and_restores(make_orthanc, ansible, repository):
+@pytest.mark.parametrize('converted, format_number, listings', [
+    (to_format_1, 1, []),
+    (to_format_2, 2, ['manifest-files.jsonl.gz']),
+])
+def test_a_backup_of_an_earlier_format_still_verifies_serves_as_the_previous_and_restores(
+        make_orthanc, ansible, repository, converted, format_number, listings):
     orthanc = make_orthanc()
     orthanc.upload(make_instances(patients=1))
     first_md5s = orthanc.md5s()
     params = orthanc.module_params(repository=repository, instance='pacs')
     first, rc, output = ansible.run('orthanc_backup', params)
     assert rc == 0, output
-    to_format_1(first['path'])
-    assert read_manifest(first['path'])['format'] == 1 and sorted(os.listdir(first['path']))[-1] == 'storage'
+    converted(first['path'])
+    assert read_manifest(first['path'])['format'] == format_number
+    assert sorted(os.listdir(first['path'])) == sorted(['config', 'index', 'manifest.json', 'storage'] + listings)
 
     verified, rc, output = ansible.run('orthanc_backup_verify', {'repository': repository, 'instance': 'pacs'})
     assert rc == 0 and verified['problems_count'] == 0 and verified['files'] == first['files'], output
     orthanc.upload(make_instances(patients=1, first_patient=1))
     second, rc, output = ansible.run('orthanc_backup', params)
     assert rc == 0 and second['previous_backup'] == first['backup_id'] and second['bytes_linked'] > 0, output
-    assert read_manifest(second['path'])['format'] == 2
+    assert read_manifest(second['path'])['format'] == 3
 
     restored, rc, output = ansible.run('orthanc_restore', dict(params, backup=first['backup_id']))
     assert rc == 0 and restored['statistics']['CountInstances'] == len(first_md5s), output

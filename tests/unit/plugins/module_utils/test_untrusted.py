@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+from uuid import uuid4
 
 import pytest
 
@@ -47,9 +48,10 @@ def test_manifest_keys(key, valid):
 HEADER = {'status': 'complete', 'backup_id': '20260101T000000Z', 'counts': {}}
 
 
-def write_backup(folder, contents, format_1=False, **manifest):
-    """A backup holding ``contents`` ({path: bytes}) with its manifest: format 2 as backups write it, or
-    format 1 (files inside manifest.json) as backups of 0.1.0 did; ``manifest`` overrides keys of either."""
+def write_backup(folder, contents, format_1=False, format_2=False, **manifest):
+    """A backup holding ``contents`` ({path: bytes}) with its manifest: format 3 as backups write it, format 2
+    (every file a JSON line) as backups of 0.2.x did, or format 1 (files inside manifest.json) as backups of
+    0.1.0 did; ``manifest`` overrides keys of any."""
     folder.mkdir(parents=True, exist_ok=True)
     listed = {}
     for relative, data in contents.items():
@@ -57,13 +59,19 @@ def write_backup(folder, contents, format_1=False, **manifest):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         listed[relative] = {'size': len(data), 'md5': hashlib.md5(data).hexdigest()}
+    ordered = sorted(listed, key=_manifest.sort_key)
     if format_1:
         values = dict(dict(HEADER, format=1, files=listed), **manifest)
         (folder / 'manifest.json').write_text(json.dumps(values))
+    elif format_2:
+        values = dict(dict(HEADER, format=2, files=len(listed), bytes=sum(len(data) for data in contents.values()),
+                           listing={}), **manifest)
+        (folder / 'manifest.json').write_text(json.dumps(values))
+        rewrite_listing(folder, [line(relative, listed[relative]['size'], listed[relative]['md5'])
+                                 for relative in ordered])
     else:
-        _manifest.write(str(folder), dict(dict(HEADER, format=2), **manifest),
-                        [(relative, listed[relative]['size'], listed[relative]['md5'])
-                         for relative in sorted(listed, key=_manifest.sort_key)])
+        _manifest.write(str(folder), dict(HEADER, **manifest),
+                        [(relative, listed[relative]['size'], listed[relative]['md5']) for relative in ordered])
     return _manifest.read(str(folder))
 
 
@@ -78,14 +86,14 @@ def test_invalid_format_1_manifests_are_refused(tmp_path, change, message):
         write_backup(tmp_path, {}, format_1=True, **change)
 
 
-def rewrite_listing(folder, lines):
-    """Replace a backup's listing by ``lines`` (bytes), and make its manifest name the new one: what an
-    attacker who can write both would do."""
-    listing = folder / _manifest.LISTING
+def rewrite_listing(folder, lines, key='listing'):
+    """Replace a backup's listing (the one its manifest names under ``key``) by ``lines`` (bytes), and make
+    its manifest name the new one: what an attacker who can write both would do."""
+    listing = folder / _manifest.LISTING_KEYS[key]
     listing.write_bytes(gzip.compress(b''.join(lines)))
     values = json.loads((folder / 'manifest.json').read_text())
     data = listing.read_bytes()
-    values['listing'].update(size=len(data), md5=hashlib.md5(data).hexdigest())
+    values[key].update(name=listing.name, size=len(data), md5=hashlib.md5(data).hexdigest())
     (folder / 'manifest.json').write_text(json.dumps(values))
 
 
@@ -103,7 +111,7 @@ def line(relative, size=1, md5='0' * 32):
     ([b'x' * 100000 + b'\n'], 'is not \\[path, size, md5\\]'),
     ([line('index/index'), line('config/orthanc.json')], 'config/orthanc.json is listed out of order or twice'),
     ([line('index/index'), line('index/index')], 'out of order or twice'),
-    ([line('config/a'), line('config/b')], 'lists 2 files, the manifest says 1'),
+    ([line('config/a'), line('config/b')], 'listings hold 2 files, the manifest says 1'),
 ])
 def test_listings_that_are_not_well_formed_are_refused(tmp_path, lines, message):
     write_backup(tmp_path, {'config/a': b'x'})
@@ -134,18 +142,71 @@ def test_a_listing_swapped_after_it_was_read_fails_its_reader(tmp_path):
         list(manifest.entries())
 
 
-def test_both_formats_list_the_same_entries_in_order(tmp_path):
+def test_every_format_lists_the_same_entries_in_order(tmp_path):
     contents = {'storage/ab/12/' + UUID: b'dicom', 'index/index': b'sqlite', 'config/orthanc.json': b'{}',
-                'config/orthanc.json.d/x.json': b'{}', 'config/orthanc-x.json': b'{}'}
-    format_2 = write_backup(tmp_path / 'two', contents)
-    format_1 = write_backup(tmp_path / 'one', contents, format_1=True)
-    assert list(format_2.entries()) == list(format_1.entries())
-    assert [entry[0] for entry in format_2.entries()] == [
-        'config/orthanc-x.json', 'config/orthanc.json', 'config/orthanc.json.d/x.json', 'index/index', STORAGE_KEY]
-    assert list(format_2.entries('index')) == [('index/index', 6, hashlib.md5(b'sqlite').hexdigest())]
-    assert (format_2['files'], format_2['bytes']) == (format_1['files'], format_1['bytes']) == (5, 17)
-    assert _manifest.problems(str(tmp_path / 'two'), format_2) == []
-    assert _manifest.problems(str(tmp_path / 'one'), format_1) == []
+                'config/orthanc.json.d/x.json': b'{}', 'config/orthanc-x.json': b'{}',
+                'storage/ab/12/ab12-00ff': b'odd', 'storage/ff/00/ff00' + UUID[4:]: b'last'}
+    formats = dict((number, write_backup(tmp_path / str(number), contents, format_1=number == 1,
+                                         format_2=number == 2)) for number in (1, 2, 3))
+    assert list(formats[1].entries()) == list(formats[2].entries()) == list(formats[3].entries())
+    assert [entry[0] for entry in formats[3].entries()] == [
+        'config/orthanc-x.json', 'config/orthanc.json', 'config/orthanc.json.d/x.json', 'index/index',
+        'storage/ab/12/ab12-00ff', STORAGE_KEY, 'storage/ff/00/ff00' + UUID[4:]]
+    assert list(formats[3].entries('index')) == [('index/index', 6, hashlib.md5(b'sqlite').hexdigest())]
+    assert [entry[0] for entry in formats[3].entries('storage')][1:] == [STORAGE_KEY, 'storage/ff/00/ff00' + UUID[4:]]
+    assert all((manifest['files'], manifest['bytes']) == (7, 24) for manifest in formats.values())
+    for number, manifest in formats.items():
+        assert _manifest.problems(str(tmp_path / str(number)), manifest) == []
+    # The odd name stays a JSON line; the uuids are records of the storage listing.
+    assert sorted(os.listdir(str(tmp_path / '3'))) == [
+        'config', 'index', 'manifest-files.jsonl.gz', 'manifest-storage.bin.gz', 'manifest.json', 'storage']
+    with gzip.open(str(tmp_path / '3' / _manifest.STORAGE_LISTING)) as records:
+        assert len(records.read()) == 2 * 40
+
+
+def record(uuid, size=1, md5='0' * 32):
+    return bytes.fromhex(uuid.replace('-', '')) + bytes.fromhex(md5) + size.to_bytes(8, 'little')
+
+
+@pytest.mark.parametrize('records, message', [
+    ([record(UUID)[:-1]], 'ends inside a record'),
+    ([record('ff' + UUID[2:]), record(UUID)], 'is listed out of order or twice'),
+    ([record(UUID), record(UUID)], 'is listed out of order or twice'),
+    ([record(UUID), record('ff' + UUID[2:])], 'listings hold 2 files, the manifest says 1'),
+])
+def test_storage_listings_that_are_not_well_formed_are_refused(tmp_path, records, message):
+    write_backup(tmp_path, {STORAGE_KEY: b'x'})
+    rewrite_listing(tmp_path, records, key='storage_listing')
+    with pytest.raises(OrthancOpsError, match='manifest of .* is not valid: .*' + message):
+        _manifest.read(str(tmp_path))
+
+
+def test_a_storage_file_in_both_listings_is_refused(tmp_path):
+    write_backup(tmp_path, {STORAGE_KEY: b'x', 'index/index': b'y'})
+    rewrite_listing(tmp_path, [line('index/index'), line(STORAGE_KEY)])
+    with pytest.raises(OrthancOpsError, match='is listed out of order or twice'):
+        _manifest.read(str(tmp_path))
+
+
+@pytest.mark.parametrize('damage, message', [
+    (os.unlink, 'listing of files .manifest-storage.bin.gz. is missing'),
+    (lambda listing: open(listing, 'ab').write(b'\0'), 'is not the one it was written with'),
+])
+def test_a_damaged_storage_listing_makes_the_backup_unusable(tmp_path, damage, message):
+    write_backup(tmp_path, {STORAGE_KEY: b'x'})
+    damage(str(tmp_path / _manifest.STORAGE_LISTING))
+    with pytest.raises(OrthancOpsError, match=message):
+        _manifest.read(str(tmp_path))
+
+
+def test_a_storage_listing_takes_under_40_bytes_per_file(tmp_path):
+    count = 20000
+    entries = sorted(('storage/%s/%s/%s' % (uuid[:2], uuid[2:4], uuid), 9000 + index % 1500,
+                      hashlib.md5(uuid.encode()).hexdigest())
+                     for index, uuid in enumerate(str(uuid4()) for dummy in range(count)))
+    _manifest.write(str(tmp_path), HEADER, entries)
+    assert os.path.getsize(str(tmp_path / _manifest.STORAGE_LISTING)) / count < 40
+    assert list(_manifest.read(str(tmp_path)).entries()) == entries
 
 
 def test_manifest_through_a_link_is_refused(tmp_path):
