@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The torture test of mode=freeze: 100 frozen backups of a SQLite Orthanc while clients upload and
-delete without pause. Every copy must be a sound SQLite database holding exactly Orthanc's state at
-the backup's consistent_at, and no client request may fail."""
+"""The torture tests of mode=freeze and mode=cold: 100 frozen backups, then 8 cold ones, of a SQLite Orthanc
+while clients upload and delete without pause. Every copy must be a sound SQLite database holding exactly
+Orthanc's state at the backup's consistent_at, with every file it references; no client request may fail
+during a freeze."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from harness import make_instances
 pytestmark = pytest.mark.slow
 
 FREEZES = 100
+COLD_BACKUPS = 8
 INSTANCE = 4    # resourceType of an instance in Orthanc's SQLite index
 
 
@@ -43,11 +45,12 @@ def instances_in(index_folder, scratch):
 
 
 class Clients:
-    """An uploader and a deleter hammering Orthanc; each request logged with when it began and ended."""
+    """An uploader and a deleter hammering Orthanc; each request logged with when it began and ended (a
+    failed delete with when it began: Orthanc may have done it before the connection broke)."""
 
     def __init__(self, orthanc):
         self.orthanc = orthanc
-        self.uploads, self.deletes, self.failures = [], [], []
+        self.uploads, self.deletes, self.failed_deletes, self.failures = [], [], [], []
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._upload), threading.Thread(target=self._delete)]
 
@@ -87,6 +90,7 @@ class Clients:
                 self.orthanc.api('DELETE', '/instances/%s' % iid)
                 self.deletes.append((began, time.time(), iid))
             except OSError as exc:
+                self.failed_deletes.append((began, iid))
                 self.failures.append('delete %s: %s' % (iid, exc))
 
 
@@ -94,47 +98,76 @@ def epoch(iso):
     return datetime.strptime(iso.replace('Z', '+0000'), '%Y-%m-%dT%H:%M:%S.%f%z').timestamp()
 
 
-def test_a_hundred_freezes_under_uploads_and_deletes(make_orthanc, ansible, repository, tmp_path):
-    orthanc = make_orthanc()
-    initial = set(orthanc.upload(make_instances(patients=2)))
-    pid = orthanc.pid()
-    results = str(tmp_path / 'freezes.json')
+def backups_under_load(orthanc, ansible, repository, tmp_path, mode, count):
+    """``count`` backups in ``mode`` run by one ansible-playbook while the clients work; (results, clients)."""
+    results = str(tmp_path / 'backups.json')
     backup = {'orthanc_ops.backup.orthanc_backup': orthanc.module_params(
-        repository=repository, instance='pacs', mode='freeze'),
-        'loop': '{{ range(%d) | list }}' % FREEZES, 'register': 'freezes'}
-    save = {'ansible.builtin.copy': {'content': '{{ freezes.results | to_json }}', 'dest': results, 'mode': '0600'}}
+        repository=repository, instance='pacs', mode=mode),
+        'loop': '{{ range(%d) | list }}' % count, 'register': 'backups'}
+    save = {'ansible.builtin.copy': {'content': '{{ backups.results | to_json }}', 'dest': results, 'mode': '0600'}}
     with Clients(orthanc) as clients:
         rc, output = ansible.run_tasks([backup, save], timeout=1800)
     assert rc == 0, output[-3000:]
-    assert clients.failures == [] and orthanc.pid() == pid
     with open(results) as handle:
-        freezes = json.load(handle)
-    assert len(freezes) == FREEZES and all(run['downtime_seconds'] == 0 for run in freezes)
-    assert len(clients.uploads) > FREEZES and len(clients.deletes) > FREEZES / 2
+        runs = json.load(handle)
+    assert len(runs) == count
+    return runs, clients
 
+
+def check_consistent(runs, clients, initial, tmp_path):
+    """Each backup's index holds exactly the instances of its consistent_at; {backup_id: instances}."""
     held = {}
-    for run in freezes:
+    for run in runs:
         moment = epoch(run['consistent_at'])
         instances = instances_in(os.path.join(run['path'], 'index'), str(tmp_path / 'scratch'))
         assert len(instances) == run['counts']['instances']
         acknowledged = set(iid for dummy, ended, iid in clients.uploads if ended < moment) | initial
         gone = set(iid for dummy, ended, iid in clients.deletes if ended < moment)
-        deleting = set(iid for began, dummy, iid in clients.deletes if began < moment)
+        deleting = set(iid for began, dummy, iid in clients.deletes if began < moment) | set(
+            iid for began, iid in clients.failed_deletes if began < moment)
         later = set(iid for began, dummy, iid in clients.uploads if began > moment)
         assert acknowledged - deleting <= instances, run['backup_id']
         assert not instances & (gone | later), run['backup_id']
         held[run['backup_id']] = instances
+    return held
 
-    pauses = sorted(run['pause_seconds'] for run in freezes)
-    print('pause_seconds: median %.4f, max %.4f; %d backups froze Orthanc more than once; %d uploads, %d deletes'
-          % (pauses[len(pauses) // 2], pauses[-1], sum(run['timings']['freezes'] > 1 for run in freezes),
-             len(clients.uploads), len(clients.deletes)))
 
-    # Restoring a sample of the copies gives Orthanc exactly their state, every file as Orthanc recorded it.
-    for run in (freezes[FREEZES // 3], freezes[-1]):
+def check_restores(orthanc, ansible, repository, held, runs):
+    """Restoring each of ``runs`` gives Orthanc exactly its state, every file as Orthanc recorded it."""
+    for run in runs:
         restored, rc, output = ansible.run('orthanc_restore', orthanc.module_params(
             repository=repository, instance='pacs', backup=run['backup_id']))
         assert rc == 0, output
         assert set(orthanc.instances()) == held[run['backup_id']]
         for iid in held[run['backup_id']]:
             orthanc.api('POST', '/instances/%s/attachments/dicom/verify-md5' % iid, b'')
+
+
+def test_a_hundred_freezes_under_uploads_and_deletes(make_orthanc, ansible, repository, tmp_path):
+    orthanc = make_orthanc()
+    initial = set(orthanc.upload(make_instances(patients=2)))
+    pid = orthanc.pid()
+    freezes, clients = backups_under_load(orthanc, ansible, repository, tmp_path, 'freeze', FREEZES)
+    assert clients.failures == [] and orthanc.pid() == pid
+    assert all(run['downtime_seconds'] == 0 for run in freezes)
+    assert len(clients.uploads) > FREEZES and len(clients.deletes) > FREEZES / 2
+    held = check_consistent(freezes, clients, initial, tmp_path)
+
+    pauses = sorted(run['pause_seconds'] for run in freezes)
+    print('pause_seconds: median %.4f, max %.4f; %d backups froze Orthanc more than once; %d uploads, %d deletes'
+          % (pauses[len(pauses) // 2], pauses[-1], sum(run['timings']['freezes'] > 1 for run in freezes),
+             len(clients.uploads), len(clients.deletes)))
+    check_restores(orthanc, ansible, repository, held, (freezes[FREEZES // 3], freezes[-1]))
+
+
+def test_cold_backups_under_uploads_and_deletes(make_orthanc, ansible, repository, tmp_path):
+    orthanc = make_orthanc()
+    initial = set(orthanc.upload(make_instances(patients=2)))
+    runs, clients = backups_under_load(orthanc, ansible, repository, tmp_path, 'cold', COLD_BACKUPS)
+    assert all(run['downtime_seconds'] > 0 and run['timings']['stops'] in (1, 2) for run in runs)
+    assert len(clients.uploads) > COLD_BACKUPS and clients.deletes
+    held = check_consistent(runs, clients, initial, tmp_path)
+    print('stops: %s; %d uploads, %d deletes, %d requests refused while Orthanc was stopped'
+          % ([run['timings']['stops'] for run in runs], len(clients.uploads), len(clients.deletes),
+             len(clients.failures)))
+    check_restores(orthanc, ansible, repository, held, (runs[COLD_BACKUPS // 2], runs[-1]))
