@@ -132,6 +132,14 @@ def _entry(row):
     return {'uuid': row[0], 'size': row[1], 'md5': row[2], 'resource': row[3], 'attachment': row[4]}
 
 
+def _hash_problem(row, size, md5):
+    if size is None:
+        return 'not readable as a regular file'
+    if md5 is None:
+        return '%d bytes, Orthanc recorded %d' % (size, row[1])
+    return 'MD5 %s, Orthanc recorded %s' % (md5, row[2])
+
+
 def classify(ledger, cutoff, check_md5, storage_dir):
     """(orphans, young, missing, damaged) from the storage listing and the index in ``ledger``, each list
     sorted by uuid. With ``check_md5``, the files of the right size are hashed (see hash_tree)."""
@@ -151,10 +159,9 @@ def classify(ledger, cutoff, check_md5, storage_dir):
         files, total_bytes = ledger.db.execute('SELECT COUNT(*), TOTAL(size) FROM disk').fetchone()
         threads = hashing_threads(total_bytes, files)
         same_size = ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size = r.size ORDER BY r.uuid')
-        damaged.extend(dict(_entry(row), problem='MD5 %s, Orthanc recorded %s' % (md5, row[2]) if md5
-                            else 'not readable as a regular file')
-                       for dummy, row, md5 in hash_tree(storage_dir, ((relative_path(row[0]), row) for row in same_size),
-                                                        threads)
+        damaged.extend(dict(_entry(row), problem=_hash_problem(row, size, md5))
+                       for dummy, row, size, md5 in hash_tree(storage_dir, ((relative_path(row[0]), row[1], row)
+                                                                             for row in same_size), threads)
                        if md5 != row[2])
     return orphans, young, missing, sorted(damaged, key=lambda entry: entry['uuid'])
 

@@ -67,7 +67,7 @@ class Drill:
         drill = {'backup_id': self.manifest['backup_id'], 'drilled_from': self.folder,
                  'drilled_at': datetime.now(timezone.utc).strftime(ID_FORMAT), 'rto_seconds': None,
                  'statistics': None, 'checked_instances': 0, 'orthanc_version': None}
-        found = _manifest.problems(self.folder, self.manifest, hashed_later=('storage/',))
+        found = _manifest.problems(self.folder, self.manifest, checked_later=('storage/',))
         problems, count = list(found), found.count
         if not count:
             try:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import stat
 from collections import deque
+from operator import attrgetter
 from concurrent.futures import ThreadPoolExecutor
 
 CHUNK = 1024 * 1024
@@ -25,6 +26,7 @@ HASH_BATCH = 1024
 # Files of this average size or more are hashed two at a time (see hashing_threads).
 LARGE_FILE_BYTES = 32 * 1024
 DIR_MODE = 0o700
+_NAME = attrgetter('name')
 FILE_MODE = 0o600
 
 
@@ -77,54 +79,46 @@ _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK
 class TreeReader:
     """Regular files of an untrusted tree, opened by relative path with no component a symbolic link.
 
-    The folder of the last file opened stays open, so files taken in sorted order open each folder once.
+    The folders of the last file opened stay open, so files taken in sorted order open each folder once.
     """
 
     def __init__(self, root):
-        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        self.folder, self.folder_fd = (), self.root_fd
+        self.folders, self.folder_fds = [], [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        self._leave()
-        os.close(self.root_fd)
+        self._leave(0)
+        os.close(self.folder_fds[0])
 
-    def _leave(self):
-        if self.folder_fd != self.root_fd:
-            os.close(self.folder_fd)
-        self.folder, self.folder_fd = (), self.root_fd
+    def _leave(self, depth):
+        """Close the open folders below the first ``depth``."""
+        while len(self.folders) > depth:
+            self.folders.pop()
+            os.close(self.folder_fds.pop())
 
-    def open(self, relative):
-        """The regular file at ``relative``, opened for reading (see open_regular)."""
-        return os.fdopen(self.descriptor(relative), 'rb')
-
-    def descriptor(self, relative):
-        """A descriptor of the regular file at ``relative``, open for reading: no file object, which
+    def sized(self, relative):
+        """(descriptor, size) of the regular file at ``relative``, open for reading: no file object, which
         matters in runs of thousands of small files."""
         parts = safe_parts(relative)
-        folder = tuple(parts[:-1])
-        if folder != self.folder:
-            self._leave()
-            try:
-                for part in folder:
-                    next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
-                    self._leave()
-                    self.folder_fd = next_fd
-            except BaseException:
-                self._leave()
-                raise
-            self.folder = folder
-        return _regular(os.open(parts[-1], _READ_FLAGS | os.O_NOFOLLOW, dir_fd=self.folder_fd), relative)
+        depth = 0
+        while depth < len(self.folders) and depth < len(parts) - 1 and self.folders[depth] == parts[depth]:
+            depth += 1
+        self._leave(depth)
+        for part in parts[depth:-1]:
+            self.folder_fds.append(os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                           dir_fd=self.folder_fds[-1]))
+            self.folders.append(part)
+        return _regular(os.open(parts[-1], _READ_FLAGS | os.O_NOFOLLOW, dir_fd=self.folder_fds[-1]), relative)
 
     def link(self, relative, target):
         """Hard-link the regular file at ``relative`` to the new path ``target``; return its size. The link
         is checked to be the file that was opened: a file swapped meanwhile raises UnsafePath."""
-        fd = self.descriptor(relative)
+        fd = self.sized(relative)[0]
         try:
             opened = os.fstat(fd)
-            os.link(relative.rsplit('/', 1)[-1], target, src_dir_fd=self.folder_fd, follow_symlinks=False)
+            os.link(relative.rsplit('/', 1)[-1], target, src_dir_fd=self.folder_fds[-1], follow_symlinks=False)
         finally:
             os.close(fd)
         linked = os.lstat(target)
@@ -135,10 +129,12 @@ class TreeReader:
 
 
 def _regular(fd, path):
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    """(fd, its size) when ``fd`` is a regular file; else UnsafePath, ``fd`` closed."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise UnsafePath('%s is not a regular file' % path)
-    return fd
+    return fd, info.st_size
 
 
 def open_regular(path, beneath=None):
@@ -149,12 +145,17 @@ def open_regular(path, beneath=None):
     configuration file may be a link). Anything but a regular file (a device, a FIFO, a folder) raises
     UnsafePath without blocking.
     """
+    return os.fdopen(_opened(path, beneath)[0], 'rb')
+
+
+def _opened(path, beneath):
+    """(descriptor, size) of the regular file ``path`` (see open_regular)."""
     if beneath is None:
-        return os.fdopen(_regular(os.open(path, _READ_FLAGS), path), 'rb')
+        return _regular(os.open(path, _READ_FLAGS), path)
     if isinstance(beneath, TreeReader):
-        return beneath.open(path)
+        return beneath.sized(path)
     with TreeReader(beneath) as tree:
-        return tree.open(path)
+        return tree.sized(path)
 
 
 def set_owner(path, uid, gid):
@@ -163,18 +164,25 @@ def set_owner(path, uid, gid):
         os.chown(path, uid, gid)
 
 
-def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True, owner=None):
+def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True, owner=None, size=None):
     """Copy the regular file ``src`` (see open_regular) to the new file ``dst`` (see create_file); return
-    (size, md5), the MD5 None when not ``hashed`` (a copy that must be quick, hashed later)."""
+    (size, md5), the MD5 None when not ``hashed`` (a copy that must be quick, hashed later). Given the
+    ``size`` the file must have, one of another size is not copied (nothing is created): (its size, None)."""
     digest = hashlib.md5() if hashed else None
-    size = 0
-    with open_regular(src, beneath) as source, create_file(dst, mode, owner) as target:
-        for chunk in iter(lambda: source.read(CHUNK), b''):
-            if digest:
-                digest.update(chunk)
-            target.write(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest() if digest else None
+    source, found = _opened(src, beneath)
+    try:
+        if size is not None and found != size:
+            return found, None
+        copied = 0
+        with create_file(dst, mode, owner) as target:
+            for chunk in iter(lambda: os.read(source, CHUNK), b''):
+                if digest:
+                    digest.update(chunk)
+                target.write(chunk)
+                copied += len(chunk)
+    finally:
+        os.close(source)
+    return copied, digest.hexdigest() if digest else None
 
 
 def refresh_copy(src, dst, beneath=None):
@@ -195,13 +203,11 @@ def refresh_copy(src, dst, beneath=None):
 
 def file_md5(path, beneath=None):
     """The MD5 of the regular file ``path`` (see open_regular), read straight from its descriptor."""
-    if beneath is None:
-        fd = _regular(os.open(path, _READ_FLAGS), path)
-    elif isinstance(beneath, TreeReader):
-        fd = beneath.descriptor(path)
-    else:
-        with TreeReader(beneath) as tree:
-            fd = tree.descriptor(path)
+    return _digest(_opened(path, beneath)[0])
+
+
+def _digest(fd):
+    """The MD5 of the open file ``fd``, read to its end; ``fd`` is closed."""
     try:
         digest = hashlib.md5()
         for chunk in iter(lambda: os.read(fd, CHUNK), b''):
@@ -245,20 +251,29 @@ def hashing_threads(total_bytes, files):
 
 
 def hash_tree(root, files, threads=HASH_THREADS):
-    """(relative, payload, md5) for each (relative, payload) of ``files``, in their order: the MD5 of the
-    regular file at ``relative`` below ``root`` (see TreeReader), None for one that cannot be read (gone,
-    or not a regular file); hashed in threads as map_runs does, each thread with a reader of its own."""
+    """(relative, payload, size, md5) for each (relative, expected size, payload) of ``files``, in their order:
+    the size and MD5 of the regular file at ``relative`` below ``root`` (see TreeReader); both None for one that
+    cannot be read (gone, or not a regular file), the MD5 None for one of another size (not read). Hashed in
+    threads as map_runs does, each thread with a reader of its own."""
     def hash_run(run):
-        md5s = []
         with TreeReader(root) as tree:
-            for relative, dummy in run:
-                try:
-                    md5s.append(file_md5(relative, beneath=tree))
-                except OSError:
-                    md5s.append(None)
-        return md5s
-    for (relative, payload), md5 in map_runs(hash_run, files, threads):
-        yield relative, payload, md5
+            return [_sized_md5(tree, relative, expected_size) for relative, expected_size, dummy in run]
+    for (relative, dummy, payload), (size, md5) in map_runs(hash_run, files, threads):
+        yield relative, payload, size, md5
+
+
+def _sized_md5(tree, relative, expected_size):
+    try:
+        fd, size = tree.sized(relative)
+    except OSError:
+        return None, None
+    if size != expected_size:
+        os.close(fd)
+        return size, None
+    try:
+        return size, _digest(fd)
+    except OSError:
+        return None, None
 
 
 def batches(items, size):
@@ -274,14 +289,15 @@ def batches(items, size):
 
 
 def walk_sorted(root, relative=''):
-    """(relative path, os.stat_result) of every entry below ``root`` that is not a folder, in the order of
-    their path components, without following symbolic links: folders are entered, links and special files
-    are yielded as they are. One folder's entries are held at a time."""
+    """(relative path, os.DirEntry) of every entry below ``root`` that is not a folder, in the order of their
+    path components, without following symbolic links: folders are entered, links and special files are
+    yielded as they are. The kind of each entry comes with the folder's listing; a caller that needs more
+    calls the entry's ``stat(follow_symlinks=False)``. One folder's entries are held at a time."""
     with os.scandir(os.path.join(root, relative) if relative else root) as listing:
-        entries = sorted(listing, key=lambda entry: entry.name)
+        entries = sorted(listing, key=_NAME)
     for entry in entries:
         path = relative + '/' + entry.name if relative else entry.name
         if entry.is_dir(follow_symlinks=False):
             yield from walk_sorted(root, path)
         else:
-            yield path, entry.stat(follow_symlinks=False)
+            yield path, entry

@@ -274,8 +274,7 @@ class Manifest(dict):
         must number as the manifest says."""
         count, last = 0, None
         listed = [self._lines()] + ([self._records()] if 'storage_listing' in self.listing_keys() else [])
-        for entry in merge(*listed, key=lambda entry: sort_key(entry[0])):
-            key = sort_key(entry[0])
+        for key, entry in merge(*(((sort_key(entry[0]), entry) for entry in entries) for entries in listed)):
             if last is not None and key <= last:
                 raise _invalid(self.folder, '%s is listed out of order or twice' % entry[0])
             last = key
@@ -356,37 +355,43 @@ def _paired(found, listed):
             walked, entry = next(found, None), next(listed, None)
 
 
-def problems(folder, manifest, check_md5=True, hashed_later=(), keep=PROBLEMS_KEPT):
+def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_KEPT):
     """What makes ``folder`` differ from its manifest (Findings: the first ``keep`` and a count): files
     missing, of another size or (with check_md5) of another MD5, and anything the manifest does not list
-    (files, symbolic links, devices). The files under the prefixes ``hashed_later`` are not hashed here:
-    their caller checks each copy it makes. The folder and the listing are walked side by side in order,
+    (files, symbolic links, devices). The size and MD5 of the files under the prefixes ``checked_later`` are
+    not checked here: their caller checks each copy it makes. The folder and the listing are walked side by side in order,
     the files hashed meanwhile."""
     found = Findings(keep)
 
     def to_hash():
         own = manifest.own_files()
-        walked = ((relative, info) for relative, info in walk_sorted(folder) if relative not in own)
-        for relative, info, listed in _paired(walked, manifest.entries()):
-            if info is not None and stat.S_ISLNK(info.st_mode):
+        walked = ((relative, entry) for relative, entry in walk_sorted(folder) if relative not in own)
+        for relative, entry, listed in _paired(walked, manifest.entries()):
+            regular = entry is not None and entry.is_file(follow_symlinks=False)
+            if entry is not None and entry.is_symlink():
                 found.add('%s is a symbolic link' % relative)
-            elif info is not None and not stat.S_ISREG(info.st_mode):
+            elif entry is not None and not regular:
                 found.add('%s is not a regular file' % relative)
             elif listed is None:
                 found.add('%s is not listed in the manifest' % relative)
-            elif info is not None and info.st_size != listed[0]:
-                found.add('%s has %d bytes, expected %d' % (relative, info.st_size, listed[0]))
-            elif info is not None and check_md5 and not relative.startswith(hashed_later):
-                yield relative, listed[1]
-            if listed is not None and (info is None or not stat.S_ISREG(info.st_mode)):
+            elif not regular or relative.startswith(checked_later):
+                pass
+            elif check_md5:
+                yield relative, listed[0], listed    # its size is checked as it is opened
+            elif entry.stat(follow_symlinks=False).st_size != listed[0]:
+                found.add('%s has %d bytes, expected %d' % (relative, entry.stat(follow_symlinks=False).st_size,
+                                                            listed[0]))
+            if listed is not None and not regular:
                 found.add('%s is missing' % relative)
 
     threads = hashing_threads(manifest.get('bytes') or 0, manifest.get('files') or 0)
-    for relative, expected, md5 in hash_tree(folder, to_hash(), threads):
-        if md5 is None:
+    for relative, (expected_size, expected_md5), size, md5 in hash_tree(folder, to_hash(), threads):
+        if size is None:
             found.add('%s cannot be read as a regular file' % relative)
-        elif md5 != expected:
-            found.add('%s has MD5 %s, expected %s' % (relative, md5, expected))
+        elif size != expected_size:
+            found.add('%s has %d bytes, expected %d' % (relative, size, expected_size))
+        elif md5 != expected_md5:
+            found.add('%s has MD5 %s, expected %s' % (relative, md5, expected_md5))
     return found
 
 
@@ -411,8 +416,8 @@ def area_problems(folder, manifest, area, keep=PROBLEMS_KEPT):
 
 
 def area_entries(manifest, area):
-    """(path relative to the area's folder, md5) of the files the manifest lists in ``area``, in order."""
-    return ((relative[len(area) + 1:], md5) for relative, dummy, md5 in manifest.entries(area))
+    """(path relative to the area's folder, size, md5) of the files the manifest lists in ``area``, in order."""
+    return ((relative[len(area) + 1:], size, md5) for relative, size, md5 in manifest.entries(area))
 
 
 # The manifest's counts and the keys of Orthanc's /statistics that hold them.

@@ -27,7 +27,8 @@ def freed_bytes(folders):
     A backup links a file only from the same path in another backup, so links are counted path by path,
     the folders walked side by side in order: one path's entries are held at a time, whatever the size.
     """
-    walks = [((sort_key(relative), info) for relative, info in walk_sorted(folder)) for folder in folders]
+    walks = [((sort_key(relative), entry.stat(follow_symlinks=False)) for relative, entry in walk_sorted(folder))
+             for folder in folders]
     freed = 0
     for dummy, same_path in itertools.groupby(heapq.merge(*walks, key=_PATH), key=_PATH):
         inodes = {}

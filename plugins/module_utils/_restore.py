@@ -40,7 +40,7 @@ class Restore(Phase):
 
     def _check_backup(self, restore_storage):
         """The backup's manifest, once the backup is known to fit this Orthanc and to match its manifest (the
-        storage files' MD5s are checked as they are staged: each file is read once)."""
+        storage files' sizes and MD5s are checked as they are staged: each file is read once)."""
         manifest = self.manifest or _manifest.read(self.folder)
         if manifest['index_backend'] != self.backend.name:
             raise OrthancOpsError('The backup in %s holds a %s index but the configuration %s uses %s. '
@@ -56,7 +56,7 @@ class Restore(Phase):
             self.module.warn('Orthanc is not running: the versions of its database schema and plugins could not be '
                              'compared with those that wrote the backup (%s).' % manifest.get('orthanc_version'))
         problems = _manifest.problems(self.folder, manifest, check_md5=self.params['verify'],
-                                      hashed_later=('storage/',) if restore_storage and not self.module.check_mode
+                                      checked_later=('storage/',) if restore_storage and not self.module.check_mode
                                       else ())
         if problems.count:
             raise self._damaged(problems)

@@ -106,10 +106,10 @@ class StagedDamage(OrthancOpsError):
 
 
 def _with_folders(files, staging, owner, dir_mode, refuse):
-    """The ``files`` ((relative path, payload), in a manifest's order), each once its folders exist in
+    """The ``files`` ((relative path, size, MD5), in a manifest's order), each once its folders exist in
     ``staging`` (each created once), after ``refuse(top-level name)`` let it pass."""
     made = []
-    for relative, payload in files:
+    for relative, size, md5 in files:
         parts = relative.split('/')
         refuse(parts[0])
         folders = parts[:-1]
@@ -122,18 +122,18 @@ def _with_folders(files, staging, owner, dir_mode, refuse):
             path = os.path.join(staging, *made)
             os.mkdir(path, dir_mode)
             _own(path, owner, dir_mode)
-        yield relative, payload
+        yield relative, size, md5
 
 
 def stage_files(source, files, target, label, stamp, owned, check_md5=False, threads=HASH_THREADS):
-    """Copy ``files`` ((path relative to ``source``, MD5), as a manifest lists them, in its order) into a
+    """Copy ``files`` ((path relative to ``source``, size, MD5), as a manifest lists them, in its order) into a
     staging folder inside ``target``, owned like ``target``, and return the FolderSwap that puts them in place
     of the entries ``owned`` selects.
 
     Only those files are read, each a regular file reached through no symbolic link; a listed file whose
-    top-level name the swap does not own is refused and the staging removed. With ``check_md5``, each copy
-    is checked as it is made (one read of each file), and any difference raises StagedDamage once all are
-    copied. ``threads`` copy at once (see _files.hashing_threads).
+    top-level name the swap does not own is refused and the staging removed. Each copy is checked as it is
+    made (one read of each file): its size, and with ``check_md5`` its MD5; any difference raises StagedDamage
+    once all are copied. ``threads`` copy at once (see _files.hashing_threads).
     """
     make_dirs(target)
     for name in os.listdir(target):
@@ -154,12 +154,14 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False, thr
     def copy_run(run):
         with TreeReader(source) as tree:
             return [copy_file(relative, os.path.join(staging, relative), dir_mode & 0o666, beneath=tree,
-                              hashed=check_md5, owner=owner)[1] for relative, dummy in run]
+                              hashed=check_md5, owner=owner, size=size) for relative, size, dummy in run]
     try:
         _own(staging, owner, dir_mode)
-        for (relative, expected), md5 in map_runs(copy_run, _with_folders(files, staging, owner, dir_mode, refuse),
-                                                  threads):
-            if check_md5 and md5 != expected:
+        for (relative, size, expected), (copied, md5) in map_runs(
+                copy_run, _with_folders(files, staging, owner, dir_mode, refuse), threads):
+            if copied != size:
+                damage.add('%s/%s has %d bytes, expected %d' % (label, relative, copied, size))
+            elif check_md5 and md5 != expected:
                 damage.add('%s/%s has MD5 %s, expected %s' % (label, relative, md5, expected))
         if damage.count:
             raise StagedDamage(damage)

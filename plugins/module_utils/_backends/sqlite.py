@@ -154,7 +154,7 @@ class SQLiteBackend(Backend):
         """A copy of the backup's index files in ``folder``, checked by the manifest's MD5s, for a throwaway
         Orthanc (which writes to its index, so it cannot have the backup's own)."""
         source = os.path.join(backup_folder, self.folder)
-        for relative, md5 in area_entries(manifest, self.folder):
+        for relative, dummy, md5 in area_entries(manifest, self.folder):
             copied = copy_file(relative, os.path.join(folder, relative), beneath=source)[1]
             if copied != md5:
                 raise OrthancOpsError('%s/%s in %s has MD5 %s, expected %s: the backup is damaged; use another backup.'

@@ -49,11 +49,18 @@ def test_a_tree_hashed_in_two_threads_matches_one_thread_and_follows_no_link(tmp
         expected[relative] = hashlib.md5(data).hexdigest()
     os.symlink('/etc/hostname', str(tmp_path / 'storage' / '00' / 'link'))
     wanted = sorted(expected) + ['storage/00/link', 'storage/00/gone']
-    one = list(hash_tree(str(tmp_path), ((relative, None) for relative in wanted), 1))
-    two = list(hash_tree(str(tmp_path), ((relative, None) for relative in wanted), 2))
+    sizes = dict((relative, (tmp_path / relative).stat().st_size) for relative in expected)
+    one = list(hash_tree(str(tmp_path), ((relative, sizes.get(relative), None) for relative in wanted), 1))
+    two = list(hash_tree(str(tmp_path), ((relative, sizes.get(relative), None) for relative in wanted), 2))
     assert one == two
-    assert dict((relative, md5) for relative, dummy, md5 in two) == dict(expected, **{'storage/00/link': None,
-                                                                                      'storage/00/gone': None})
+    assert dict((relative, (size, md5)) for relative, dummy, size, md5 in two) == dict(
+        dict((relative, (sizes[relative], md5)) for relative, md5 in expected.items()),
+        **{'storage/00/link': (None, None), 'storage/00/gone': (None, None)})
+
+
+def test_a_file_of_another_size_is_not_read(tmp_path):
+    (tmp_path / 'file').write_bytes(b'0123456789')
+    assert list(hash_tree(str(tmp_path), [('file', 9, 'payload')])) == [('file', 'payload', 10, None)]
 
 
 def test_large_files_only_are_hashed_two_at_a_time(monkeypatch):
@@ -80,14 +87,21 @@ def test_problems_of_a_backup_of_large_files_are_found_in_threads(tmp_path, thre
         '%s has MD5 %s, expected %s' % (damaged, now, hashlib.md5(contents[damaged]).hexdigest())]
 
 
-def test_staging_in_two_threads_copies_every_file_and_finds_a_damaged_one(tmp_path):
+def _large_files(source, count):
+    """{path: contents} of ``count`` storage files of LARGE_FILE_BYTES or more written below ``source``, and
+    their listing as stage_files takes it."""
     contents = dict((relative_path('%02x%06d-0000-4000-8000-%012d' % (number, number, number)),
-                     os.urandom(LARGE_FILE_BYTES + number)) for number in range(30))
-    source = tmp_path / 'backup'
+                     os.urandom(LARGE_FILE_BYTES + number)) for number in range(count))
     for relative, data in contents.items():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
         (source / relative).write_bytes(data)
-    listed = [(relative, hashlib.md5(contents[relative]).hexdigest()) for relative in sorted(contents)]
+    return contents, [(relative, len(contents[relative]), hashlib.md5(contents[relative]).hexdigest())
+                      for relative in sorted(contents)]
+
+
+def test_staging_in_two_threads_copies_every_file_and_finds_a_damaged_one(tmp_path):
+    source = tmp_path / 'backup'
+    contents, listed = _large_files(source, 30)
     swap = stage_files(str(source), iter(listed), str(tmp_path / 'live'), 'storage', 'S1', is_storage_entry,
                        check_md5=True, threads=2)
     assert dict((relative, (Path(swap.staging) / relative).read_bytes()) for relative in contents) == contents
@@ -106,12 +120,8 @@ def test_staging_in_two_threads_follows_no_planted_link(tmp_path, planted):
     in the threaded copy as in the single one, and nothing is left staged."""
     secret = tmp_path / 'secret'
     secret.write_bytes(os.urandom(LARGE_FILE_BYTES))
-    contents = dict((relative_path('%02x%06d-0000-4000-8000-%012d' % (number, number, number)),
-                     os.urandom(LARGE_FILE_BYTES + number)) for number in range(20))
     source = tmp_path / 'backup'
-    for relative, data in contents.items():
-        (source / relative).parent.mkdir(parents=True, exist_ok=True)
-        (source / relative).write_bytes(data)
+    contents, listed = _large_files(source, 20)
     if planted == 'file':
         linked = source / sorted(contents)[3]
         os.unlink(str(linked))
@@ -120,7 +130,6 @@ def test_staging_in_two_threads_follows_no_planted_link(tmp_path, planted):
         folder = (source / sorted(contents)[15]).parent
         os.rename(str(folder), str(tmp_path / 'elsewhere'))
         os.symlink(str(tmp_path / 'elsewhere'), str(folder))
-    listed = [(relative, hashlib.md5(contents[relative]).hexdigest()) for relative in sorted(contents)]
     with pytest.raises(OSError):
         stage_files(str(source), iter(listed), str(tmp_path / 'live'), 'storage', 'S3', is_storage_entry,
                     check_md5=True, threads=2)

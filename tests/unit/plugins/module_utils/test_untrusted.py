@@ -227,6 +227,17 @@ def test_problems_name_everything_the_manifest_does_not_list(tmp_path):
                      'storage/index is not listed in the manifest']
 
 
+@pytest.mark.parametrize('check_md5', [True, False])
+def test_files_of_another_size_are_named_and_files_checked_later_are_left_to_their_caller(tmp_path, check_md5):
+    manifest = write_backup(tmp_path, {STORAGE_KEY: b'dicom', 'index/index': b'sqlite'})
+    (tmp_path / 'index' / 'index').write_bytes(b'sqlite, grown')
+    (tmp_path / STORAGE_KEY).write_bytes(b'dicom' * 1000)
+    assert _manifest.problems(str(tmp_path), manifest, check_md5=check_md5) == [
+        'index/index has 13 bytes, expected 6', '%s has 5000 bytes, expected 5' % STORAGE_KEY]
+    assert _manifest.problems(str(tmp_path), manifest, check_md5=check_md5, checked_later=('storage/',)) == [
+        'index/index has 13 bytes, expected 6']
+
+
 def test_a_listed_file_replaced_by_a_link_is_missing_not_followed(tmp_path):
     manifest = write_backup(tmp_path, {'config/orthanc.json': b'{}'})
     os.unlink(str(tmp_path / 'config' / 'orthanc.json'))
@@ -272,28 +283,39 @@ def test_staging_copies_only_listed_files_and_refuses_foreign_names(tmp_path):
     (source / 'ab' / '12' / 'unlisted').write_bytes(b'x')
     target.mkdir()
     (target / 'index').write_bytes(b'live index')
-    swap = stage_files(str(source), [('ab/12/' + UUID, None)], str(target), 'storage', 'T', lambda name: len(name) == 2)
+    swap = stage_files(str(source), [('ab/12/' + UUID, 5, None)], str(target), 'storage', 'T', lambda name: len(name) == 2)
     assert sorted(os.listdir(os.path.join(swap.staging, 'ab', '12'))) == [UUID]
     swap.apply()
     assert (target / 'index').read_bytes() == b'live index'
     swap.undo()
     assert sorted(os.listdir(str(target))) == ['index']
     with pytest.raises(OrthancOpsError, match='holds index in .* must not put'):
-        stage_files(str(source), [('index', None)], str(target), 'storage', 'U', lambda name: len(name) == 2)
+        stage_files(str(source), [('index', 0, None)], str(target), 'storage', 'U', lambda name: len(name) == 2)
 
 
-def test_staging_checks_each_copy_and_leaves_nothing_when_one_differs(tmp_path):
+@pytest.mark.parametrize('found, problem', [(b'flips', 'has MD5 %s, expected %s' % (hashlib.md5(b'flips').hexdigest(),
+                                                                                      hashlib.md5(b'sound').hexdigest())),
+                                            (b'sound' * 10**5, 'has 500000 bytes, expected 5')])
+def test_staging_checks_each_copy_and_leaves_nothing_when_one_differs(tmp_path, found, problem):
     source, target = tmp_path / 'backup' / 'storage', tmp_path / 'live'
     other = 'ab13cdef-0000-4000-8000-000000000002'
-    write_backup(tmp_path / 'backup', {STORAGE_KEY: b'dicom', 'storage/ab/13/' + other: b'flipped'})
+    write_backup(tmp_path / 'backup', {STORAGE_KEY: b'dicom', 'storage/ab/13/' + other: found})
     target.mkdir()
-    expected = {'ab/12/' + UUID: hashlib.md5(b'dicom').hexdigest(), 'ab/13/' + other: hashlib.md5(b'sound').hexdigest()}
+    listed = [('ab/12/' + UUID, 5, hashlib.md5(b'dicom').hexdigest()), ('ab/13/' + other, 5, hashlib.md5(b'sound').hexdigest())]
     with pytest.raises(StagedDamage) as raised:
-        stage_files(str(source), sorted(expected.items()), str(target), 'storage', 'T', lambda name: len(name) == 2,
-                    check_md5=True)
-    assert raised.value.problems == ['storage/ab/13/%s has MD5 %s, expected %s' % (
-        other, hashlib.md5(b'flipped').hexdigest(), expected['ab/13/' + other])]
+        stage_files(str(source), listed, str(target), 'storage', 'T', lambda name: len(name) == 2, check_md5=True)
+    assert raised.value.problems == ['storage/ab/13/%s %s' % (other, problem)]
     assert os.listdir(str(target)) == []
+
+
+def test_a_file_of_another_size_than_expected_is_not_copied(tmp_path):
+    """A planted giant in place of a small listed file fills no disk."""
+    (tmp_path / 'tree').mkdir()
+    (tmp_path / 'tree' / 'file').write_bytes(b'0123456789')
+    assert copy_file('file', str(tmp_path / 'copy'), beneath=str(tmp_path / 'tree'), size=9) == (10, None)
+    assert not (tmp_path / 'copy').exists()
+    assert copy_file('file', str(tmp_path / 'copy'), beneath=str(tmp_path / 'tree'), size=10) == (
+        10, hashlib.md5(b'0123456789').hexdigest())
 
 
 def test_a_tree_reader_follows_no_planted_folder_link_and_goes_on_after_one(tmp_path):
@@ -306,8 +328,8 @@ def test_a_tree_reader_follows_no_planted_folder_link_and_goes_on_after_one(tmp_
     with TreeReader(str(tmp_path / 'tree')) as tree:
         for planted in ('cd/13/file', 'ab/13/file', '../outside/13/file'):
             with pytest.raises(OSError):
-                tree.open(planted)
-            with tree.open('ab/12/file') as handle:
+                open_regular(planted, beneath=tree)
+            with open_regular('ab/12/file', beneath=tree) as handle:
                 assert handle.read() == b'inside'
 
 
