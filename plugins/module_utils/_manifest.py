@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import struct
 import zlib
 from heapq import merge
@@ -338,7 +337,7 @@ def valid_key(key):
 
 
 def _paired(found, listed):
-    """(path, stat or None, (size, md5) or None) for the union of a sorted walk and sorted entries."""
+    """(path, walked entry or None, (size, md5) or None) for the union of a sorted walk and sorted entries."""
     found, listed = iter(found), iter(listed)
     walked, entry = next(found, None), next(listed, None)
     while walked or entry:
@@ -359,8 +358,8 @@ def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_K
     """What makes ``folder`` differ from its manifest (Findings: the first ``keep`` and a count): files
     missing, of another size or (with check_md5) of another MD5, and anything the manifest does not list
     (files, symbolic links, devices). The size and MD5 of the files under the prefixes ``checked_later`` are
-    not checked here: their caller checks each copy it makes. The folder and the listing are walked side by side in order,
-    the files hashed meanwhile."""
+    not checked here: their caller checks each copy it makes. The folder and the listing are walked side by
+    side in order, the files hashed meanwhile, each file's size checked as it is opened."""
     found = Findings(keep)
 
     def to_hash():
@@ -374,13 +373,12 @@ def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_K
                 found.add('%s is not a regular file' % relative)
             elif listed is None:
                 found.add('%s is not listed in the manifest' % relative)
-            elif not regular or relative.startswith(checked_later):
-                pass
-            elif check_md5:
-                yield relative, listed[0], listed    # its size is checked as it is opened
-            elif entry.stat(follow_symlinks=False).st_size != listed[0]:
-                found.add('%s has %d bytes, expected %d' % (relative, entry.stat(follow_symlinks=False).st_size,
-                                                            listed[0]))
+            elif regular and not relative.startswith(checked_later):
+                if check_md5:
+                    yield relative, listed[0], listed
+                elif entry.stat(follow_symlinks=False).st_size != listed[0]:
+                    found.add('%s has %d bytes, expected %d' % (relative, entry.stat(follow_symlinks=False).st_size,
+                                                                listed[0]))
             if listed is not None and not regular:
                 found.add('%s is missing' % relative)
 
