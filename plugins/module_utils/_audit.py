@@ -33,7 +33,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    copy_file, create_file, hash_tree, hashing_threads, make_dirs, set_owner)
+    copy_file, create_file, hash_tree, hashing_workers, make_dirs, set_owner)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
@@ -156,13 +156,11 @@ def classify(ledger, cutoff, check_md5, storage_dir):
     damaged = [dict(_entry(row), problem='%d bytes, Orthanc recorded %d' % (row[5], row[1]))
                for row in ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size != r.size')]
     if check_md5:
-        files, total_bytes = ledger.db.execute('SELECT COUNT(*), TOTAL(size) FROM disk').fetchone()
-        threads = hashing_threads(total_bytes, files)
+        workers = hashing_workers(ledger.db.execute('SELECT COUNT(*) FROM disk').fetchone()[0])
         same_size = ledger.db.execute(_REFERENCED_ON_DISK + 'WHERE d.size = r.size ORDER BY r.uuid')
+        to_hash = ((relative_path(row[0]), row[1], row) for row in same_size)
         damaged.extend(dict(_entry(row), problem=_hash_problem(row, size, md5))
-                       for dummy, row, size, md5 in hash_tree(storage_dir, ((relative_path(row[0]), row[1], row)
-                                                                             for row in same_size), threads)
-                       if md5 != row[2])
+                       for dummy, row, size, md5 in hash_tree(storage_dir, to_hash, workers) if md5 != row[2])
     return orphans, young, missing, sorted(damaged, key=lambda entry: entry['uuid'])
 
 

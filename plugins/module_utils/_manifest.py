@@ -29,7 +29,7 @@ from heapq import merge
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    CHUNK, FILE_MODE, TreeReader, UnsafePath, create_file, file_md5, hash_tree, hashing_threads, open_regular,
+    CHUNK, FILE_MODE, TreeReader, UnsafePath, create_file, file_md5, hash_tree, hashing_workers, open_regular,
     safe_parts, walk_sorted)
 
 FORMAT_VERSION = 3
@@ -382,8 +382,8 @@ def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_K
             if listed is not None and not regular:
                 found.add('%s is missing' % relative)
 
-    threads = hashing_threads(manifest.get('bytes') or 0, manifest.get('files') or 0)
-    for relative, (expected_size, expected_md5), size, md5 in hash_tree(folder, to_hash(), threads):
+    workers = hashing_workers(manifest.get('files') or 0)
+    for relative, (expected_size, expected_md5), size, md5 in hash_tree(folder, to_hash(), workers):
         if size is None:
             found.add('%s cannot be read as a regular file' % relative)
         elif size != expected_size:

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import hashing_threads, set_owner
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import hashing_workers, set_owner
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import new_backup_id
@@ -138,7 +138,7 @@ class Restore(Phase):
                 swaps.append(stage_files(os.path.join(self.folder, 'storage'), _manifest.area_entries(manifest, 'storage'),
                                          self.config.storage_dir, 'storage', self.stamp, is_storage_entry,
                                          check_md5=self.params['verify'],
-                                         threads=hashing_threads(manifest['bytes'], manifest['files'])))
+                                         workers=hashing_workers(manifest['files'])))
             swaps.append(self.backend.stage(self.folder, self.stamp, manifest))
             if restore_config:
                 swaps.append(self._stage_config(manifest))

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    HASH_THREADS, TreeReader, copy_file, make_dirs, map_runs, set_owner)
+    TreeReader, copy_file, make_dirs, map_runs, set_owner)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -125,7 +126,7 @@ def _with_folders(files, staging, owner, dir_mode, refuse):
         yield relative, size, md5
 
 
-def stage_files(source, files, target, label, stamp, owned, check_md5=False, threads=HASH_THREADS):
+def stage_files(source, files, target, label, stamp, owned, check_md5=False, workers=1):
     """Copy ``files`` ((path relative to ``source``, size, MD5), as a manifest lists them, in its order) into a
     staging folder inside ``target``, owned like ``target``, and return the FolderSwap that puts them in place
     of the entries ``owned`` selects.
@@ -133,7 +134,7 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False, thr
     Only those files are read, each a regular file reached through no symbolic link; a listed file whose
     top-level name the swap does not own is refused and the staging removed. Each copy is checked as it is
     made (one read of each file): its size, and with ``check_md5`` its MD5; any difference raises StagedDamage
-    once all are copied. ``threads`` copy at once (see _files.hashing_threads).
+    once all are copied. ``workers`` processes copy at once (see _files.hashing_workers).
     """
     make_dirs(target)
     for name in os.listdir(target):
@@ -151,14 +152,11 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False, thr
             raise OrthancOpsError('The backup holds %s in %s, which a restore must not put in %s. The backup was '
                                   'altered or belongs to another layout; choose another backup.' % (name, source, target))
 
-    def copy_run(run):
-        with TreeReader(source) as tree:
-            return [copy_file(relative, os.path.join(staging, relative), dir_mode & 0o666, beneath=tree,
-                              hashed=check_md5, owner=owner, size=size) for relative, size, dummy in run]
     try:
         _own(staging, owner, dir_mode)
+        copy_run = functools.partial(_copy_run, source, staging, dir_mode & 0o666, check_md5, owner)
         for (relative, size, expected), (copied, md5) in map_runs(
-                copy_run, _with_folders(files, staging, owner, dir_mode, refuse), threads):
+                copy_run, _with_folders(files, staging, owner, dir_mode, refuse), workers):
             if copied != size:
                 damage.add('%s/%s has %d bytes, expected %d' % (label, relative, copied, size))
             elif check_md5 and md5 != expected:
@@ -169,3 +167,10 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False, thr
         swap.cleanup()
         raise
     return swap
+
+
+def _copy_run(source, staging, mode, hashed, owner, run):
+    """(size, md5) of the copies of the files of ``run`` (see stage_files) made in ``staging``."""
+    with TreeReader(source) as tree:
+        return [copy_file(relative, os.path.join(staging, relative), mode, beneath=tree, hashed=hashed, owner=owner,
+                          size=size) for relative, size, dummy in run]

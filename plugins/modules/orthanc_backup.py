@@ -64,8 +64,8 @@ options:
       - V(auto) takes the index backend's default; SQLite defaults to V(freeze) (its torture test, 100 freezes
         under uploads and deletes, runs in CI), PostgreSQL and MySQL to V(hot). Use V(cold) for Orthanc's own
         clean shutdown. A busy Orthanc 1.10 does not finish stopping while changes come more often than every
-        100 ms (its Lua event thread waits for a pause): its service manager then kills it after its stop
-        timeout, which is the outage of a cold backup under that load.
+        100 ms (its Lua event thread waits for a pause), so its service manager kills it after its stop
+        timeout, which is then the outage of a cold backup.
       - With V(auto), a freeze that reaches O(max_pause) (an index too large to copy in that time) is
         continued and the backup is taken V(cold) instead, with a warning; an explicit V(freeze) fails.
     type: str

@@ -26,8 +26,7 @@ UPLOAD_PAUSE = 0.15
 def test_cold_backups_under_uploads_and_deletes(make_orthanc, ansible, repository, tmp_path):
     orthanc = make_orthanc()
     initial = set(orthanc.upload(make_instances(patients=2)))
-    runs, clients = backups_under_load(orthanc, ansible, repository, tmp_path, 'cold', COLD_BACKUPS,
-                                        UPLOAD_PAUSE)
+    runs, clients = backups_under_load(orthanc, ansible, repository, tmp_path, 'cold', COLD_BACKUPS, UPLOAD_PAUSE)
     assert all(run['downtime_seconds'] > 0 and run['timings']['stops'] in (1, 2) for run in runs)
     assert len(clients.uploads) > COLD_BACKUPS and clients.deletes
     held = check_consistent(runs, clients, initial, tmp_path)

@@ -10,7 +10,6 @@ import os
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _audit
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._audit import TABLES, add_late_files, classify
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import LARGE_FILE_BYTES
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import relative_path
 
@@ -70,12 +69,12 @@ def test_a_file_stored_after_the_listing_is_not_missing(tmp_path):
     assert [entry['uuid'] for entry in missing] == ['abcd0000-gone'] and damaged == []
 
 
-def test_large_files_are_hashed_in_threads_and_a_damaged_one_found(tmp_path, threads_used):
-    used = threads_used(_audit)
+def test_files_are_hashed_by_two_workers_and_a_damaged_one_found(tmp_path, workers_used):
+    used = workers_used(_audit)
     storage, contents = tmp_path / 'storage', {}
     for number in range(50):
-        uuid = '%02x000000-large-%d' % (number, number)
-        contents[uuid] = os.urandom(LARGE_FILE_BYTES + number)
+        uuid = '%02x000000-file-%d' % (number, number)
+        contents[uuid] = os.urandom(1000 + number)
         path = storage / relative_path(uuid)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(contents[uuid])

@@ -293,9 +293,9 @@ def test_staging_copies_only_listed_files_and_refuses_foreign_names(tmp_path):
         stage_files(str(source), [('index', 0, None)], str(target), 'storage', 'U', lambda name: len(name) == 2)
 
 
-@pytest.mark.parametrize('found, problem', [(b'flips', 'has MD5 %s, expected %s' % (hashlib.md5(b'flips').hexdigest(),
-                                                                                      hashlib.md5(b'sound').hexdigest())),
-                                            (b'sound' * 10**5, 'has 500000 bytes, expected 5')])
+@pytest.mark.parametrize('found, problem', [
+    (b'flips', 'has MD5 %s, expected %s' % (hashlib.md5(b'flips').hexdigest(), hashlib.md5(b'sound').hexdigest())),
+    (b'sound' * 10**5, 'has 500000 bytes, expected 5')])
 def test_staging_checks_each_copy_and_leaves_nothing_when_one_differs(tmp_path, found, problem):
     source, target = tmp_path / 'backup' / 'storage', tmp_path / 'live'
     other = 'ab13cdef-0000-4000-8000-000000000002'
