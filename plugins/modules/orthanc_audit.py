@@ -70,8 +70,8 @@ options:
   threads:
     description:
       - Concurrent requests to the REST API when the index is listed over it.
-      - Files are hashed in one thread whatever this is (O(check_md5=true)), which on files of a few kilobytes is
-        faster than several.
+      - Files are hashed (O(check_md5=true)) by two worker processes on a host of two cores or more once there are
+        more than 1,024 of them, whatever this is.
     type: int
     default: 4
   list_limit:
