@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 
 import pytest
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from harness import make_instances, read_manifest, to_format_1, to_format_2
 
 # Each takes several seconds or more: make quick leaves them out.
@@ -93,6 +95,32 @@ def test_repository_listing_creates_the_instance_folder_only_when_asked(ansible,
     assert rc == 0 and created['changed'] is True and os.path.isdir(created['path']), output
     again, rc, output = ansible.run('orthanc_backup_repository', dict(params, create=True))
     assert rc == 0 and again['changed'] is False, output
+
+
+def test_a_backup_of_more_files_than_a_run_is_verified_by_workers_through_ansible(ansible, tmp_path):
+    """Over 1,024 files: verify, run by ansible-playbook, hashes them in worker processes forked from the module
+    (on two cores or more) and names exactly the damaged ones, wherever they fall."""
+    folder = tmp_path / 'central' / 'pacs' / '20260101T000000Z'
+    entries = []
+    for number in range(2500):
+        uuid = '%08x-0000-4000-8000-%012d' % (number * 2654435761 % 2**32, number)
+        data = b'instance %d ' % number * 50
+        relative = 'storage/%s/%s/%s' % (uuid[:2], uuid[2:4], uuid)
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(data)
+        entries.append((relative, len(data), hashlib.md5(data).hexdigest()))
+    entries.sort(key=lambda entry: _manifest.sort_key(entry[0]))
+    _manifest.write(str(folder), {'status': 'complete', 'backup_id': '20260101T000000Z', 'counts': {}}, entries)
+    params = {'repository': str(tmp_path / 'central'), 'instance': 'pacs', 'list_limit': 10}
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc == 0 and result['files'] == 2500 and result['problems_count'] == 0, output
+    damaged = [entries[3][0], entries[1800][0]]
+    for relative in damaged:
+        data = (folder / relative).read_bytes()
+        (folder / relative).write_bytes(data[:-1] + b'!')
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc != 0 and result['problems_count'] == 2, output
+    assert [problem.split(' has MD5 ')[0] for problem in result['problems']] == damaged
 
 
 def backup_files(folder):
