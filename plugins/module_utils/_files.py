@@ -225,8 +225,13 @@ def map_runs(work, items, workers=1):
         for run in batches(items, HASH_BATCH):
             yield from zip(run, work(run))
         return
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('fork'))
+    except (OSError, ImportError):    # no semaphores for its queues (a host without /dev/shm): work here
+        yield from map_runs(work, items)
+        return
     in_flight = deque()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('fork')) as pool:
+    with pool:
         for run in batches(items, HASH_BATCH):
             in_flight.append((run, pool.submit(work, run)))
             if len(in_flight) >= 2 * workers:

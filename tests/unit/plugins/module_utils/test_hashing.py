@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _files, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     HASH_BATCH, hash_tree, hashing_workers, map_runs)
 
@@ -42,6 +42,14 @@ def _failing(run):
 def test_runs_worked_by_processes_come_back_whole_and_in_order(workers):
     items = list(range(5 * HASH_BATCH * workers + 7))    # more runs than may wait at once
     assert list(map_runs(_squares, iter(items), workers)) == [(item, item * item) for item in items]
+
+
+def test_runs_are_worked_here_where_no_worker_can_be_started(monkeypatch):
+    def no_semaphores(*args, **kwargs):
+        raise OSError(38, 'Function not implemented')
+    monkeypatch.setattr(_files, 'ProcessPoolExecutor', no_semaphores)
+    items = list(range(3 * HASH_BATCH))
+    assert list(map_runs(_squares, iter(items), 2)) == [(item, item * item) for item in items]
 
 
 def test_a_failing_run_fails_the_caller():
