@@ -107,11 +107,11 @@ class StagedDamage(OrthancOpsError):
 
 
 def _with_folders(files, staging, owner, dir_mode, refuse):
-    """The ``files`` ((relative path, size, MD5), in a manifest's order), each once its folders exist in
+    """The ``files`` (tuples of a relative path first, in a manifest's order), each once its folders exist in
     ``staging`` (each created once), after ``refuse(top-level name)`` let it pass."""
     made = []
-    for relative, size, md5 in files:
-        parts = relative.split('/')
+    for entry in files:
+        parts = entry[0].split('/')
         refuse(parts[0])
         folders = parts[:-1]
         depth = 0
@@ -123,7 +123,7 @@ def _with_folders(files, staging, owner, dir_mode, refuse):
             path = os.path.join(staging, *made)
             os.mkdir(path, dir_mode)
             _own(path, owner, dir_mode)
-        yield relative, size, md5
+        yield entry
 
 
 def stage_files(source, files, target, label, stamp, owned, check_md5=False, workers=1):
