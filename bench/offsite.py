@@ -30,11 +30,11 @@ from scale import Aside, Runner, timed  # noqa: E402
 PASSWORD = 'bench-password'
 
 
-def bench(collections, count, pixels, repeat, work):
+def bench(collections, count, pixels, repeat, work, cold):
     orthanc = Orthanc(os.path.join(work, 'orthanc'))
     orthanc.start()
     seed(orthanc, count, pixels)
-    runner, aside = Runner(collections, work), Aside(work)
+    runner, aside = Runner(collections, work, cold), Aside(work)
     repository = os.path.join(work, 'repository')
     os.environ.update(RESTIC_PASSWORD=PASSWORD)
     rows = dict((name, []) for name in ('push', 'restic backup', 'pull', 'restic restore', 'restic restore sync'))
@@ -50,7 +50,7 @@ def bench(collections, count, pixels, repeat, work):
             subprocess.run(['restic', '-q', 'init', '-r', theirs], check=True)
             result, wall, peak = runner.run('orthanc_offsite', dict(offsite, operation='push', repository=repository))
             rows['push'].append(result['duration_seconds'])
-            rows['restic backup'].append(timed('cd %s && restic -q -r %s backup .' % (backup['path'], theirs)))
+            rows['restic backup'].append(timed('cd %s && restic -q -r %s backup .' % (backup['path'], theirs), cold))
 
             pulled = os.path.join(work, 'pulled')
             aside(pulled)
@@ -58,11 +58,12 @@ def bench(collections, count, pixels, repeat, work):
             rows['pull'].append(result['duration_seconds'])
             restored = os.path.join(work, 'restored')
             aside(restored)
-            rows['restic restore'].append(timed('restic -q -r %s restore latest --target %s' % (theirs, restored)))
+            rows['restic restore'].append(timed('restic -q -r %s restore latest --target %s' % (theirs, restored),
+                                                cold))
             synced = os.path.join(work, 'restored-synced')
             aside(synced)
             rows['restic restore sync'].append(timed('restic -q -r %s restore latest --target %s && sync'
-                                                     % (theirs, synced)))
+                                                     % (theirs, synced), cold))
 
         unchanged, dummy, dummy = runner.run('orthanc_backup', orthanc.module_params(repository=repository,
                                                                                      instance='bench'))
@@ -90,7 +91,8 @@ def bench(collections, count, pixels, repeat, work):
 
 def main():
     args = sizes.parser(__doc__, repeat=2).parse_args()
-    sizes.each_size(args.instances, lambda count, work: bench(args.collections, count, args.pixels, args.repeat, work))
+    sizes.each_size(args.instances, lambda count, work: bench(args.collections, count, args.pixels, args.repeat, work,
+                                                                           args.cold))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ For each N, a SQLite Orthanc with N synthetic instances, and in the same run, me
 Each module runs as its own process (its arguments in a file), and reports its peak resident memory
 (VmHWM) as it exits, with the size of the backup's listing of files; a file creation timed right after a mass deletion is slowed by
 this machine's ext4, so earlier copies are moved aside and deleted at the end, and every timed step
-starts from a synced page cache.
+starts from a synced page cache (with --cold, an empty one).
 
 Up to --synthesize-above instances, they are uploaded to Orthanc. Above, ingest would take hours, so
 they are written straight into a stopped Orthanc's SQLite index (one Resources and one AttachedFiles row
@@ -58,15 +58,25 @@ runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
 """
 
 
+def settle(cold):
+    """Before a timed step: every dirty page written out (a backup syncs before it calls itself complete, so
+    nobody else's pages may be counted in) and, when ``cold``, the page cache emptied, so that no step reads
+    what an earlier one left in memory (at 1,000,000 instances the trees outgrow the memory, and whichever
+    step runs second would find the other's files cached)."""
+    os.sync()
+    if cold:
+        with open('/proc/sys/vm/drop_caches', 'w') as caches:
+            caches.write('3\n')
+
+
 class Runner:
     """Runs one module of the collection as a plain process and keeps its result and peak memory."""
 
-    def __init__(self, collections, work):
-        self.collections, self.work = collections, work
+    def __init__(self, collections, work, cold=False):
+        self.collections, self.work, self.cold = collections, work, cold
 
     def run(self, module, params):
-        # The backup syncs before it calls itself complete: nobody else's dirty pages may be counted in.
-        subprocess.run(['sync'], check=True)
+        settle(self.cold)
         arguments = os.path.join(self.work, 'arguments.json')
         with open(arguments, 'w') as handle:
             json.dump({'ANSIBLE_MODULE_ARGS': dict(params, _ansible_tmpdir=tempfile.mkdtemp(dir=self.work))}, handle)
@@ -81,8 +91,8 @@ class Runner:
         return result, wall, peak_kib / 1024.0
 
 
-def timed(command):
-    subprocess.run(['sync'], check=True)
+def timed(command, cold=False):
+    settle(cold)
     started = time.monotonic()
     subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)
     return time.monotonic() - started
@@ -136,14 +146,14 @@ def synthesize(orthanc, count, file_bytes):
     assert orthanc.statistics()['CountInstances'] == count
 
 
-def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes):
+def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes, cold):
     orthanc = Orthanc(os.path.join(work, 'orthanc'))
     if count > synthesize_above:
         synthesize(orthanc, count, file_bytes)
     else:
         orthanc.start()
         seed(orthanc, count, pixels)
-    runner, aside = Runner(collections, work), Aside(work)
+    runner, aside = Runner(collections, work, cold), Aside(work)
     repository = os.path.join(work, 'repository')
     params = orthanc.module_params(repository=repository, instance='bench')
     rows = dict((name, []) for name in ('full', 'cp', 'cp sync', 'unchanged', 'rsync', 'restore', 'cp backup', 'verify',
@@ -159,10 +169,10 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
             memory['orthanc_backup'].append(peak)
             copy = os.path.join(work, 'cp')
             aside(copy)
-            rows['cp'].append(timed('cp -a %s %s' % (orthanc.storage_dir, copy)))
+            rows['cp'].append(timed('cp -a %s %s' % (orthanc.storage_dir, copy), cold))
             synced = os.path.join(work, 'cp-synced')
             aside(synced)
-            rows['cp sync'].append(timed('cp -a %s %s && sync' % (orthanc.storage_dir, synced)))
+            rows['cp sync'].append(timed('cp -a %s %s && sync' % (orthanc.storage_dir, synced), cold))
             result, wall, peak = runner.run('orthanc_backup', params)
             rows['unchanged'].append(result['duration_seconds'])
             memory['orthanc_backup'].append(peak)
@@ -170,18 +180,18 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
                                for name in ('manifest-files.jsonl.gz', 'manifest-storage.bin.gz')) / result['files'])
             rsync = os.path.join(work, 'rsync')
             aside(rsync)
-            rows['rsync'].append(timed('rsync -a --link-dest=%s/ %s/ %s/' % (copy, orthanc.storage_dir, rsync)))
+            rows['rsync'].append(timed('rsync -a --link-dest=%s/ %s/ %s/' % (copy, orthanc.storage_dir, rsync), cold))
             backup = result['path']
 
             result, wall, peak = runner.run('orthanc_backup_verify', {'repository': repository, 'instance': 'bench',
                                                                       'check_md5': True})
             rows['verify'].append(result['duration_seconds'])
             memory['orthanc_backup_verify'].append(peak)
-            rows['md5sum'].append(timed('cd %s && find . -type f -print0 | xargs -0 md5sum' % backup))
+            rows['md5sum'].append(timed('cd %s && find . -type f -print0 | xargs -0 md5sum' % backup, cold))
 
             copy = os.path.join(work, 'cp-backup')
             aside(copy)
-            rows['cp backup'].append(timed('cp -a --no-preserve=links %s/storage %s' % (backup, copy)))
+            rows['cp backup'].append(timed('cp -a --no-preserve=links %s/storage %s' % (backup, copy), cold))
             # The replaced storage is kept (not deleted: a mass deletion would slow what follows).
             result, wall, peak = runner.run('orthanc_restore', params)
             rows['restore'].append(result['duration_seconds'] - result['downtime_seconds'])
@@ -200,9 +210,9 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
     finally:
         orthanc.stop()
     median = dict((name, statistics.median(values)) for name, values in rows.items())
-    print('N=%d instances (%s), medians of %d runs, the modules\' own duration_seconds:' % (
+    print('N=%d instances (%s), medians of %d runs, the modules\' own duration_seconds%s:' % (
         count, '%d bytes each, synthesized' % file_bytes if count > synthesize_above
-        else '%d KiB each' % (pixels * pixels // 1024), repeat))
+        else '%d KiB each' % (pixels * pixels // 1024), repeat, ', cold cache' if cold else ''))
     for label, ours, theirs, anchor in (
             ('full backup (freeze)', 'full', 'cp', 'cp -a of the storage'),
             ('full backup, synced', 'full', 'cp sync', 'cp -a of the storage, then sync'),
@@ -223,7 +233,7 @@ def main():
     arguments.add_argument('--file-bytes', type=int, default=512, help='size of each synthesized file')
     args = arguments.parse_args()
     sizes.each_size(args.instances, lambda count, work: bench(
-        args.collections, count, args.pixels, args.repeat, work, args.synthesize_above, args.file_bytes))
+        args.collections, count, args.pixels, args.repeat, work, args.synthesize_above, args.file_bytes, args.cold))
 
 
 if __name__ == '__main__':

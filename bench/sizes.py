@@ -13,12 +13,15 @@ import tempfile
 
 
 def parser(description, repeat):
-    """The common options: --collections, --instances (several sizes), --pixels, --repeat."""
+    """The common options: --collections, --instances (several sizes), --pixels, --repeat, --cold."""
     arguments = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     arguments.add_argument('--collections', required=True, help='folder holding ansible_collections/orthanc_ops/backup')
     arguments.add_argument('--instances', type=int, nargs='+', default=[20000])
     arguments.add_argument('--pixels', type=int, default=96, help='image side in pixels (file size ~ pixels^2 bytes)')
     arguments.add_argument('--repeat', type=int, default=repeat, help='runs of each case; medians are printed')
+    arguments.add_argument('--cold', action='store_true',
+                           help='empty the page cache before every timed step (needs root): for trees larger than '
+                                'the memory, where a warm cache would favour whichever step runs second')
     return arguments
 
 
