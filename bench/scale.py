@@ -10,7 +10,8 @@ For each N, a SQLite Orthanc with N synthetic instances, and in the same run, me
     --no-preserve=links` of the backup's storage (its files are hard links shared with the other
     backups, which `cp -a` would track one by one);
   - verify with check_md5 against `find -type f | xargs md5sum` of the same backup;
-  - the audit with check_md5.
+  - the audit with check_md5;
+and how long each backup paused Orthanc.
 Each module runs as its own process (its arguments in a file), and reports its peak resident memory
 (VmHWM) as it exits, with the size of the backup's listing of files; a file creation timed right after a mass deletion is slowed by
 this machine's ext4, so earlier copies are moved aside and deleted at the end, and every timed step
@@ -110,6 +111,23 @@ class Aside:
             os.rename(path, tempfile.mkdtemp(dir=self.folder) + '/old')
 
 
+def synthesis_options(arguments):
+    """The options of populate: above which count instances are synthesized, and the size of their files."""
+    arguments.add_argument('--synthesize-above', type=int, default=200000,
+                           help='above this many instances, write them into the index and storage directly')
+    arguments.add_argument('--file-bytes', type=int, default=512, help='size of each synthesized file')
+    return arguments
+
+
+def populate(orthanc, count, pixels, synthesize_above, file_bytes):
+    """Start ``orthanc`` holding ``count`` instances: uploaded up to ``synthesize_above``, synthesized above."""
+    if count > synthesize_above:
+        synthesize(orthanc, count, file_bytes)
+    else:
+        orthanc.start()
+        seed(orthanc, count, pixels)
+
+
 def synthesize(orthanc, count, file_bytes):
     """``count`` instances written into the index and storage of the stopped ``orthanc`` (see the top)."""
     orthanc.start()
@@ -148,16 +166,12 @@ def synthesize(orthanc, count, file_bytes):
 
 def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes, cold):
     orthanc = Orthanc(os.path.join(work, 'orthanc'))
-    if count > synthesize_above:
-        synthesize(orthanc, count, file_bytes)
-    else:
-        orthanc.start()
-        seed(orthanc, count, pixels)
+    populate(orthanc, count, pixels, synthesize_above, file_bytes)
     runner, aside = Runner(collections, work, cold), Aside(work)
     repository = os.path.join(work, 'repository')
     params = orthanc.module_params(repository=repository, instance='bench')
     rows = dict((name, []) for name in ('full', 'cp', 'cp sync', 'unchanged', 'rsync', 'restore', 'cp backup', 'verify',
-                                        'md5sum', 'audit'))
+                                        'md5sum', 'audit', 'pause', 'pause unchanged'))
     memory = dict((name, []) for name in ('orthanc_backup', 'orthanc_restore', 'orthanc_backup_verify',
                                           'orthanc_backup_prune', 'orthanc_audit'))
     listing = []
@@ -166,6 +180,7 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
             aside(repository)
             result, wall, peak = runner.run('orthanc_backup', params)
             rows['full'].append(result['duration_seconds'])
+            rows['pause'].append(result['pause_seconds'])
             memory['orthanc_backup'].append(peak)
             copy = os.path.join(work, 'cp')
             aside(copy)
@@ -175,6 +190,7 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
             rows['cp sync'].append(timed('cp -a %s %s && sync' % (orthanc.storage_dir, synced), cold))
             result, wall, peak = runner.run('orthanc_backup', params)
             rows['unchanged'].append(result['duration_seconds'])
+            rows['pause unchanged'].append(result['pause_seconds'])
             memory['orthanc_backup'].append(peak)
             listing.append(sum(os.path.getsize(os.path.join(result['path'], name))
                                for name in ('manifest-files.jsonl.gz', 'manifest-storage.bin.gz')) / result['files'])
@@ -222,16 +238,13 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
         ratio = median[ours] / median[theirs]
         print('  %-28s %7.2f s   %-34s %7.2f s   = %.2fx' % (label, median[ours], anchor, median[theirs], ratio))
     print('  %-28s %7.2f s' % ('audit, check_md5', median['audit']))
+    print('  %-28s %7.3f s / %.3f s' % ('Orthanc paused: full / same', median['pause'], median['pause unchanged']))
     print('  peak memory: ' + ', '.join('%s %.0f MB' % (name, max(values)) for name, values in memory.items()))
     print('  listing of files: %.1f bytes per file' % statistics.median(listing))
 
 
 def main():
-    arguments = sizes.parser(__doc__, repeat=3)
-    arguments.add_argument('--synthesize-above', type=int, default=200000,
-                           help='above this many instances, write them into the index and storage directly')
-    arguments.add_argument('--file-bytes', type=int, default=512, help='size of each synthesized file')
-    args = arguments.parse_args()
+    args = synthesis_options(sizes.parser(__doc__, repeat=3)).parse_args()
     sizes.each_size(args.instances, lambda count, work: bench(
         args.collections, count, args.pixels, args.repeat, work, args.synthesize_above, args.file_bytes, args.cold))
 

@@ -7,7 +7,8 @@ For each N, a fresh Orthanc with N synthetic instances, and in the same run:
   (b) orthanc_backup; (c) orthanc_backup again with nothing changed; (d) the same with
   mode=freeze (Orthanc paused, not stopped); and, as the anchor for (c), rsync -a
   --link-dest of the same storage against a previous rsync copy.
-The outage is what a client sees: GET /system every 20 ms, the longest gap between answers.
+The outage is what a client sees: GET /system every 20 ms, the longest gap between answers. Above
+--synthesize-above instances, they are written into the index and storage directly (see scale.py).
 
     make bench BENCH_ARGS="--instances 2000 20000"
 """
@@ -27,7 +28,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sizes  # noqa: E402
-from harness import Ansible, Orthanc, seed  # noqa: E402
+from harness import Ansible, Orthanc  # noqa: E402
+from scale import populate, synthesis_options  # noqa: E402
 
 
 class Prober(threading.Thread):
@@ -95,11 +97,10 @@ def sh(command):
     subprocess.run(command, shell=True, check=True)
 
 
-def bench(collections, count, pixels, repeat, work):
+def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes):
     orthanc = Orthanc(os.path.join(work, 'orthanc'))
-    orthanc.start()
     seeded = time.monotonic()
-    seed(orthanc, count, pixels)
+    populate(orthanc, count, pixels, synthesize_above, file_bytes)
     storage_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, dummy, fs in os.walk(orthanc.storage_dir) for f in fs
                         if not f.startswith('index'))
     print('N=%d: seeded in %.0f s, %d MiB of storage, medians of %d runs' % (
@@ -178,8 +179,9 @@ def bench(collections, count, pixels, repeat, work):
 
 
 def main():
-    args = sizes.parser(__doc__, repeat=3).parse_args()
-    sizes.each_size(args.instances, lambda count, work: bench(args.collections, count, args.pixels, args.repeat, work))
+    args = synthesis_options(sizes.parser(__doc__, repeat=3)).parse_args()
+    sizes.each_size(args.instances, lambda count, work: bench(args.collections, count, args.pixels, args.repeat, work,
+                                                              args.synthesize_above, args.file_bytes))
 
 
 if __name__ == '__main__':
