@@ -91,8 +91,8 @@ def bench(collections, count, pixels, repeat, work, cold):
 
 def main():
     args = sizes.parser(__doc__, repeat=2).parse_args()
-    sizes.each_size(args.instances, lambda count, work: bench(args.collections, count, args.pixels, args.repeat, work,
-                                                                           args.cold))
+    sizes.each_size(args.instances, lambda count, work: bench(
+        args.collections, count, args.pixels, args.repeat, work, args.cold))
 
 
 if __name__ == '__main__':
