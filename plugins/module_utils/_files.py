@@ -87,6 +87,9 @@ class TreeReader:
         return self
 
     def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
         self._leave(0)
         os.close(self.folder_fds[0])
 

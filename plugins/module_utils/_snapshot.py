@@ -17,18 +17,21 @@ own, joined there, so that memory stays flat whatever the number of files.
 from __future__ import annotations
 
 import errno
+import functools
+import itertools
 import os
 import re
 import stat
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import UnsafePath, copy_file, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    TreeReader, UnsafePath, batches, copy_file, hashing_workers, make_dirs, map_runs)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH
 
 _LEVEL = re.compile(r'^[0-9a-f]{2}$')
 # The ledger of a snapshot: the live listing, the previous backup's files, those taken, those referenced.
 TABLES = {
-    'live': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL',
+    'live': 'uuid TEXT PRIMARY KEY',
     'previous': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL',
     'taken': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL, linked INTEGER NOT NULL',
     'referenced': 'uuid TEXT PRIMARY KEY, size INTEGER, md5 TEXT',
@@ -47,15 +50,38 @@ def relative_path(uuid):
 
 def scan_storage(root):
     """(uuid, os.DirEntry) of every attachment file under ``root`` (``xx/yy/<uuid>``)."""
+    for folder in storage_folders(root):
+        for entry in _attachments(root, folder):
+            yield entry.name, entry
+
+
+def storage_uuids(root):
+    """The uuid of every attachment file under ``root``, as scan_storage finds them: the folders ``xx/yy`` (65,536
+    at most) listed here, the files in them by two processes once they are many (a cold listing waits on the disk
+    folder by folder, and the disk serves two at once)."""
+    folders = list(storage_folders(root))
+    for dummy, names in map_runs(functools.partial(_attachment_names, root), folders, hashing_workers(len(folders))):
+        yield from names
+
+
+def storage_folders(root):
+    """The attachment folders ``xx/yy`` under ``root``."""
     for first in _scandir(root):
-        if not (first.is_dir(follow_symlinks=False) and is_storage_entry(first.name)):
-            continue
-        for second in _scandir(first.path):
-            if not (second.is_dir(follow_symlinks=False) and _LEVEL.match(second.name)):
-                continue
-            for entry in _scandir(second.path):
-                if entry.is_file(follow_symlinks=False) and entry.name.startswith(first.name + second.name):
-                    yield entry.name, entry
+        if first.is_dir(follow_symlinks=False) and is_storage_entry(first.name):
+            for second in _scandir(first.path):
+                if second.is_dir(follow_symlinks=False) and _LEVEL.match(second.name):
+                    yield first.name + '/' + second.name
+
+
+def _attachments(root, folder):
+    """The os.DirEntry of each attachment file in ``folder`` (``xx/yy``): regular files named ``xxyy...``."""
+    prefix = folder[0:2] + folder[3:5]
+    return [entry for entry in _scandir(os.path.join(root, folder))
+            if entry.is_file(follow_symlinks=False) and entry.name.startswith(prefix)]
+
+
+def _attachment_names(root, folders):
+    return [[entry.name for entry in _attachments(root, folder)] for folder in folders]
 
 
 def _scandir(path):
@@ -80,65 +106,61 @@ class StorageSnapshot:
         self.db = ledger.db
 
     def list_live(self):
-        """Record the attachment files of the live storage; return how many there are."""
-        return self.ledger.fill('live', ((uuid, entry.stat(follow_symlinks=False).st_size)
-                                         for uuid, entry in scan_storage(self.live_root)))
+        """Record the attachment files of the live storage; return how many there are. Their names only, no
+        stat: the folders' listings say which entries are files, and a file the previous backup holds is
+        linked from there whatever its live size (Orthanc never rewrites one; the index's sizes and MD5s
+        are checked against what was taken, see mismatches)."""
+        return self.ledger.fill('live', ((uuid,) for uuid in storage_uuids(self.live_root)))
 
     def load_previous(self, files):
         """Record the files of the previous backup, (uuid, size, md5) each."""
         self.ledger.fill('previous', files)
 
     def plan(self):
-        """What taking the live files would cost: files and bytes to copy and to link."""
-        files, total, linked, linked_bytes = self.db.execute(
-            'SELECT COUNT(*), COALESCE(SUM(l.size), 0), COUNT(p.uuid), COALESCE(SUM(p.size), 0) FROM live l '
-            'LEFT JOIN previous p ON p.uuid = l.uuid AND p.size = l.size').fetchone()
-        return {'files_to_link': linked, 'bytes_to_link': linked_bytes,
-                'files_to_copy': files - linked, 'bytes_to_copy': total - linked_bytes}
+        """What taking the live files would cost: files and bytes to copy (their sizes read now) and to link."""
+        files, linked, linked_bytes = self.db.execute(
+            'SELECT COUNT(*), COUNT(p.uuid), COALESCE(SUM(p.size), 0) FROM live l '
+            'LEFT JOIN previous p ON p.uuid = l.uuid').fetchone()
+        to_copy = self.db.execute('SELECT l.uuid FROM live l LEFT JOIN previous p ON p.uuid = l.uuid '
+                                  'WHERE p.uuid IS NULL')
+        return {'files_to_link': linked, 'bytes_to_link': linked_bytes, 'files_to_copy': files - linked,
+                'bytes_to_copy': sum(self._live_size(uuid) for uuid, in to_copy)}
 
-    def _add(self, uuid, size, known):
-        """Take one file: a link to the previous backup when it holds it (``known``: its (size, md5) there,
-        and of the same ``size`` when one is given), else a copy from live. Returns the taken row, or None
-        when the file is not in the live storage (deleted meanwhile) nor linkable, or when it is not a
-        regular file there (recorded in not_regular)."""
-        make_dirs(os.path.join(self.target_root, uuid[0:2], uuid[2:4]))
-        target = os.path.join(self.target_root, relative_path(uuid))
-        if known[0] is not None and (size is None or known[0] == size):
-            os.link(os.path.join(self.previous_root, relative_path(uuid)), target)
-            self.bytes_linked += known[0]
-            return uuid, known[0], known[1], 1
+    def _live_size(self, uuid):
         try:
-            copied, md5 = copy_file(relative_path(uuid), target, beneath=self.live_root)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            # A symbolic link (or a device) where Orthanc writes plain files: never followed.
-            if not isinstance(exc, UnsafePath) and exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise
-            self.db.execute('INSERT OR IGNORE INTO not_regular VALUES (?)', (uuid,))
-            return None
-        self.bytes_copied += copied
-        return uuid, copied, md5, 0
+            return os.lstat(os.path.join(self.live_root, relative_path(uuid))).st_size
+        except FileNotFoundError:    # deleted since the listing
+            return 0
 
     def _take_all(self, query):
-        """Take the files of the rows (uuid, size or None, previous size, previous md5) that ``query``
-        selects; return the uuids not taken."""
+        """Take the files of the rows (uuid, previous size, previous md5) that ``query`` selects (see
+        _take_run), two processes at once when they are many; return the uuids not taken."""
         missing = []
+        take_run = functools.partial(_take_run, self.live_root, self.target_root, self.previous_root)
         with self.ledger.aside(query) as pending:
-            for batch in iter(lambda: pending.fetchmany(BATCH), []):
+            workers = hashing_workers(self.ledger.one('SELECT COUNT(*) FROM temp.aside'))
+            rows = itertools.chain.from_iterable(iter(lambda: pending.fetchmany(BATCH), []))
+            for run in batches(map_runs(take_run, rows, workers), BATCH):
                 taken = []
-                for uuid, size, previous_size, previous_md5 in batch:
-                    row = self._add(uuid, size, (previous_size, previous_md5))
-                    if row:
-                        taken.append(row)
-                    else:
+                for row, outcome in run:
+                    uuid = row[0]
+                    if outcome in (GONE, NOT_REGULAR):    # compared by value: they come back pickled
                         missing.append(uuid)
+                        if outcome == NOT_REGULAR:
+                            self.db.execute('INSERT OR IGNORE INTO not_regular VALUES (?)', (uuid,))
+                        continue
+                    size, md5, linked = outcome
+                    if linked:
+                        self.bytes_linked += size
+                    else:
+                        self.bytes_copied += size
+                    taken.append((uuid, size, md5, linked))
                 self.db.executemany('INSERT INTO taken VALUES (?, ?, ?, ?)', taken)
         return missing
 
     def take(self):
         """Phase one, while Orthanc runs: every file of the live listing."""
-        self._take_all('SELECT l.uuid, l.size, p.size AS previous_size, p.md5 FROM live l '
+        self._take_all('SELECT l.uuid, p.size AS previous_size, p.md5 FROM live l '
                        'LEFT JOIN previous p ON p.uuid = l.uuid')
 
     def hold(self, referenced):
@@ -165,7 +187,7 @@ class StorageSnapshot:
         """Bring the snapshot to exactly the referenced files. Returns the referenced uuids found nowhere
         (sorted); the files taken earlier that the index does not reference are removed again."""
         missing = self._take_all(
-            'SELECT r.uuid, NULL AS size, p.size AS previous_size, p.md5 FROM referenced r '
+            'SELECT r.uuid, p.size AS previous_size, p.md5 FROM referenced r '
             'LEFT JOIN taken t ON t.uuid = r.uuid LEFT JOIN previous p ON p.uuid = r.uuid WHERE t.uuid IS NULL')
         dropped = self.db.execute('SELECT t.uuid, t.size, t.linked FROM taken t LEFT JOIN referenced r '
                                   'ON r.uuid = t.uuid WHERE r.uuid IS NULL')
@@ -196,3 +218,52 @@ class StorageSnapshot:
 
     def taken_count(self):
         return self.ledger.one('SELECT COUNT(*) FROM taken')
+
+
+# What _take_run gives for a file it could not take: gone from the live storage (deleted meanwhile) and not
+# linkable; not a regular file there.
+GONE = 'gone'
+NOT_REGULAR = 'not regular'
+
+
+def _take_run(live_root, target_root, previous_root, run):
+    """Take each file of ``run`` ((uuid, previous size, previous md5) in uuid order) into ``target_root``: a hard
+    link to the previous backup when it holds the file (Orthanc never rewrites one), else a copy from live,
+    hashed as it is read. (size, md5, 1 if linked else 0) each, or GONE or NOT_REGULAR."""
+    outcomes, folder = [], None
+    try:
+        live = TreeReader(live_root)
+    except FileNotFoundError:    # the storage folder itself is gone: nothing to copy from
+        live = None
+    try:
+        for uuid, previous_size, previous_md5 in run:
+            relative = relative_path(uuid)
+            if relative[:5] != folder:
+                folder = relative[:5]
+                make_dirs(os.path.join(target_root, folder))
+            target = os.path.join(target_root, relative)
+            if previous_size is not None:
+                os.link(os.path.join(previous_root, relative), target, follow_symlinks=False)
+                outcomes.append((previous_size, previous_md5, 1))
+            else:
+                outcomes.append(_copied(live, relative, target))
+    finally:
+        if live:
+            live.close()
+    return outcomes
+
+
+def _copied(live, relative, target):
+    """(size, md5, 0) of the copy of the live file ``relative`` made at ``target``, or GONE or NOT_REGULAR."""
+    if live is None:
+        return GONE
+    try:
+        size, md5 = copy_file(relative, target, beneath=live)
+    except FileNotFoundError:
+        return GONE
+    except OSError as exc:
+        # A symbolic link (or a device) where Orthanc writes plain files: never followed.
+        if not isinstance(exc, UnsafePath) and exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        return NOT_REGULAR
+    return size, md5, 0

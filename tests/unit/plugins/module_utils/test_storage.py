@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import HASH_BATCH
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._info import masked_database
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import problems, read, write
@@ -68,6 +69,46 @@ def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
     assert copied.st_ino != os.stat(os.path.join(live, relative_path(UUIDS[1]))).st_ino
     assert copied.st_mode & 0o777 == 0o600
     assert snapshot.bytes_linked == 3 and snapshot.bytes_copied == 4 + 4
+    snapshot.ledger.close()
+
+
+def test_snapshot_of_many_files_taken_by_two_processes(tmp_path):
+    """Past HASH_BATCH files two processes take them: each file linked or copied as one process would."""
+    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
+    uuids = ['%08x-%04d' % (number * 2654435761 % 2**32, number) for number in range(3 * HASH_BATCH)]
+    contents = dict((uuid, uuid.encode() * (number % 3 + 1)) for number, uuid in enumerate(uuids))
+    write_storage(live, contents)
+    old = uuids[::2]
+    write_storage(previous, dict((uuid, contents[uuid]) for uuid in old))
+    outside = tmp_path / 'outside'
+    outside.write_bytes(b'not an attachment')
+    planted, gone = uuids[1], uuids[3]
+    os.unlink(os.path.join(live, relative_path(planted)))
+    os.symlink(str(outside), os.path.join(live, relative_path(planted)))
+    os.mkdir(str(tmp_path / 'ledger'))
+    snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
+    snapshot.target_root, snapshot.previous_root = target, previous
+    assert snapshot.list_live() == len(uuids) - 1    # the symbolic link is not listed
+    snapshot.load_previous((uuid, len(contents[uuid]), hashlib.md5(contents[uuid]).hexdigest()) for uuid in old)
+    swapped = uuids[5]    # replaced by a symbolic link after the listing
+    os.unlink(os.path.join(live, relative_path(gone)))    # deleted after the listing
+    os.unlink(os.path.join(live, relative_path(swapped)))
+    os.symlink(str(outside), os.path.join(live, relative_path(swapped)))
+    snapshot.take()
+    assert [uuid for uuid, in snapshot.db.execute('SELECT uuid FROM not_regular')] == [swapped]
+    snapshot.hold((uuid, len(data), hashlib.md5(data).hexdigest()) for uuid, data in contents.items())
+    assert snapshot.reconcile() == sorted([planted, gone, swapped])
+    assert list(snapshot.absent_from_live(10)) == sorted([planted, swapped])    # gone was a regular file
+    assert snapshot.mismatches() == []
+    kept = sorted(set(uuids) - set([planted, gone, swapped]))
+    assert [uuid for uuid, size, md5 in snapshot.entries()] == kept
+    assert list_storage(target) == dict((uuid, len(contents[uuid])) for uuid in kept)
+    for uuid in kept:
+        taken = os.stat(os.path.join(target, relative_path(uuid)))
+        source = os.stat(os.path.join(previous if uuid in old else live, relative_path(uuid)))
+        assert (taken.st_ino == source.st_ino) == (uuid in old)
+    assert snapshot.bytes_linked == sum(len(contents[uuid]) for uuid in old)
+    assert snapshot.bytes_copied == sum(len(contents[uuid]) for uuid in kept if uuid not in old)
     snapshot.ledger.close()
 
 
