@@ -25,7 +25,7 @@ import stat
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, UnsafePath, batches, copy_file, hashing_workers, make_dirs, map_runs)
+    TreeReader, UnsafePath, batches, copy_file, io_workers, make_dirs, map_runs)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH
 
 _LEVEL = re.compile(r'^[0-9a-f]{2}$')
@@ -57,10 +57,10 @@ def scan_storage(root):
 
 def storage_uuids(root):
     """The uuid of every attachment file under ``root``, as scan_storage finds them: the folders ``xx/yy`` (65,536
-    at most) listed here, the files in them by two processes once they are many (a cold listing waits on the disk
-    folder by folder, and the disk serves two at once)."""
+    at most) listed here, the files in them by io_workers processes once they are many (a cold listing waits on
+    the disk folder by folder)."""
     folders = list(storage_folders(root))
-    for dummy, names in map_runs(functools.partial(_attachment_names, root), folders, hashing_workers(len(folders))):
+    for dummy, names in map_runs(functools.partial(_attachment_names, root), folders, io_workers(len(folders))):
         yield from names
 
 
@@ -117,28 +117,24 @@ class StorageSnapshot:
         self.ledger.fill('previous', files)
 
     def plan(self):
-        """What taking the live files would cost: files and bytes to copy (their sizes read now) and to link."""
+        """What taking the live files would cost: files and bytes to copy (their sizes read now, by io_workers
+        processes once they are many) and to link."""
         files, linked, linked_bytes = self.db.execute(
             'SELECT COUNT(*), COUNT(p.uuid), COALESCE(SUM(p.size), 0) FROM live l '
             'LEFT JOIN previous p ON p.uuid = l.uuid').fetchone()
-        to_copy = self.db.execute('SELECT l.uuid FROM live l LEFT JOIN previous p ON p.uuid = l.uuid '
-                                  'WHERE p.uuid IS NULL')
+        to_copy = (uuid for uuid, in self.db.execute('SELECT l.uuid FROM live l LEFT JOIN previous p '
+                                                      'ON p.uuid = l.uuid WHERE p.uuid IS NULL'))
+        sizes = map_runs(functools.partial(_live_sizes, self.live_root), to_copy, io_workers(files - linked))
         return {'files_to_link': linked, 'bytes_to_link': linked_bytes, 'files_to_copy': files - linked,
-                'bytes_to_copy': sum(self._live_size(uuid) for uuid, in to_copy)}
-
-    def _live_size(self, uuid):
-        try:
-            return os.lstat(os.path.join(self.live_root, relative_path(uuid))).st_size
-        except FileNotFoundError:    # deleted since the listing
-            return 0
+                'bytes_to_copy': sum(size for dummy, size in sizes)}
 
     def _take_all(self, query):
         """Take the files of the rows (uuid, previous size, previous md5) that ``query`` selects (see
-        _take_run), two processes at once when they are many; return the uuids not taken."""
+        _take_run), by io_workers processes once they are many; return the uuids not taken."""
         missing = []
         take_run = functools.partial(_take_run, self.live_root, self.target_root, self.previous_root)
         with self.ledger.aside(query) as pending:
-            workers = hashing_workers(self.ledger.one('SELECT COUNT(*) FROM temp.aside'))
+            workers = io_workers(self.ledger.one('SELECT COUNT(*) FROM temp.aside'))
             rows = itertools.chain.from_iterable(iter(lambda: pending.fetchmany(BATCH), []))
             for run in batches(map_runs(take_run, rows, workers), BATCH):
                 taken = []
@@ -224,6 +220,17 @@ class StorageSnapshot:
 # linkable; not a regular file there.
 GONE = 'gone'
 NOT_REGULAR = 'not regular'
+
+
+def _live_sizes(live_root, uuids):
+    """The size of each live file of ``uuids``; 0 for one deleted since the listing."""
+    sizes = []
+    for uuid in uuids:
+        try:
+            sizes.append(os.lstat(os.path.join(live_root, relative_path(uuid))).st_size)
+        except FileNotFoundError:
+            sizes.append(0)
+    return sizes
 
 
 def _take_run(live_root, target_root, previous_root, run):

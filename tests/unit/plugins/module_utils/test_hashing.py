@@ -16,7 +16,7 @@ import pytest
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _files, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    HASH_BATCH, hash_tree, hashing_workers, map_runs)
+    HASH_BATCH, IO_WORKERS, hash_tree, hashing_workers, io_workers, map_runs)
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry, relative_path
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, stage_files
@@ -87,6 +87,11 @@ def test_two_workers_take_two_runs_or_more_on_two_cores(monkeypatch):
     assert [hashing_workers(files) for files in (0, HASH_BATCH, HASH_BATCH + 1, 10**6)] == [1, 1, 2, 2]
     monkeypatch.setattr(os, 'cpu_count', lambda: 1)
     assert hashing_workers(10**6) == 1
+
+
+def test_work_that_waits_on_the_disk_takes_io_workers_whatever_the_cores(monkeypatch):
+    monkeypatch.setattr(os, 'cpu_count', lambda: 1)
+    assert [io_workers(files) for files in (0, HASH_BATCH, HASH_BATCH + 1, 10**6)] == [1, 1, IO_WORKERS, IO_WORKERS]
 
 
 def test_problems_of_a_backup_are_found_by_two_workers(tmp_path, workers_used):

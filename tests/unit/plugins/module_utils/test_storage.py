@@ -72,8 +72,9 @@ def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
     snapshot.ledger.close()
 
 
-def test_snapshot_of_many_files_taken_by_two_processes(tmp_path):
-    """Past HASH_BATCH files two processes take them: each file linked or copied as one process would."""
+def test_snapshot_of_many_files_taken_by_several_processes(tmp_path):
+    """Past HASH_BATCH files io_workers processes list and take them: each file linked or copied as one process
+    would."""
     live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
     uuids = ['%08x-%04d' % (number * 2654435761 % 2**32, number) for number in range(3 * HASH_BATCH)]
     contents = dict((uuid, uuid.encode() * (number % 3 + 1)) for number, uuid in enumerate(uuids))
