@@ -122,8 +122,8 @@ class StorageSnapshot:
         files, linked, linked_bytes = self.db.execute(
             'SELECT COUNT(*), COUNT(p.uuid), COALESCE(SUM(p.size), 0) FROM live l '
             'LEFT JOIN previous p ON p.uuid = l.uuid').fetchone()
-        to_copy = (uuid for uuid, in self.db.execute('SELECT l.uuid FROM live l LEFT JOIN previous p '
-                                                      'ON p.uuid = l.uuid WHERE p.uuid IS NULL'))
+        rows = self.db.execute('SELECT l.uuid FROM live l LEFT JOIN previous p ON p.uuid = l.uuid WHERE p.uuid IS NULL')
+        to_copy = (uuid for uuid, in rows)
         sizes = map_runs(functools.partial(_live_sizes, self.live_root), to_copy, io_workers(files - linked))
         return {'files_to_link': linked, 'bytes_to_link': linked_bytes, 'files_to_copy': files - linked,
                 'bytes_to_copy': sum(size for dummy, size in sizes)}
