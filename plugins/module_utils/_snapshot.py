@@ -37,6 +37,10 @@ TABLES = {
     'referenced': 'uuid TEXT PRIMARY KEY, size INTEGER, md5 TEXT',
     'not_regular': 'uuid TEXT PRIMARY KEY',
 }
+# What _take_run gives for a file it could not take: gone from the live storage (deleted meanwhile) and not
+# linkable; not a regular file there.
+GONE = 'gone'
+NOT_REGULAR = 'not regular'
 
 
 def is_storage_entry(name):
@@ -75,7 +79,7 @@ def storage_folders(root):
 
 def _attachments(root, folder):
     """The os.DirEntry of each attachment file in ``folder`` (``xx/yy``): regular files named ``xxyy...``."""
-    prefix = folder[0:2] + folder[3:5]
+    prefix = folder.replace('/', '')
     return [entry for entry in _scandir(os.path.join(root, folder))
             if entry.is_file(follow_symlinks=False) and entry.name.startswith(prefix)]
 
@@ -216,12 +220,6 @@ class StorageSnapshot:
         return self.ledger.one('SELECT COUNT(*) FROM taken')
 
 
-# What _take_run gives for a file it could not take: gone from the live storage (deleted meanwhile) and not
-# linkable; not a regular file there.
-GONE = 'gone'
-NOT_REGULAR = 'not regular'
-
-
 def _live_sizes(live_root, uuids):
     """The size of each live file of ``uuids``; 0 for one deleted since the listing."""
     sizes = []
@@ -245,8 +243,8 @@ def _take_run(live_root, target_root, previous_root, run):
     try:
         for uuid, previous_size, previous_md5 in run:
             relative = relative_path(uuid)
-            if relative[:5] != folder:
-                folder = relative[:5]
+            if os.path.dirname(relative) != folder:
+                folder = os.path.dirname(relative)
                 make_dirs(os.path.join(target_root, folder))
             target = os.path.join(target_root, relative)
             if previous_size is not None:
