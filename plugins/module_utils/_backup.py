@@ -223,6 +223,11 @@ class Backup(Phase):
             files[relative] = (entry['size'], entry['md5'] or file_md5(relative, beneath=partial))
         mismatches = snapshot.mismatches()
         self._warn_findings(missing, mismatches)
+        if snapshot.unlinkable:
+            self.module.warn('%d file(s) that backup %s lists are not there as listed (missing, of another size, '
+                             'not a regular file): they were copied from the live storage instead. Run '
+                             'orthanc_backup_verify on %s to see what happened to it.'
+                             % (snapshot.unlinkable, previous_id, previous_id))
         return {
             'collection_version': _manifest.COLLECTION_VERSION,
             'status': 'complete',

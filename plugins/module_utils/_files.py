@@ -102,10 +102,8 @@ class TreeReader:
             self.folders.pop()
             os.close(self.folder_fds.pop())
 
-    def sized(self, relative):
-        """(descriptor, size) of the regular file at ``relative``, open for reading: no file object, which
-        matters in runs of thousands of small files."""
-        parts = safe_parts(relative)
+    def _folder(self, parts):
+        """The descriptor of the folder holding the file whose path components are ``parts``."""
         depth = 0
         while depth < len(self.folders) and depth < len(parts) - 1 and self.folders[depth] == parts[depth]:
             depth += 1
@@ -114,22 +112,26 @@ class TreeReader:
             self.folder_fds.append(os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
                                            dir_fd=self.folder_fds[-1]))
             self.folders.append(part)
-        return _regular(os.open(parts[-1], _READ_FLAGS | os.O_NOFOLLOW, dir_fd=self.folder_fds[-1]), relative)
+        return self.folder_fds[-1]
+
+    def sized(self, relative):
+        """(descriptor, size) of the regular file at ``relative``, open for reading: no file object, which
+        matters in runs of thousands of small files."""
+        parts = safe_parts(relative)
+        return _regular(os.open(parts[-1], _READ_FLAGS | os.O_NOFOLLOW, dir_fd=self._folder(parts)), relative)
 
     def link(self, relative, target):
-        """Hard-link the regular file at ``relative`` to the new path ``target``; return its size. The link
-        is checked to be the file that was opened: a file swapped meanwhile raises UnsafePath."""
-        fd = self.sized(relative)[0]
-        try:
-            opened = os.fstat(fd)
-            os.link(relative.rsplit('/', 1)[-1], target, src_dir_fd=self.folder_fds[-1], follow_symlinks=False)
-        finally:
-            os.close(fd)
+        """Hard-link the entry at ``relative`` (never following a symbolic link) to the new path ``target``, a
+        path of a trusted folder; return its size. What was linked is then looked at through ``target``: anything
+        but a regular file is unlinked again and raises UnsafePath. No open: a file swapped meanwhile is looked
+        at as it was linked."""
+        parts = safe_parts(relative)
+        os.link(parts[-1], target, src_dir_fd=self._folder(parts), follow_symlinks=False)
         linked = os.lstat(target)
-        if (linked.st_dev, linked.st_ino) != (opened.st_dev, opened.st_ino):
+        if not stat.S_ISREG(linked.st_mode):
             os.unlink(target)
-            raise UnsafePath('%s changed while it was linked' % relative)
-        return opened.st_size
+            raise UnsafePath('%s is not a regular file' % relative)
+        return linked.st_size
 
 
 def _regular(fd, path):

@@ -41,6 +41,9 @@ TABLES = {
 # linkable; not a regular file there.
 GONE = 'gone'
 NOT_REGULAR = 'not regular'
+# How _take_run took a file: linked from the previous backup; copied from live, as new or because the previous
+# backup's file could not be linked (see _linked). The ledger's ``taken.linked`` holds 1 for LINKED, 0 otherwise.
+COPIED, LINKED, UNLINKABLE = 0, 1, 2
 
 
 def is_storage_entry(name):
@@ -106,6 +109,8 @@ class StorageSnapshot:
         self.target_root = self.previous_root = None
         self.bytes_copied = 0
         self.bytes_linked = 0
+        # Files the previous backup lists but could not give (see _linked): copied from live instead.
+        self.unlinkable = 0
         self.ledger = ledger
         self.db = ledger.db
 
@@ -149,12 +154,13 @@ class StorageSnapshot:
                         if outcome == NOT_REGULAR:
                             self.db.execute('INSERT OR IGNORE INTO not_regular VALUES (?)', (uuid,))
                         continue
-                    size, md5, linked = outcome
-                    if linked:
+                    size, md5, how = outcome
+                    if how == LINKED:
                         self.bytes_linked += size
                     else:
                         self.bytes_copied += size
-                    taken.append((uuid, size, md5, linked))
+                        self.unlinkable += how == UNLINKABLE
+                    taken.append((uuid, size, md5, int(how == LINKED)))
                 self.db.executemany('INSERT INTO taken VALUES (?, ?, ?, ?)', taken)
         return missing
 
@@ -234,12 +240,9 @@ def _live_sizes(live_root, uuids):
 def _take_run(live_root, target_root, previous_root, run):
     """Take each file of ``run`` ((uuid, previous size, previous md5) in uuid order) into ``target_root``: a hard
     link to the previous backup when it holds the file (Orthanc never rewrites one), else a copy from live,
-    hashed as it is read. (size, md5, 1 if linked else 0) each, or GONE or NOT_REGULAR."""
+    hashed as it is read. (size, md5, how: LINKED, COPIED or UNLINKABLE) each, or GONE or NOT_REGULAR."""
     outcomes, folder = [], None
-    try:
-        live = TreeReader(live_root)
-    except FileNotFoundError:    # the storage folder itself is gone: nothing to copy from
-        live = None
+    live, previous = _reader(live_root), _reader(previous_root)
     try:
         for uuid, previous_size, previous_md5 in run:
             relative = relative_path(uuid)
@@ -247,19 +250,45 @@ def _take_run(live_root, target_root, previous_root, run):
                 folder = os.path.dirname(relative)
                 make_dirs(os.path.join(target_root, folder))
             target = os.path.join(target_root, relative)
-            if previous_size is not None:
-                os.link(os.path.join(previous_root, relative), target, follow_symlinks=False)
-                outcomes.append((previous_size, previous_md5, 1))
+            if previous_size is None:
+                outcomes.append(_copied(live, relative, target, COPIED))
+            elif _linked(previous, relative, target, previous_size):
+                outcomes.append((previous_size, previous_md5, LINKED))
             else:
-                outcomes.append(_copied(live, relative, target))
+                outcomes.append(_copied(live, relative, target, UNLINKABLE))
     finally:
-        if live:
-            live.close()
+        for reader in (live, previous):
+            if reader:
+                reader.close()
     return outcomes
 
 
-def _copied(live, relative, target):
-    """(size, md5, 0) of the copy of the live file ``relative`` made at ``target``, or GONE or NOT_REGULAR."""
+def _reader(root):
+    """A TreeReader of ``root``, None when there is none (no previous backup, the live storage folder gone)."""
+    try:
+        return TreeReader(root) if root else None
+    except FileNotFoundError:
+        return None
+
+
+def _linked(previous, relative, target, size):
+    """Whether the previous backup's file ``relative`` is now linked at ``target``: a regular file of the ``size``
+    its manifest lists. Anything else there (planted, damaged, missing, in a folder that is a symbolic link) is not
+    linked, and the file is copied from live instead."""
+    if previous is None:
+        return False
+    try:
+        linked = previous.link(relative, target)
+    except OSError:    # UnsafePath, or gone; a failure of the target itself recurs on the copy
+        return False
+    if linked != size:
+        os.unlink(target)
+        return False
+    return True
+
+
+def _copied(live, relative, target, how):
+    """(size, md5, ``how``) of the copy of the live file ``relative`` made at ``target``, or GONE or NOT_REGULAR."""
     if live is None:
         return GONE
     try:
@@ -271,4 +300,4 @@ def _copied(live, relative, target):
         if not isinstance(exc, UnsafePath) and exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
         return NOT_REGULAR
-    return size, md5, 0
+    return size, md5, how

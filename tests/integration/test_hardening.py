@@ -124,6 +124,28 @@ def test_backup_never_follows_a_linked_attachment(loaded, ansible, repository, s
     assert not holds_secret(repository)
 
 
+# 3b. Nor does it link what was planted in the backup it links from.
+def test_backup_copies_what_was_planted_in_the_previous_backup(backed_up, ansible, repository, secret):
+    orthanc, backup, live = backed_up
+    linked, resized = storage_files(os.path.join(backup['path'], 'storage'))[:2]
+    os.unlink(linked)
+    os.symlink(secret, linked)
+    with open(resized, 'ab') as handle:
+        handle.write(b'planted')
+
+    result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
+    assert rc == 0 and result['previous_backup'] == backup['backup_id'], output
+    assert any(text.startswith('2 file(s) that backup %s lists are not there as listed' % backup['backup_id'])
+               for text in result['warnings']), output
+    verify, rc, output = ansible.run('orthanc_backup_verify', {'repository': repository, 'instance': 'pacs',
+                                                               'backup': result['backup_id']})
+    assert rc == 0 and verify['problems'] == [], output
+    assert not holds_secret(result['path'])
+    for planted in (linked, resized):
+        taken = os.path.join(result['path'], os.path.relpath(planted, backup['path']))
+        assert not os.path.islink(taken) and os.stat(taken).st_ino != os.stat(resized).st_ino
+
+
 # 4. Modes are set explicitly, whatever the umask.
 def test_modes_do_not_depend_on_the_umask(loaded, ansible, tmp_path):
     orthanc, before = loaded

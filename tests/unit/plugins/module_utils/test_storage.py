@@ -72,6 +72,40 @@ def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
     snapshot.ledger.close()
 
 
+def test_what_the_previous_backup_does_not_hold_as_listed_is_copied_from_live(tmp_path):
+    """The previous backup is untrusted: a file there that is missing, of another size, a symbolic link, or in a
+    folder that is a symbolic link is not linked (nor followed), and the live file is copied instead."""
+    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
+    contents = {'0a000000-0000': b'kept', '0a000000-1111': b'missing', '0a000000-2222': b'resized',
+                '0a000000-3333': b'symlink', 'bb000000-4444': b'behind a linked folder'}
+    write_storage(live, contents)
+    write_storage(previous, dict((uuid, contents[uuid]) for uuid in ['0a000000-0000', '0a000000-2222']))
+    os.truncate(os.path.join(previous, relative_path('0a000000-2222')), 3)
+    outside = tmp_path / 'outside'
+    outside.write_bytes(b'symlink')    # the listed size, so only the link itself can give it away
+    os.symlink(str(outside), os.path.join(previous, relative_path('0a000000-3333')))
+    write_storage(str(tmp_path / 'elsewhere'), {'bb000000-4444': contents['bb000000-4444']})
+    os.mkdir(os.path.join(previous, 'bb'))
+    os.symlink(str(tmp_path / 'elsewhere' / 'bb' / '00'), os.path.join(previous, 'bb', '00'))
+    os.mkdir(str(tmp_path / 'ledger'))
+    snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
+    snapshot.target_root, snapshot.previous_root = target, previous
+    assert snapshot.list_live() == 5
+    snapshot.load_previous((uuid, len(data), hashlib.md5(data).hexdigest()) for uuid, data in contents.items())
+    snapshot.take()
+    snapshot.hold((uuid, len(data), hashlib.md5(data).hexdigest()) for uuid, data in contents.items())
+    assert snapshot.reconcile() == [] and snapshot.mismatches() == []
+    assert snapshot.unlinkable == 4
+    assert snapshot.bytes_linked == 4 and snapshot.bytes_copied == sum(map(len, contents.values())) - 4
+    kept = os.path.join(previous, relative_path('0a000000-0000'))
+    for uuid, data in contents.items():
+        taken = os.path.join(target, relative_path(uuid))
+        assert not os.path.islink(taken) and open(taken, 'rb').read() == data
+        assert (os.stat(taken).st_ino == os.stat(kept).st_ino) == (uuid == '0a000000-0000')
+    assert os.stat(str(outside)).st_nlink == 1
+    snapshot.ledger.close()
+
+
 def test_snapshot_of_many_files_taken_by_several_processes(tmp_path):
     """Past HASH_BATCH files io_workers processes list and take them: each file linked or copied as one process
     would."""
