@@ -15,12 +15,27 @@ from urllib.parse import quote
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._common import (
     Backend, all_counts, count_resources, expected_files, resource_files)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, refresh_copy
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, open_regular, refresh_copy
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import area_entries
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import stage_files
 
 # Orthanc core's numbering of resource types in the Resources table.
 CORE_RESOURCE_TYPES = {1: 'patients', 2: 'studies', 3: 'series', 4: 'instances'}
+# A WAL file's header: its size and first four bytes (https://www.sqlite.org/fileformat.html#wal_file_format).
+_WAL_HEADER = 32
+_WAL_MAGIC = (b'\x37\x7f\x06\x82', b'\x37\x7f\x06\x83')
+
+
+def _wal_epoch(folder):
+    """The checkpoint sequence number and salts of the WAL ``index-wal`` in ``folder`` (bytes 12 to 24 of its
+    header), None without a WAL header. SQLite changes them when it restarts the WAL from its start, which it
+    does only once every frame is in the database file; until then, frames are only appended."""
+    try:
+        with open_regular('index-wal', beneath=folder) as wal:
+            header = wal.read(_WAL_HEADER)
+    except FileNotFoundError:
+        return None
+    return header[12:24] if len(header) == _WAL_HEADER and header[:4] in _WAL_MAGIC else None
 
 
 class SQLiteBackend(Backend):
@@ -45,6 +60,7 @@ class SQLiteBackend(Backend):
     def __init__(self, module, config):
         self.index_dir = config.index_dir
         self.index_path = os.path.join(self.index_dir, 'index')
+        self._ahead = None    # what prepare's copy returned
 
     def _live_entries(self):
         return [name for name in self.COPIED if os.path.exists(os.path.join(self.index_dir, name))]
@@ -56,27 +72,38 @@ class SQLiteBackend(Backend):
                                   'configuration; nothing was stopped.' % self.index_path)
         return sum(os.path.getsize(os.path.join(self.index_dir, name)) for name in self._live_entries())
 
-    def _copy(self, target):
+    def _copy(self, target, ahead=None):
         """Bring the copies of the index files in ``target`` to the live ones, unhashed (Orthanc may be frozen
-        meanwhile): a file copied before is rewritten only where it differs. {name: size}."""
+        meanwhile): a file copied before is rewritten only where it differs. Returns the WAL's epoch, read before
+        the database file is copied.
+
+        ``ahead`` is what the copy made ahead into ``target`` returned. While the WAL has kept that epoch, every
+        page written to the database file since that copy began is still in the WAL, which is copied whole: SQLite
+        replays it over the database file copied then, even one a checkpoint changed as it was read. The database
+        file is then not read again, and a copy made while Orthanc is frozen costs the WAL, whatever the index's
+        size."""
         if not os.path.isdir(target):
             os.mkdir(target, 0o700)
-        live, sizes = self._live_entries(), {}
+        epoch = _wal_epoch(self.index_dir)
+        kept = 'index' if ahead is not None and epoch == ahead and os.path.isfile(os.path.join(target, 'index')) else None
+        live = self._live_entries()
         for name in self.FILES:
             copied = os.path.join(target, name)
+            if name == kept:
+                continue
             if name not in live:
                 if os.path.lexists(copied):    # a WAL checkpointed away since, or SQLite's own beside a read copy
                     os.unlink(copied)
             elif os.path.lexists(copied):
-                sizes[name] = refresh_copy(name, copied, beneath=self.index_dir)
+                refresh_copy(name, copied, beneath=self.index_dir)
             else:
-                sizes[name] = copy_file(name, copied, beneath=self.index_dir, hashed=False)[0]
-        return sizes
+                copy_file(name, copied, beneath=self.index_dir, hashed=False)
+        return epoch
 
     def prepare(self, backup_folder):
         """While Orthanc serves: a first copy of the index files, which ``capture`` brings up to date
         writing only what changed since (new blocks cost far more than rewritten ones)."""
-        self._copy(os.path.join(backup_folder, self.folder))
+        self._ahead = self._copy(os.path.join(backup_folder, self.folder))
 
     def capture(self, backup_folder, hold, quiesced=nullcontext):
         """Copy the index (and the WAL a crash or a running Orthanc leaves) inside ``quiesced()``, read
@@ -88,7 +115,7 @@ class SQLiteBackend(Backend):
         """
         target = os.path.join(backup_folder, self.folder)
         with quiesced():
-            self._copy(target)
+            self._copy(target, self._ahead)
         index = os.path.join(target, 'index')
         counts, held = self._query(index, lambda cursor: (
             all_counts(count_resources(cursor, 'SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType',
@@ -108,9 +135,9 @@ class SQLiteBackend(Backend):
         """Every attachment the index references, with its resource (see resource_files), handed to ``hold``
         as it is read from a copy of the index in ``scratch`` (its own connection excludes any other reader),
         taken ahead and brought up to date while Orthanc is ``frozen()``."""
-        self._copy(scratch)
+        ahead = self._copy(scratch)
         with frozen():
-            self._copy(scratch)
+            self._copy(scratch, ahead)
         return self._query(os.path.join(scratch, 'index'), lambda cursor: hold(resource_files(cursor.execute(
             'SELECT a.uuid, a.compressedSize, a.compressionType, a.uncompressedMD5, a.compressedMD5, r.resourceType, '
             'r.publicId, a.fileType FROM AttachedFiles a JOIN Resources r ON r.internalId = a.id'),

@@ -9,6 +9,7 @@ changed, grew, shrank or vanished in between."""
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import pytest
 
@@ -57,5 +58,51 @@ def test_the_index_copy_follows_the_live_files(tmp_path):
     (live / 'index').write_bytes(b'dB' * 1500)
     os.unlink(str(live / 'index-wal'))    # checkpointed away meanwhile
     (target / 'index-shm').write_bytes(b'left by a reader')
-    assert backend._copy(str(target)) == {'index': 3000}
+    backend._copy(str(target))
     assert sorted(os.listdir(str(target))) == ['index'] and (target / 'index').read_bytes() == b'dB' * 1500
+
+
+def orthanc_like(path):
+    """A connection holding the database at ``path`` as Orthanc holds its index (WAL, exclusive locking), with
+    no automatic checkpoint: the test says when the database file changes."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript('PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; '
+                     'CREATE TABLE t (n INTEGER PRIMARY KEY, data BLOB);')
+    return db
+
+
+def insert(db, numbers):
+    db.execute('BEGIN')
+    db.executemany('INSERT INTO t VALUES (?, randomblob(3000))', [(number,) for number in numbers])
+    db.execute('COMMIT')
+
+
+def rows(db):
+    return db.execute('SELECT n, hex(data) FROM t ORDER BY n').fetchall()
+
+
+@pytest.mark.parametrize('restarted', [False, True], ids=['checkpointed', 'wal-restarted'])
+def test_the_frozen_copy_reads_only_the_wal_while_it_holds_every_change(tmp_path, restarted):
+    """A checkpoint after the copy ahead changes the database file, and the frames it copied stay in the WAL:
+    the database file copied ahead is kept, the WAL copied over it. Once the WAL restarts (a write after a full
+    checkpoint), those frames are gone, and the database file is copied again."""
+    live, backup = tmp_path / 'live', tmp_path / 'backup'
+    live.mkdir()
+    backup.mkdir()
+    db = orthanc_like(str(live / 'index'))
+    insert(db, range(0, 300))
+    backend = SQLiteBackend(None, Config(str(live)))
+    backend.prepare(str(backup))
+    ahead = (backup / 'index' / 'index').read_bytes()
+    insert(db, range(300, 600))
+    db.execute('PRAGMA wal_checkpoint(PASSIVE)')    # the database file changes; the WAL keeps its frames
+    if restarted:
+        insert(db, range(600, 700))
+    assert (live / 'index').read_bytes() != ahead
+    backend._copy(str(backup / 'index'), backend._ahead)
+    assert ((backup / 'index' / 'index').read_bytes() == ahead) is not restarted
+    backend._fold_wal(str(backup / 'index' / 'index'))
+    copy = sqlite3.connect(str(backup / 'index' / 'index'))
+    assert rows(copy) == rows(db) and len(rows(db)) == (700 if restarted else 600)
+    copy.close()
+    db.close()
