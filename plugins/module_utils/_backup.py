@@ -92,11 +92,14 @@ class Backup(Phase):
         """The id of the backup to link unchanged files from, its files recorded in the snapshot's ledger."""
         if not self.params['link']:
             return None
-        backup_id, manifest = self.repository.latest()
+        def load(manifest):
+            # Every entry read, so that the listing's checks at its end run before any file is linked.
+            snapshot.load_previous((relative.rsplit('/', 1)[1], size, md5) for relative, size, md5 in manifest.entries()
+                                   if relative.startswith('storage/'))
+
+        backup_id, manifest = self.repository.latest(load)
         if manifest is None:
             return None
-        snapshot.load_previous((relative.rsplit('/', 1)[1], size, md5)
-                               for relative, size, md5 in manifest.entries('storage'))
         snapshot.previous_root = os.path.join(self.repository.backup_path(backup_id), 'storage')
         return backup_id
 

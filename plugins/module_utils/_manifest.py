@@ -157,7 +157,7 @@ def _check_entry(folder, relative, size, md5):
 class Manifest(dict):
     """A backup's description (the keys of ``manifest.json``), and its files through ``entries()``."""
 
-    def __init__(self, folder, values):
+    def __init__(self, folder, values, checked=True):
         super().__init__(values)
         self.folder = folder
         self._listed = None
@@ -175,7 +175,8 @@ class Manifest(dict):
                                    % LISTING_KEYS[key])
             if not (_is_count(values.get('files')) and _is_count(values.get('bytes'))):
                 raise _invalid(folder, 'it does not count its files and bytes')
-            self._check_listing()
+            if checked:
+                self._check_listing()
 
     def listing_keys(self):
         """The keys of the listings this manifest's format has."""
@@ -302,8 +303,9 @@ def _lines(blocks):
         yield rest
 
 
-def read(folder):
-    """The manifest of a complete backup, checked to be well formed; its entries are checked as they are read."""
+def read(folder, checked=True):
+    """The manifest of a complete backup, checked to be well formed; its entries are checked as they are read.
+    ``checked``: its listing read through once now, so that a damaged listing fails here (see Manifest)."""
     path = os.path.join(folder, NAME)
     try:
         with open_regular(NAME, beneath=folder) as handle:
@@ -320,7 +322,7 @@ def read(folder):
                                  values.get('format')))
     if not isinstance(values.get('counts'), dict) or not isinstance(values.get('backup_id'), str):
         raise _invalid(folder, 'it has no counts or backup id')
-    return Manifest(folder, values)
+    return Manifest(folder, values, checked)
 
 
 def valid_key(key):

@@ -96,12 +96,19 @@ class Repository:
         return sorted(name for name in names if ID_PATTERN.match(name)
                       and os.path.isfile(os.path.join(self.path, name, _manifest.NAME)))
 
-    def latest(self):
-        """(backup_id, manifest) of the newest complete backup, or (None, None)."""
+    def latest(self, load=None):
+        """(backup_id, manifest) of the newest complete backup, or (None, None).
+
+        With ``load``, a manifest's listing is not read through on its own first: ``load(manifest)`` reads it
+        (to its end, where its checks run, see Manifest.entries) and a backup whose listing fails there is
+        skipped as one whose manifest does not read."""
         self.skipped = []
         for backup_id in reversed(self.backup_ids()):
             try:
-                return backup_id, _manifest.read(self.backup_path(backup_id))
+                manifest = _manifest.read(self.backup_path(backup_id), checked=load is None)
+                if load:
+                    load(manifest)
+                return backup_id, manifest
             except OrthancOpsError as exc:
                 self.skipped.append('%s (%s)' % (backup_id, exc))
                 self.warn('Backup %s of instance "%s" was skipped as the latest: %s' % (backup_id, self.instance, exc))

@@ -17,7 +17,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import HASH_BATCH
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._info import masked_database
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import problems, read, write
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import LISTING, problems, read, write
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
     TABLES, StorageSnapshot, relative_path, scan_storage)
@@ -176,6 +176,30 @@ def test_repository_lists_complete_backups_and_locks(tmp_path):
     repository.unlock()
     with other.locked('prune'):
         pass
+
+
+def test_a_latest_backup_whose_listing_fails_as_it_is_loaded_is_skipped_for_an_older_one(tmp_path):
+    """The backup reads the latest backup's listing once, into its ledger: a listing found damaged at its end is
+    skipped as an unreadable manifest is, and nothing of it stays in the ledger."""
+    warnings = []
+    repository = Repository(str(tmp_path), 'pacs', warnings.append)
+    for backup_id, uuid in (('20260101T000000Z', UUIDS[0]), ('20260102T000000Z', UUIDS[1])):
+        os.makedirs(repository.backup_path(backup_id))
+        write(repository.backup_path(backup_id), {'status': 'complete', 'backup_id': backup_id, 'counts': {}},
+              [('storage/%s/%s/%s' % (uuid[0:2], uuid[2:4], uuid), 3, 'a' * 32)])
+    with open(os.path.join(repository.backup_path('20260102T000000Z'), LISTING), 'ab') as listing:
+        listing.write(b'\0')
+    os.mkdir(str(tmp_path / 'ledger'))
+    snapshot = StorageSnapshot(str(tmp_path), Ledger(str(tmp_path / 'ledger'), TABLES))
+
+    def load(manifest):
+        snapshot.load_previous((relative.rsplit('/', 1)[1], size, md5) for relative, size, md5 in manifest.entries())
+
+    backup_id, manifest = repository.latest(load)
+    assert backup_id == '20260101T000000Z' and manifest['backup_id'] == backup_id
+    assert snapshot.db.execute('SELECT uuid FROM previous').fetchall() == [(UUIDS[0],)]
+    assert len(warnings) == 1 and 'is not the one it was written with' in warnings[0]
+    snapshot.ledger.close()
 
 
 @pytest.mark.parametrize('bad', ['', '../x', '.hidden', 'a/b', 'pacs\n1', 'a\\b', '-rf', '   ', 'a#b', 'a?b', 'a%b',
