@@ -38,7 +38,7 @@ class UnsafePath(OSError):
 def safe_parts(relative):
     """The components of ``relative``, or UnsafePath when it is absolute, empty or climbs with ``..``."""
     parts = relative.split('/')
-    if any(part in ('', '.', '..') or '\0' in part for part in parts):
+    if '' in parts or '.' in parts or '..' in parts or '\0' in relative:    # list lookups: called per file
         raise UnsafePath('%r is not a plain relative path' % relative)
     return parts
 
