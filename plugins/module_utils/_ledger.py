@@ -41,14 +41,25 @@ class Ledger:
                                                   for name, columns in tables.items()))
         self.widths = dict((name, columns.count(',') + 1) for name, columns in tables.items())
 
-    def fill(self, table, rows):
-        """Replace the rows of ``table`` by ``rows`` in one transaction; return how many there are."""
-        statement = 'INSERT OR REPLACE INTO %s VALUES (%s)' % (table, ', '.join('?' * self.widths[table]))
+    def fill(self, table, rows, in_key_order=False):
+        """Replace the rows of ``table`` by ``rows`` in one transaction; return how many there are. Rows not
+        ``in_key_order`` (the first column's) are gathered apart and sorted by SQLite first: inserted in a random
+        order they would touch pages all over the table, which once the table outgrows the cache costs twice as
+        much (measured at 1,000,000 uuids: 4.8 s, 2.2 s gathered and sorted first)."""
+        width = self.widths[table]
+        gathered = table if in_key_order else 'temp.gathered'
         self.db.execute('BEGIN')
         try:
             self.db.execute('DELETE FROM %s' % table)
+            if not in_key_order:
+                self.db.execute('CREATE TEMP TABLE gathered (%s)' % ', '.join('c%d' % column for column in range(width)))
+            statement = 'INSERT OR REPLACE INTO %s VALUES (%s)' % (gathered, ', '.join('?' * width))
             for batch in batches(rows, BATCH):
                 self.db.executemany(statement, batch)
+            if not in_key_order:
+                # In the order given where a key comes twice: the last one stays, as it would inserted directly.
+                self.db.execute('INSERT OR REPLACE INTO %s SELECT * FROM temp.gathered ORDER BY 1, rowid' % table)
+                self.db.execute('DROP TABLE temp.gathered')
         except BaseException:
             self.db.execute('ROLLBACK')    # the rows could not all be read (a failed query, a pause too long)
             raise

@@ -122,8 +122,8 @@ class StorageSnapshot:
         return self.ledger.fill('live', ((uuid,) for uuid in storage_uuids(self.live_root)))
 
     def load_previous(self, files):
-        """Record the files of the previous backup, (uuid, size, md5) each."""
-        self.ledger.fill('previous', files)
+        """Record the files of the previous backup, (uuid, size, md5) each, in uuid order (a listing's)."""
+        self.ledger.fill('previous', files, in_key_order=True)
 
     def plan(self):
         """What taking the live files would cost: files and bytes to copy (their sizes read now, by io_workers

@@ -30,6 +30,15 @@ def test_fill_replaces_the_rows_and_keeps_the_old_ones_when_the_new_cannot_all_b
         assert ledger.db.execute('SELECT * FROM files ORDER BY uuid').fetchall() == [('a', 1), ('b', 2)]
 
 
+@pytest.mark.parametrize('in_key_order', [False, True])
+def test_fill_keeps_the_last_row_of_a_key_given_twice_in_any_order(tmp_path, in_key_order):
+    rows = [('a', 1), ('b', 2), ('b', 3), ('c', 4)] if in_key_order else [('c', 4), ('b', 2), ('a', 1), ('b', 3)]
+    with private_ledger(str(tmp_path), TABLES) as ledger:
+        for dummy in range(2):    # the rows gathered apart first are not left behind
+            assert ledger.fill('files', iter(rows), in_key_order) == 3
+        assert ledger.db.execute('SELECT * FROM files ORDER BY uuid').fetchall() == [('a', 1), ('b', 3), ('c', 4)]
+
+
 def test_rows_set_aside_can_be_written_back_while_they_are_read(tmp_path):
     with private_ledger(str(tmp_path), TABLES) as ledger:
         ledger.fill('files', [('b', 2), ('a', 1)])
