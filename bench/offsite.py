@@ -49,13 +49,13 @@ def bench(collections, count, pixels, repeat, work, cold):
             subprocess.run(['restic', '-q', 'init', '-r', ours], check=True)
             subprocess.run(['restic', '-q', 'init', '-r', theirs], check=True)
             result, wall, peak = runner.run('orthanc_offsite', dict(offsite, operation='push', repository=repository))
-            rows['push'].append(result['duration_seconds'])
+            rows['push'].append(wall)
             rows['restic backup'].append(timed('cd %s && restic -q -r %s backup .' % (backup['path'], theirs), cold))
 
             pulled = os.path.join(work, 'pulled')
             aside(pulled)
             result, wall, peak = runner.run('orthanc_offsite', dict(offsite, operation='pull', repository=pulled))
-            rows['pull'].append(result['duration_seconds'])
+            rows['pull'].append(wall)
             restored = os.path.join(work, 'restored')
             aside(restored)
             rows['restic restore'].append(timed('restic -q -r %s restore latest --target %s' % (theirs, restored),

@@ -185,7 +185,7 @@ pause_seconds:
   type: float
   sample: 0.012
 duration_seconds:
-  description: Seconds the whole backup took.
+  description: Seconds the whole backup took, its manifest written and the backup renamed into place included.
   returned: success and not check mode
   type: float
 files:
@@ -264,7 +264,8 @@ timings:
           index before it was taken. Absent otherwise.
       type: int
     duration_seconds:
-      description: The whole backup.
+      description: The backup until its manifest was written (the manifest records this figure;
+        RV(duration_seconds) also counts writing the manifest).
       type: float
 plan:
   description: In check mode, what the backup would do.
