@@ -92,6 +92,7 @@ class Backup(Phase):
         """The id of the backup to link unchanged files from, its files recorded in the snapshot's ledger."""
         if not self.params['link']:
             return None
+
         def load(manifest):
             # Every entry read, so that the listing's checks at its end run before any file is linked.
             snapshot.load_previous((relative.rsplit('/', 1)[1], size, md5) for relative, size, md5 in manifest.entries()
@@ -100,7 +101,7 @@ class Backup(Phase):
         backup_id, manifest = self.repository.latest(load)
         if manifest is None:
             return None
-        snapshot.previous_root = os.path.join(self.repository.backup_path(backup_id), 'storage')
+        snapshot.previous_backup = self.repository.backup_path(backup_id)
         return backup_id
 
     def plan(self, snapshot, previous_id):

@@ -101,12 +101,12 @@ def _scandir(path):
 
 class StorageSnapshot:
     """The storage folder of one backup (``target_root``), built from the live storage and the previous
-    backup (under ``previous_root``, none when there is none or linking is off), its bookkeeping in
+    backup (the folder ``previous_backup``, none when there is none or linking is off), its bookkeeping in
     ``ledger``, a Ledger of TABLES."""
 
     def __init__(self, live_root, ledger):
         self.live_root = live_root
-        self.target_root = self.previous_root = None
+        self.target_root = self.previous_backup = None
         self.bytes_copied = 0
         self.bytes_linked = 0
         # Files the previous backup lists but could not give (see _linked): copied from live instead.
@@ -141,7 +141,7 @@ class StorageSnapshot:
         """Take the files of the rows (uuid, previous size, previous md5) that ``query`` selects (see
         _take_run), by io_workers processes once they are many; return the uuids not taken."""
         missing = []
-        take_run = functools.partial(_take_run, self.live_root, self.target_root, self.previous_root)
+        take_run = functools.partial(_take_run, self.live_root, self.target_root, self.previous_backup)
         with self.ledger.aside(query) as pending:
             workers = io_workers(self.ledger.one('SELECT COUNT(*) FROM temp.aside'))
             rows = itertools.chain.from_iterable(iter(lambda: pending.fetchmany(BATCH), []))
@@ -237,12 +237,12 @@ def _live_sizes(live_root, uuids):
     return sizes
 
 
-def _take_run(live_root, target_root, previous_root, run):
+def _take_run(live_root, target_root, previous_backup, run):
     """Take each file of ``run`` ((uuid, previous size, previous md5) in uuid order) into ``target_root``: a hard
     link to the previous backup when it holds the file (Orthanc never rewrites one), else a copy from live,
     hashed as it is read. (size, md5, how: LINKED, COPIED or UNLINKABLE) each, or GONE or NOT_REGULAR."""
     outcomes, folder = [], None
-    live, previous = _reader(live_root), _reader(previous_root)
+    live, previous = _reader(live_root), _reader(previous_backup)
     try:
         for uuid, previous_size, previous_md5 in run:
             relative = relative_path(uuid)
@@ -274,11 +274,12 @@ def _reader(root):
 def _linked(previous, relative, target, size):
     """Whether the previous backup's file ``relative`` is now linked at ``target``: a regular file of the ``size``
     its manifest lists. Anything else there (planted, damaged, missing, in a folder that is a symbolic link) is not
-    linked, and the file is copied from live instead."""
+    linked, and the file is copied from live instead. ``previous`` reads the backup's folder, so that its
+    ``storage`` folder is not followed either if it is a symbolic link."""
     if previous is None:
         return False
     try:
-        linked = previous.link(relative, target)
+        linked = previous.link('storage/' + relative, target)
     except OSError:    # UnsafePath, or gone; a failure of the target itself recurs on the copy
         return False
     if linked != size:

@@ -45,12 +45,12 @@ def test_listing_takes_only_orthanc_files(tmp_path):
 
 
 def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
-    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
+    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev' / 'storage'), str(tmp_path / 'new')
     write_storage(live, {UUIDS[0]: b'abc', UUIDS[1]: b'defg', UUIDS[2]: b'orphan'})
     write_storage(previous, {UUIDS[0]: b'abc'})
     os.mkdir(str(tmp_path / 'ledger'))
     snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
-    snapshot.target_root, snapshot.previous_root = target, previous
+    snapshot.target_root, snapshot.previous_backup = target, os.path.dirname(previous)
     assert snapshot.list_live() == 3
     snapshot.load_previous([(UUIDS[0], 3, 'm0')])
     assert snapshot.plan() == {'files_to_link': 1, 'bytes_to_link': 3, 'files_to_copy': 2, 'bytes_to_copy': 10}
@@ -75,7 +75,7 @@ def test_snapshot_links_previous_copies_new_and_reconciles(tmp_path):
 def test_what_the_previous_backup_does_not_hold_as_listed_is_copied_from_live(tmp_path):
     """The previous backup is untrusted: a file there that is missing, of another size, a symbolic link, or in a
     folder that is a symbolic link is not linked (nor followed), and the live file is copied instead."""
-    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
+    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev' / 'storage'), str(tmp_path / 'new')
     contents = {'0a000000-0000': b'kept', '0a000000-1111': b'missing', '0a000000-2222': b'resized',
                 '0a000000-3333': b'symlink', 'bb000000-4444': b'behind a linked folder'}
     write_storage(live, contents)
@@ -89,7 +89,7 @@ def test_what_the_previous_backup_does_not_hold_as_listed_is_copied_from_live(tm
     os.symlink(str(tmp_path / 'elsewhere' / 'bb' / '00'), os.path.join(previous, 'bb', '00'))
     os.mkdir(str(tmp_path / 'ledger'))
     snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
-    snapshot.target_root, snapshot.previous_root = target, previous
+    snapshot.target_root, snapshot.previous_backup = target, os.path.dirname(previous)
     assert snapshot.list_live() == 5
     snapshot.load_previous((uuid, len(data), hashlib.md5(data).hexdigest()) for uuid, data in contents.items())
     snapshot.take()
@@ -106,10 +106,27 @@ def test_what_the_previous_backup_does_not_hold_as_listed_is_copied_from_live(tm
     snapshot.ledger.close()
 
 
+def test_a_previous_backup_whose_storage_folder_is_a_link_gives_nothing(tmp_path):
+    live, elsewhere, target = str(tmp_path / 'live'), str(tmp_path / 'elsewhere'), str(tmp_path / 'new')
+    write_storage(live, {UUIDS[0]: b'abc'})
+    write_storage(elsewhere, {UUIDS[0]: b'xyz'})    # the listed size, other bytes
+    os.mkdir(str(tmp_path / 'prev'))
+    os.symlink(elsewhere, str(tmp_path / 'prev' / 'storage'))
+    os.mkdir(str(tmp_path / 'ledger'))
+    snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
+    snapshot.target_root, snapshot.previous_backup = target, str(tmp_path / 'prev')
+    snapshot.list_live()
+    snapshot.load_previous([(UUIDS[0], 3, hashlib.md5(b'abc').hexdigest())])
+    snapshot.take()
+    assert snapshot.unlinkable == 1 and snapshot.bytes_linked == 0
+    assert open(os.path.join(target, relative_path(UUIDS[0])), 'rb').read() == b'abc'
+    snapshot.ledger.close()
+
+
 def test_snapshot_of_many_files_taken_by_several_processes(tmp_path):
     """Past HASH_BATCH files io_workers processes list and take them: each file linked or copied as one process
     would."""
-    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev'), str(tmp_path / 'new')
+    live, previous, target = str(tmp_path / 'live'), str(tmp_path / 'prev' / 'storage'), str(tmp_path / 'new')
     uuids = ['%08x-%04d' % (number * 2654435761 % 2**32, number) for number in range(3 * HASH_BATCH)]
     contents = dict((uuid, uuid.encode() * (number % 3 + 1)) for number, uuid in enumerate(uuids))
     write_storage(live, contents)
@@ -122,7 +139,7 @@ def test_snapshot_of_many_files_taken_by_several_processes(tmp_path):
     os.symlink(str(outside), os.path.join(live, relative_path(planted)))
     os.mkdir(str(tmp_path / 'ledger'))
     snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
-    snapshot.target_root, snapshot.previous_root = target, previous
+    snapshot.target_root, snapshot.previous_backup = target, os.path.dirname(previous)
     assert snapshot.list_live() == len(uuids) - 1    # the symbolic link is not listed
     snapshot.load_previous((uuid, len(contents[uuid]), hashlib.md5(contents[uuid]).hexdigest()) for uuid in old)
     swapped = uuids[5]    # replaced by a symbolic link after the listing
