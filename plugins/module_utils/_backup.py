@@ -22,7 +22,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import or
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, file_md5, make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import TABLES, StorageSnapshot, relative_path
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import TABLES, StorageSnapshot
 
 # Room kept free beyond the estimate: the index may grow and new files may arrive meanwhile.
 SPACE_MARGIN_BYTES = 64 * 1024 * 1024
@@ -44,24 +44,6 @@ class PauseTooLong(OrthancOpsError):
         super().__init__('%s This backup was not completed, so the previous backup stays the latest. Raise max_pause, '
                          'or use mode=cold (or auto) for this index (%d MiB).' % (self.freeze, index_bytes // 2**20),
                          pause_seconds=round(seconds, 3))
-
-
-class _Entries:
-    """A backup's files as a manifest lists them, in order: the ``other`` files ({path: (size, md5)}: the
-    configuration, the index or dump), then those the storage ``snapshot`` took."""
-
-    def __init__(self, other, snapshot):
-        self.other, self.snapshot = other, snapshot
-
-    def __len__(self):
-        return len(self.other) + self.snapshot.taken_count()
-
-    def __iter__(self):
-        for relative in sorted(self.other, key=_manifest.sort_key):
-            yield (relative,) + tuple(self.other[relative])
-        # Orthanc names a file's folders after its uuid's first characters: uuid order is path order.
-        for uuid, size, md5 in self.snapshot.entries():
-            yield 'storage/' + relative_path(uuid), size, md5
 
 
 def _utc_iso():
@@ -95,8 +77,7 @@ class Backup(Phase):
 
         def load(manifest):
             # Every entry read, so that the listing's checks at its end run before any file is linked.
-            snapshot.load_previous((relative.rsplit('/', 1)[1], size, md5) for relative, size, md5 in manifest.entries()
-                                   if relative.startswith('storage/'))
+            snapshot.load_previous(manifest.storage_files())
 
         backup_id, manifest = self.repository.latest(load)
         if manifest is None:
@@ -178,11 +159,12 @@ class Backup(Phase):
         software = self.rest.software() if was_running else {}
         backup_id, partial = self.repository.new_partial()
         try:
-            manifest, entries = self._make(backup_id, partial, snapshot, previous_id, was_running)
+            manifest, files = self._make(backup_id, partial, snapshot, previous_id, was_running)
             manifest.update(started_at=started_at, finished_at=_utc_iso(), orthanc_version=software.get('orthanc_version'),
                             database_version=software.get('database_version'), plugins=software.get('plugins'))
             manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
-            path = self.repository.finalize(backup_id, partial, manifest, entries)
+            path = self.repository.finalize(backup_id, partial, manifest, [
+                (relative,) + tuple(files[relative]) for relative in sorted(files, key=_manifest.sort_key)], snapshot.entries())
         except BaseException as exc:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(exc, OSError):
@@ -201,7 +183,7 @@ class Backup(Phase):
             'pause_seconds': manifest['timings']['pause_seconds'],
             # The manifest's own figure ends before the manifest is written; this one after, as the user waits.
             'duration_seconds': round(time.monotonic() - started, 3),
-            'files': len(entries),
+            'files': len(files) + snapshot.taken_count(),
             'bytes_copied': manifest['bytes_copied'],
             'bytes_linked': manifest['bytes_linked'],
             'orphans_skipped': manifest['orphans_skipped'],
@@ -214,7 +196,7 @@ class Backup(Phase):
         }
 
     def _make(self, backup_id, partial, snapshot, previous_id, was_running):
-        """The backup's description and its files' entries (path, size, md5), in a manifest's order."""
+        """The backup's description, and its files beside the storage snapshot's: {path: (size, md5)}."""
         files = self._copy_config(partial)
         timings = {'snapshot_seconds': 0.0, 'stop_seconds': 0.0, 'capture_seconds': 0.0, 'downtime_seconds': 0.0,
                    'pause_seconds': 0.0}
@@ -259,7 +241,7 @@ class Backup(Phase):
             'bytes_copied': snapshot.bytes_copied + sum(size for size, dummy in files.values()),
             'bytes_linked': snapshot.bytes_linked,
             'timings': dict((name, round(value, 3)) for name, value in timings.items()),
-        }, _Entries(files, snapshot)
+        }, files
 
     def _copy_config(self, partial):
         """The configuration files copied into the backup: {path in the backup: (size, md5)}."""

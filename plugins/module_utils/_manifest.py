@@ -25,7 +25,6 @@ import os
 import re
 import struct
 import zlib
-from heapq import merge
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
@@ -44,6 +43,8 @@ LISTING_KEYS = {'listing': LISTING, 'storage_listing': STORAGE_LISTING}
 _RECORD = struct.Struct('<16s16sQ')
 # A storage path the storage listing can hold: storage/xx/yy/ and a uuid as Orthanc writes them.
 _UUID_PATH = re.compile(r'^storage/([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f]{4}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$')
+# A uuid the storage listing can hold, as Orthanc writes them.
+_UUID = re.compile(r'^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$')
 # The folders of a backup: the configuration, a SQLite index, a database dump, the storage snapshot.
 AREAS = ('config', 'index', 'db', 'storage')
 _UUID_AT = len('storage/xx/yy/')
@@ -109,33 +110,77 @@ class _ListingWriter:
             os.fsync(self.raw.fileno())
         return {'name': self.name, 'size': self.hashed.size, 'md5': self.hashed.digest.hexdigest()}
 
+    def discard(self):
+        """Close a listing whose writing failed, unfinished: its partial backup is removed."""
+        try:
+            self.compressed.close()
+        finally:
+            self.raw.close()
 
-def write(folder, header, entries):
-    """Write the listings of ``entries`` ((path, size, md5), in sort_key order), then ``manifest.json``
-    (``header``, this format's number and the listings' figures), each fsynced. Returns the manifest's path."""
-    count = total = 0
-    last = None
+
+def write(folder, header, entries, storage=()):
+    """Write the listings of ``entries`` ((path, size, md5), in sort_key order) and of ``storage`` ((uuid, size,
+    md5) of storage files, in uuid order, which is their paths' order, after every path of ``entries``), then
+    ``manifest.json`` (``header``, this format's number and the listings' figures), each fsynced. Returns the
+    manifest's path."""
     text = _ListingWriter(folder, LISTING)
     records = _ListingWriter(folder, STORAGE_LISTING)
-    for relative, size, md5 in entries:
-        key = sort_key(relative)
-        if last is not None and key <= last:
-            raise ValueError('manifest entries out of order: %s after %s' % (relative, last))
-        last = key
-        if _UUID_PATH.match(relative):
-            records.add(_RECORD.pack(bytes.fromhex(relative[_UUID_AT:].replace('-', '')), bytes.fromhex(md5), size))
-        else:
-            text.add(('[%s,%d,"%s"]\n' % (_ENCODE_PATH(relative), size, md5)).encode())
-        count += 1
-        total += size
-    values = dict(header, format=FORMAT_VERSION, files=count, bytes=total, listing=text.close(),
-                  storage_listing=records.close())
+    try:
+        count, total = _write_listings(text, records, entries, storage)
+        listings = {'listing': text.close(), 'storage_listing': records.close()}
+    except BaseException:
+        for listing in (text, records):
+            listing.discard()
+        raise
+    values = dict(header, format=FORMAT_VERSION, files=count, bytes=total, **listings)
     path = os.path.join(folder, NAME)
     with create_file(path, FILE_MODE) as handle:
         handle.write(json.dumps(values, indent=1, sort_keys=True).encode())
         handle.flush()
         os.fsync(handle.fileno())
     return path
+
+
+def _write_listings(text, records, entries, storage):
+    """Write the entries and storage files (see write) to the ``text`` and ``records`` listings; (files, bytes)."""
+    count = total = 0
+    last = None
+    for relative, size, md5 in entries:
+        key = sort_key(relative)
+        if last is not None and key <= last:
+            raise ValueError('manifest entries out of order: %s after %s' % (relative, last))
+        last = key
+        if _UUID_PATH.match(relative):
+            _add(text, records, None, relative[_UUID_AT:], size, md5)
+        else:
+            _add(text, records, relative, None, size, md5)
+        count += 1
+        total += size
+    last_uuid = None
+    for uuid, size, md5 in storage:
+        # Compared as uuids, the order of their paths; the first as a path, after those of ``entries``.
+        if (last_uuid is None and last is not None and sort_key(storage_path(uuid)) <= last) or (
+                last_uuid is not None and uuid <= last_uuid):
+            raise ValueError('manifest entries out of order: %s after %s' % (uuid, last_uuid or last))
+        last_uuid = uuid
+        _add(text, records, None if _UUID.match(uuid) else storage_path(uuid), uuid, size, md5)
+        count += 1
+        total += size
+    return count, total
+
+
+def _add(text, records, relative, uuid, size, md5):
+    """A file into its listing: a JSON line for ``relative``, or a record when that is None (a storage file
+    named by the ``uuid``)."""
+    if relative is None:
+        records.add(_RECORD.pack(bytes.fromhex(uuid.replace('-', '')), bytes.fromhex(md5), size))
+    else:
+        text.add(('[%s,%d,"%s"]\n' % (_ENCODE_PATH(relative), size, md5)).encode())
+
+
+def storage_path(uuid):
+    """The path in a backup of the storage file ``uuid``: ``storage/xx/yy/<uuid>``, as Orthanc names it."""
+    return 'storage/%s/%s/%s' % (uuid[0:2], uuid[2:4], uuid)
 
 
 def _invalid(folder, why):
@@ -235,21 +280,37 @@ class Manifest(dict):
             return (entry for entry in self._listed if entry[0].startswith(prefix))
         return self._listing_entries(prefix)
 
+    def storage_files(self):
+        """(uuid, size, md5) of every storage file the backup holds, in uuid order, checked as entries() checks
+        them: for a reader that wants uuids, without building their paths and parsing them back."""
+        if self._listed is not None or 'storage_listing' not in self.listing_keys():
+            return ((relative[_UUID_AT:], size, md5) for relative, size, md5 in self.entries('storage'))
+        return self._listing_entries('storage/', as_uuids=True)
+
     def _lines(self):
-        """(path, size, md5) of each line of the JSON lines listing, checked."""
+        """(sort key, (path, size, md5)) of each line of the JSON lines listing, checked, in strictly increasing
+        order."""
+        last = None
         for number, line in enumerate(_lines(self._blocks('listing')), 1):
-            yield self._parse(line, number)
+            entry = self._parse(line, number)
+            key = sort_key(entry[0])
+            if last is not None and key <= last:
+                raise _invalid(self.folder, '%s is listed out of order or twice' % entry[0])
+            last = key
+            yield key, entry
 
     def _records(self):
-        """(path, size, md5) of each record of the storage listing."""
-        rest = b''
+        """(uuid, size, md5) of each record of the storage listing, checked to be in strictly increasing order."""
+        rest, last = b'', b''
         for block in self._blocks('storage_listing'):
             data = rest + block
             whole = len(data) - len(data) % _RECORD.size
             for uuid, md5, size in _RECORD.iter_unpack(data[:whole]):
+                if uuid <= last:
+                    raise _invalid(self.folder, 'storage file %s is listed out of order or twice' % uuid.hex())
+                last = uuid
                 uuid = uuid.hex()
-                yield ('storage/%s/%s/%s-%s-%s-%s-%s' % (uuid[:2], uuid[2:4], uuid[:8], uuid[8:12], uuid[12:16],
-                                                         uuid[16:20], uuid[20:]), size, md5.hex())
+                yield '%s-%s-%s-%s-%s' % (uuid[:8], uuid[8:12], uuid[12:16], uuid[16:20], uuid[20:]), size, md5.hex()
             rest = data[whole:]
         if rest:
             raise _invalid(self.folder, '%s ends inside a record' % STORAGE_LISTING)
@@ -268,20 +329,40 @@ class Manifest(dict):
         _check_entry(self.folder, *entry)
         return tuple(entry)
 
-    def _listing_entries(self, prefix):
-        """The entries of the listings whose paths start with ``prefix``, read as they are consumed (both
-        listings merged in order); each listing must be sorted, each path listed once, and their entries
-        must number as the manifest says."""
-        count, last = 0, None
-        listed = [self._lines()] + ([self._records()] if 'storage_listing' in self.listing_keys() else [])
-        for key, entry in merge(*(((sort_key(entry[0]), entry) for entry in entries) for entries in listed)):
-            if last is not None and key <= last:
-                raise _invalid(self.folder, '%s is listed out of order or twice' % entry[0])
-            last = key
+    def _merged(self, as_uuids):
+        """(sort key, entry) of each line and (None, entry) of each record of the listings, in path order: a
+        record's key is computed only while lines are left to place among the records (in format 3, storage
+        files whose uuids a record cannot hold). A record's entry is (uuid, size, md5) ``as_uuids``, else
+        (path, size, md5)."""
+        lines = self._lines()
+        pending = next(lines, None)
+        for uuid, size, md5 in self._records() if 'storage_listing' in self.listing_keys() else ():
+            if pending is not None:
+                key = sort_key(storage_path(uuid))
+                while pending is not None and pending[0] < key:
+                    yield pending
+                    pending = next(lines, None)
+                if pending is not None and pending[0] == key:
+                    raise _invalid(self.folder, '%s is listed out of order or twice' % pending[1][0])
+            yield None, ((uuid if as_uuids else storage_path(uuid)), size, md5)
+        while pending is not None:
+            yield pending
+            pending = next(lines, None)
+
+    def _listing_entries(self, prefix, as_uuids=False):
+        """The entries of the listings whose paths start with ``prefix`` (storage files as (uuid, size, md5)
+        ``as_uuids``, with the prefix storage/), read as they are consumed (see _merged); each listing must be
+        sorted, each path listed once, and their entries must number as the manifest says."""
+        count, prefix_key = 0, sort_key(prefix)
+        for key, entry in self._merged(as_uuids):
             count += 1
-            if entry[0].startswith(prefix):
+            if key is None:    # a record: a storage file, whose area sorts last
+                if prefix not in ('', 'storage/'):
+                    return
                 yield entry
-            elif prefix and key > sort_key(prefix):
+            elif entry[0].startswith(prefix):
+                yield (entry[0][_UUID_AT:],) + entry[1:] if as_uuids else entry
+            elif prefix and key > prefix_key:
                 return    # sorted: the area is over
         if count != self['files']:
             raise _invalid(self.folder, 'its listings hold %d files, the manifest says %d' % (count, self['files']))

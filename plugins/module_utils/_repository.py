@@ -180,10 +180,10 @@ class Repository:
         os.mkdir(path, DIR_MODE)
         return backup_id, path
 
-    def finalize(self, backup_id, partial, header, entries):
-        """Make the partial backup complete: manifest written (``header`` and the listing of ``entries``, see
-        _manifest.write), everything synced, folder renamed."""
-        _manifest.write(partial, header, entries)
+    def finalize(self, backup_id, partial, header, entries, storage=()):
+        """Make the partial backup complete: manifest written (``header`` and the listings of ``entries`` and
+        ``storage``, see _manifest.write), everything synced, folder renamed."""
+        _manifest.write(partial, header, entries, storage)
         return self.complete(backup_id, partial)
 
     def complete(self, backup_id, partial):

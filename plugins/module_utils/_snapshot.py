@@ -41,8 +41,9 @@ TABLES = {
 # linkable; not a regular file there.
 GONE = 'gone'
 NOT_REGULAR = 'not regular'
-# How _take_run took a file: linked from the previous backup; copied from live, as new or because the previous
-# backup's file could not be linked (see _linked). The ledger's ``taken.linked`` holds 1 for LINKED, 0 otherwise.
+# How _take_run took a file: linked from the previous backup (LINKED alone: its size and MD5 are the listing's);
+# copied from live, as new or because the previous backup's file could not be linked (see _linked). The ledger's
+# ``taken.linked`` holds 1 for a file linked, 0 for one copied.
 COPIED, LINKED, UNLINKABLE = 0, 1, 2
 
 
@@ -63,10 +64,10 @@ def scan_storage(root):
 
 
 def storage_uuids(root):
-    """The uuid of every attachment file under ``root``, as scan_storage finds them: the folders ``xx/yy`` (65,536
-    at most) listed here, the files in them by io_workers processes once they are many (a cold listing waits on
-    the disk folder by folder)."""
-    folders = list(storage_folders(root))
+    """The uuid of every attachment file under ``root``, as scan_storage finds them, in uuid order: the folders
+    ``xx/yy`` (65,536 at most) listed and sorted here, the files in each listed and sorted by io_workers processes
+    once they are many (a cold listing waits on the disk folder by folder)."""
+    folders = sorted(storage_folders(root))
     for dummy, names in map_runs(functools.partial(_attachment_names, root), folders, io_workers(len(folders))):
         yield from names
 
@@ -88,7 +89,7 @@ def _attachments(root, folder):
 
 
 def _attachment_names(root, folders):
-    return [[entry.name for entry in _attachments(root, folder)] for folder in folders]
+    return [sorted(entry.name for entry in _attachments(root, folder)) for folder in folders]
 
 
 def _scandir(path):
@@ -107,8 +108,6 @@ class StorageSnapshot:
     def __init__(self, live_root, ledger):
         self.live_root = live_root
         self.target_root = self.previous_backup = None
-        self.bytes_copied = 0
-        self.bytes_linked = 0
         # Files the previous backup lists but could not give (see _linked): copied from live instead.
         self.unlinkable = 0
         self.ledger = ledger
@@ -119,7 +118,7 @@ class StorageSnapshot:
         stat: the folders' listings say which entries are files, and a file the previous backup holds is
         linked from there whatever its live size (Orthanc never rewrites one; the index's sizes and MD5s
         are checked against what was taken, see mismatches)."""
-        return self.ledger.fill('live', ((uuid,) for uuid in storage_uuids(self.live_root)))
+        return self.ledger.fill('live', ((uuid,) for uuid in storage_uuids(self.live_root)), in_key_order=True)
 
     def load_previous(self, files):
         """Record the files of the previous backup, (uuid, size, md5) each, in uuid order (a listing's)."""
@@ -138,36 +137,40 @@ class StorageSnapshot:
                 'bytes_to_copy': sum(size for dummy, size in sizes)}
 
     def _take_all(self, query):
-        """Take the files of the rows (uuid, previous size, previous md5) that ``query`` selects (see
-        _take_run), by io_workers processes once they are many; return the uuids not taken."""
-        missing = []
+        """Take the files of the rows (uuid, previous size) that ``query`` selects (see _take_run), by io_workers
+        processes once they are many; return the uuids not taken. Of a file linked, the workers say only that:
+        the main process records it with the others from the previous backup's listing, in one statement."""
+        missing, unlinked = [], []
         take_run = functools.partial(_take_run, self.live_root, self.target_root, self.previous_backup)
         with self.ledger.aside(query) as pending:
             workers = io_workers(self.ledger.one('SELECT COUNT(*) FROM temp.aside'))
             rows = itertools.chain.from_iterable(iter(lambda: pending.fetchmany(BATCH), []))
             for run in batches(map_runs(take_run, rows, workers), BATCH):
                 taken = []
-                for row, outcome in run:
-                    uuid = row[0]
+                for (uuid, previous_size), outcome in run:
+                    if outcome == LINKED:
+                        continue
+                    if previous_size is not None:
+                        unlinked.append((uuid,))
                     if outcome in (GONE, NOT_REGULAR):    # compared by value: they come back pickled
                         missing.append(uuid)
                         if outcome == NOT_REGULAR:
                             self.db.execute('INSERT OR IGNORE INTO not_regular VALUES (?)', (uuid,))
                         continue
                     size, md5, how = outcome
-                    if how == LINKED:
-                        self.bytes_linked += size
-                    else:
-                        self.bytes_copied += size
-                        self.unlinkable += how == UNLINKABLE
-                    taken.append((uuid, size, md5, int(how == LINKED)))
+                    self.unlinkable += how == UNLINKABLE
+                    taken.append((uuid, size, md5, 0))
                 self.db.executemany('INSERT INTO taken VALUES (?, ?, ?, ?)', taken)
+            self.db.execute('CREATE TEMP TABLE unlinked (uuid TEXT PRIMARY KEY) WITHOUT ROWID')
+            self.db.executemany('INSERT INTO temp.unlinked VALUES (?)', unlinked)
+            self.db.execute('INSERT INTO taken SELECT a.uuid, p.size, p.md5, 1 FROM temp.aside a JOIN previous p '
+                            'ON p.uuid = a.uuid WHERE a.uuid NOT IN (SELECT uuid FROM temp.unlinked) ORDER BY a.uuid')
+            self.db.execute('DROP TABLE temp.unlinked')
         return missing
 
     def take(self):
         """Phase one, while Orthanc runs: every file of the live listing."""
-        self._take_all('SELECT l.uuid, p.size AS previous_size, p.md5 FROM live l '
-                       'LEFT JOIN previous p ON p.uuid = l.uuid')
+        self._take_all('SELECT l.uuid, p.size AS previous_size FROM live l LEFT JOIN previous p ON p.uuid = l.uuid')
 
     def hold(self, referenced):
         """Record what the index references, (uuid, size, md5 or None) each; return how many."""
@@ -193,16 +196,12 @@ class StorageSnapshot:
         """Bring the snapshot to exactly the referenced files. Returns the referenced uuids found nowhere
         (sorted); the files taken earlier that the index does not reference are removed again."""
         missing = self._take_all(
-            'SELECT r.uuid, p.size AS previous_size, p.md5 FROM referenced r '
+            'SELECT r.uuid, p.size AS previous_size FROM referenced r '
             'LEFT JOIN taken t ON t.uuid = r.uuid LEFT JOIN previous p ON p.uuid = r.uuid WHERE t.uuid IS NULL')
-        dropped = self.db.execute('SELECT t.uuid, t.size, t.linked FROM taken t LEFT JOIN referenced r '
-                                  'ON r.uuid = t.uuid WHERE r.uuid IS NULL')
-        for uuid, size, linked in dropped:
+        dropped = self.db.execute('SELECT t.uuid FROM taken t LEFT JOIN referenced r ON r.uuid = t.uuid '
+                                  'WHERE r.uuid IS NULL')
+        for uuid, in dropped:
             os.unlink(os.path.join(self.target_root, relative_path(uuid)))
-            if linked:
-                self.bytes_linked -= size
-            else:
-                self.bytes_copied -= size
         self.db.execute('DELETE FROM taken WHERE uuid NOT IN (SELECT uuid FROM referenced)')
         return sorted(missing)
 
@@ -225,6 +224,16 @@ class StorageSnapshot:
     def taken_count(self):
         return self.ledger.one('SELECT COUNT(*) FROM taken')
 
+    @property
+    def bytes_copied(self):
+        """The bytes of the files taken that were copied from the live storage."""
+        return self.ledger.one('SELECT COALESCE(SUM(size), 0) FROM taken WHERE NOT linked')
+
+    @property
+    def bytes_linked(self):
+        """The bytes of the files taken that were linked from the previous backup."""
+        return self.ledger.one('SELECT COALESCE(SUM(size), 0) FROM taken WHERE linked')
+
 
 def _live_sizes(live_root, uuids):
     """The size of each live file of ``uuids``; 0 for one deleted since the listing."""
@@ -238,13 +247,13 @@ def _live_sizes(live_root, uuids):
 
 
 def _take_run(live_root, target_root, previous_backup, run):
-    """Take each file of ``run`` ((uuid, previous size, previous md5) in uuid order) into ``target_root``: a hard
-    link to the previous backup when it holds the file (Orthanc never rewrites one), else a copy from live,
-    hashed as it is read. (size, md5, how: LINKED, COPIED or UNLINKABLE) each, or GONE or NOT_REGULAR."""
+    """Take each file of ``run`` ((uuid, previous size) in uuid order) into ``target_root``: a hard link to the
+    previous backup when it holds the file (Orthanc never rewrites one), else a copy from live, hashed as it is
+    read. LINKED, (size, md5, COPIED or UNLINKABLE), GONE or NOT_REGULAR each."""
     outcomes, folder = [], None
     live, previous = _reader(live_root), _reader(previous_backup)
     try:
-        for uuid, previous_size, previous_md5 in run:
+        for uuid, previous_size in run:
             relative = relative_path(uuid)
             if os.path.dirname(relative) != folder:
                 folder = os.path.dirname(relative)
@@ -253,7 +262,7 @@ def _take_run(live_root, target_root, previous_backup, run):
             if previous_size is None:
                 outcomes.append(_copied(live, relative, target, COPIED))
             elif _linked(previous, relative, target, previous_size):
-                outcomes.append((previous_size, previous_md5, LINKED))
+                outcomes.append(LINKED)
             else:
                 outcomes.append(_copied(live, relative, target, UNLINKABLE))
     finally:

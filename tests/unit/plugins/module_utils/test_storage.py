@@ -20,7 +20,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import LISTING, problems, read, write
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import (
-    TABLES, StorageSnapshot, relative_path, scan_storage)
+    TABLES, StorageSnapshot, relative_path, scan_storage, storage_uuids)
 
 UUIDS = ['0a1b2c3d-0000', '0a1bffff-1111', 'ee00aaaa-2222']
 
@@ -141,6 +141,8 @@ def test_snapshot_of_many_files_taken_by_several_processes(tmp_path):
     snapshot = StorageSnapshot(live, Ledger(str(tmp_path / 'ledger'), TABLES))
     snapshot.target_root, snapshot.previous_backup = target, os.path.dirname(previous)
     assert snapshot.list_live() == len(uuids) - 1    # the symbolic link is not listed
+    # In uuid order, as the ledger takes them fastest.
+    assert list(storage_uuids(live)) == sorted(set(uuids) - set([planted]))
     snapshot.load_previous((uuid, len(contents[uuid]), hashlib.md5(contents[uuid]).hexdigest()) for uuid in old)
     swapped = uuids[5]    # replaced by a symbolic link after the listing
     os.unlink(os.path.join(live, relative_path(gone)))    # deleted after the listing

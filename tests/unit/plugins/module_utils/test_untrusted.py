@@ -155,6 +155,10 @@ def test_every_format_lists_the_same_entries_in_order(tmp_path):
     assert list(formats[3].entries('index')) == [('index/index', 6, hashlib.md5(b'sqlite').hexdigest())]
     assert [entry[0] for entry in formats[3].entries('storage')][1:] == [STORAGE_KEY, 'storage/ff/00/ff00' + UUID[4:]]
     assert all((manifest['files'], manifest['bytes']) == (7, 24) for manifest in formats.values())
+    # The storage files by uuid, as a backup reads its previous one: the same files, the odd one among the records.
+    by_uuid = [(relative[len('storage/ab/12/'):], size, md5) for relative, size, md5 in formats[1].entries('storage')]
+    assert [uuid for uuid, size, md5 in by_uuid] == ['ab12-00ff', UUID, 'ff00' + UUID[4:]]
+    assert all(list(manifest.storage_files()) == by_uuid for manifest in formats.values())
     for number, manifest in formats.items():
         assert _manifest.problems(str(tmp_path / str(number)), manifest) == []
     # The odd name stays a JSON line; the uuids are records of the storage listing.
@@ -162,6 +166,31 @@ def test_every_format_lists_the_same_entries_in_order(tmp_path):
         'config', 'index', 'manifest-files.jsonl.gz', 'manifest-storage.bin.gz', 'manifest.json', 'storage']
     with gzip.open(str(tmp_path / '3' / _manifest.STORAGE_LISTING)) as records:
         assert len(records.read()) == 2 * 40
+
+
+def test_storage_files_written_by_uuid_are_listed_as_paths(tmp_path):
+    other = [('config/orthanc.json', 2, '1' * 32), ('index/index', 6, '2' * 32)]
+    storage = [('ab12-00ff', 3, '3' * 32), (UUID, 5, '4' * 32), ('ff00' + UUID[4:], 4, '5' * 32)]
+    (tmp_path / 'by-uuid').mkdir()
+    (tmp_path / 'by-path').mkdir()
+    _manifest.write(str(tmp_path / 'by-uuid'), HEADER, other, storage)
+    _manifest.write(str(tmp_path / 'by-path'), HEADER,
+                    other + [(_manifest.storage_path(uuid), size, md5) for uuid, size, md5 in storage])
+    for name in (_manifest.LISTING, _manifest.STORAGE_LISTING):
+        assert (tmp_path / 'by-uuid' / name).read_bytes() == (tmp_path / 'by-path' / name).read_bytes()
+    manifest = _manifest.read(str(tmp_path / 'by-uuid'))
+    assert list(manifest.storage_files()) == storage
+    assert [entry[0] for entry in manifest.entries()][2:] == [_manifest.storage_path(uuid) for uuid, s, m in storage]
+
+
+@pytest.mark.parametrize('other, storage', [
+    ([('storage/ff/00/ff00' + UUID[4:], 1, '0' * 32)], [(UUID, 1, '0' * 32)]),    # a storage file after
+    ([], [('ff00' + UUID[4:], 1, '0' * 32), (UUID, 1, '0' * 32)]),
+    ([], [(UUID, 1, '0' * 32), (UUID, 1, '0' * 32)]),
+])
+def test_storage_files_out_of_order_are_not_written(tmp_path, other, storage):
+    with pytest.raises(ValueError, match='out of order'):
+        _manifest.write(str(tmp_path), HEADER, other, storage)
 
 
 def record(uuid, size=1, md5='0' * 32):
