@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
@@ -112,9 +113,13 @@ class Backup(Phase):
             yield StorageSnapshot(self.storage_dir, ledger)
 
     def _listed(self, snapshot):
-        """The live storage and the previous backup recorded in the snapshot's ledger; (plan, previous id)."""
-        live_count = snapshot.list_live() if self.files_on_disk else 0
-        previous_id = self._previous(snapshot)
+        """The live storage and the previous backup recorded in the snapshot's ledger; (plan, previous id). The
+        previous backup's listing is read in a thread meanwhile: the live listing waits on the disk (its folders
+        are read by worker processes), the reading of a listing on the processor."""
+        with ThreadPoolExecutor(1) as reader:
+            previous = reader.submit(self._previous, snapshot)
+            live_count = snapshot.list_live() if self.files_on_disk else 0
+        previous_id = previous.result()
         plan = self.plan(snapshot, previous_id)
         if self.files_on_disk and not live_count and plan['orthanc_running']:
             self._check_storage_not_lost()

@@ -35,11 +35,20 @@ class Ledger:
     """The tables {name: column definitions} of a database in ``folder``; ``db`` is its connection, in
     autocommit mode (a bulk write takes a transaction of its own)."""
 
-    def __init__(self, folder, tables):
-        self.db = sqlite3.connect(os.path.join(folder, NAME), isolation_level=None)
-        self.db.executescript(_SETTINGS + ''.join('CREATE TABLE %s (%s) WITHOUT ROWID;\n' % (name, columns)
-                                                  for name, columns in tables.items()))
-        self.widths = dict((name, columns.count(',') + 1) for name, columns in tables.items())
+    def __init__(self, folder, tables, name=NAME):
+        self.folder = folder
+        self.db = sqlite3.connect(os.path.join(folder, name), isolation_level=None)
+        self.db.executescript(_SETTINGS + ''.join('CREATE TABLE IF NOT EXISTS %s (%s) WITHOUT ROWID;\n'
+                                                  % (table, columns) for table, columns in tables.items()))
+        self.widths = dict((table, columns.count(',') + 1) for table, columns in tables.items())
+
+    def attach(self, name, tables):
+        """Create a database ``name`` of ``tables`` in this ledger's folder, whose tables this ledger reads by their
+        names too. Another thread may fill them, through a Ledger of its own (``Ledger(folder, tables, name)``),
+        while this one fills its own: a connection takes one transaction at a time, and each database has one
+        writer."""
+        Ledger(self.folder, tables, name).close()
+        self.db.execute('ATTACH DATABASE ? AS %s' % os.path.splitext(name)[0], (os.path.join(self.folder, name),))
 
     def fill(self, table, rows, in_key_order=False):
         """Replace the rows of ``table`` by ``rows`` in one transaction; return how many there are. Rows not

@@ -26,17 +26,19 @@ import stat
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, batches, copy_file, io_workers, make_dirs, map_runs)
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH, Ledger
 
 _LEVEL = re.compile(r'^[0-9a-f]{2}$')
 # The ledger of a snapshot: the live listing, the previous backup's files, those taken, those referenced.
 TABLES = {
     'live': 'uuid TEXT PRIMARY KEY',
-    'previous': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL',
     'taken': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL, linked INTEGER NOT NULL',
     'referenced': 'uuid TEXT PRIMARY KEY, size INTEGER, md5 TEXT',
     'not_regular': 'uuid TEXT PRIMARY KEY',
 }
+# The previous backup's files, in a database of their own (see load_previous).
+PREVIOUS = 'previous.sqlite'
+PREVIOUS_TABLES = {'previous': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL'}
 # What _take_run gives for a file it could not take: gone from the live storage (deleted meanwhile) and not
 # linkable; not a regular file there.
 GONE = 'gone'
@@ -112,6 +114,7 @@ class StorageSnapshot:
         self.unlinkable = 0
         self.ledger = ledger
         self.db = ledger.db
+        ledger.attach(PREVIOUS, PREVIOUS_TABLES)
 
     def list_live(self):
         """Record the attachment files of the live storage; return how many there are. Their names only, no
@@ -121,8 +124,14 @@ class StorageSnapshot:
         return self.ledger.fill('live', ((uuid,) for uuid in storage_uuids(self.live_root)), in_key_order=True)
 
     def load_previous(self, files):
-        """Record the files of the previous backup, (uuid, size, md5) each, in uuid order (a listing's)."""
-        self.ledger.fill('previous', files, in_key_order=True)
+        """Record the files of the previous backup, (uuid, size, md5) each, in uuid order (a listing's). They go
+        to a database of their own, through a connection of its own, so that this may run in another thread
+        while list_live runs."""
+        previous = Ledger(self.ledger.folder, PREVIOUS_TABLES, PREVIOUS)
+        try:
+            previous.fill('previous', files, in_key_order=True)
+        finally:
+            previous.close()
 
     def plan(self):
         """What taking the live files would cost: files and bytes to copy (their sizes read now, by io_workers

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH, PREFIX, private_ledger
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH, PREFIX, Ledger, private_ledger
 
 TABLES = {'files': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL'}
 
@@ -37,6 +38,37 @@ def test_fill_keeps_the_last_row_of_a_key_given_twice_in_any_order(tmp_path, in_
         for dummy in range(2):    # the rows gathered apart first are not left behind
             assert ledger.fill('files', iter(rows), in_key_order) == 3
         assert ledger.db.execute('SELECT * FROM files ORDER BY uuid').fetchall() == [('a', 1), ('b', 3), ('c', 4)]
+
+
+def test_an_attached_database_is_filled_by_another_thread_while_this_one_fills_its_own(tmp_path):
+    """As the backup reads the previous listing while it lists the live storage: two writers, two databases."""
+    other_tables = {'others': 'uuid TEXT PRIMARY KEY, size INTEGER NOT NULL'}
+    with private_ledger(str(tmp_path), TABLES) as ledger:
+        ledger.attach('others.sqlite', other_tables)
+        inside_main_fill, filled, errors = threading.Event(), threading.Event(), []
+
+        def fill_others():
+            try:
+                inside_main_fill.wait(10)
+                others = Ledger(ledger.folder, other_tables, 'others.sqlite')
+                others.fill('others', (('o%06d' % number, number) for number in range(BATCH * 2)), in_key_order=True)
+                others.close()
+            except Exception as exc:    # pylint: disable=broad-exception-caught
+                errors.append(exc)
+            filled.set()
+
+        def rows():
+            for number in range(BATCH * 2):
+                if number == BATCH:    # the other thread fills its database while this transaction is open
+                    inside_main_fill.set()
+                    assert filled.wait(10)
+                yield 'f%06d' % number, number
+        thread = threading.Thread(target=fill_others)
+        thread.start()
+        assert ledger.fill('files', rows(), in_key_order=True) == BATCH * 2
+        thread.join()
+        assert not errors
+        assert ledger.one('SELECT COUNT(*) FROM others JOIN files ON files.size = others.size') == BATCH * 2
 
 
 def test_rows_set_aside_can_be_written_back_while_they_are_read(tmp_path):
