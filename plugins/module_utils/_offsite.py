@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
@@ -38,10 +39,11 @@ def _not_pushable(folder, why):
                            'orthanc_ops.backup.orthanc_backup_verify and take a new backup.' % (folder, why))
 
 
-def stage(repository, folder, manifest):
+def stage(repository, folder, manifest, needless=bool):
     """Hard links, in the instance's staging folder, of exactly what the backup's manifest lists, plus the
     manifest: a file planted in the backup folder is not pushed, and every linked file is a regular file
-    inside the backup, of the size listed."""
+    inside the backup, of the size listed. None, and nothing staged, once ``needless()`` (asked at each
+    folder) says the push is not needed after all."""
     target = os.path.join(repository.path, STAGE)
     shutil.rmtree(target, ignore_errors=True)    # what a killed push left
     os.mkdir(target, DIR_MODE)
@@ -53,6 +55,9 @@ def stage(repository, folder, manifest):
             for relative, size, dummy in manifest.entries():
                 parent = os.path.dirname(relative)
                 if parent != made:
+                    if needless():
+                        shutil.rmtree(target, ignore_errors=True)
+                        return None
                     make_dirs(os.path.join(target, parent))
                     made = parent
                 linked = tree.link(relative, os.path.join(target, relative))
@@ -86,38 +91,57 @@ def _copy(backup_id, snapshots):
 
 def push(module, restic, instance):
     """Push one backup to the restic repository (created first when allowed), unless a snapshot of it is
-    there already; what was added."""
+    there already; what was added. restic lists the snapshots (about a second: it derives the key first) while
+    the backup is staged."""
     params = module.params
     repository = Repository.from_params(module)
     folder, manifest = repository.open_backup(params['backup'])
     backup_id = manifest['backup_id']
     result = {'backup_id': backup_id, 'path': folder, 'files': manifest['files'], 'bytes': manifest['bytes'],
               'bytes_added': 0, 'initialized': False}
-    held = restic.snapshots(instance, missing_ok=True)
-    found = held is not None
-    if not found and not params['initialize']:
+    with ThreadPoolExecutor(1) as lister:
+        listed = lister.submit(restic.snapshots, instance, missing_ok=True)
+
+        def unchanged():
+            """The result of a push with nothing to do, None while restic lists or when there is work."""
+            return _unchanged(result, listed.result(), params, restic) if listed.done() else None
+        if module.check_mode:
+            listed.result()
+            return unchanged() or dict(result, changed=True)
+        with Lock(os.path.join(repository.path, OFFSITE_LOCK), 'Off-site copies of instance "%s"' % instance).acquire(
+                'push'):
+            with repository.locked('off-site push'):
+                # Links hold the files: once staged, a prune of the backup cannot take them from restic.
+                folder, manifest = repository.open_backup(backup_id)
+                staged = stage(repository, folder, manifest, lambda: unchanged() is not None)
+            try:
+                listed.result()
+                done = unchanged()
+                if done is not None:
+                    return done
+                if result['initialized']:
+                    result['initialized'] = initialize(restic, instance)
+                taken_at = datetime.strptime(backup_id, ID_FORMAT).strftime('%Y-%m-%d %H:%M:%S')
+                done = restic.backup(staged, instance, backup_id, taken_at)
+            finally:
+                if staged:
+                    shutil.rmtree(staged, ignore_errors=True)
+    return dict(result, changed=True, snapshot_id=done['snapshot_id'], bytes_added=done['data_added'],
+                files_unmodified=done['files_unmodified'])
+
+
+def _unchanged(result, held, params, restic):
+    """The result of a push that has nothing to do (a snapshot of the backup is there), or None when it must
+    push; ``held`` is what restic listed. ``result['initialized']`` then says whether it must create the
+    repository first, which must be allowed."""
+    if held is None and not params['initialize']:
         raise OrthancOpsError('There is no restic repository at %s. Check offsite_repository, or set '
                               'initialize=true to create it. Nothing was pushed.' % restic.location)
-    pushed = (held or {}).get(backup_id)
+    result['initialized'] = held is None
+    pushed = (held or {}).get(result['backup_id'])
     if pushed:
         return dict(result, changed=False, snapshot_id=pushed[-1]['short_id'])
-    result.update(changed=True, initialized=not found)
-    if module.check_mode:
-        return result
-    with Lock(os.path.join(repository.path, OFFSITE_LOCK), 'Off-site copies of instance "%s"' % instance).acquire('push'):
-        if not found:
-            result['initialized'] = initialize(restic, instance)
-        with repository.locked('off-site push'):
-            # Links hold the files: once staged, a prune of the backup cannot take them from restic.
-            folder, manifest = repository.open_backup(backup_id)
-            staged = stage(repository, folder, manifest)
-        try:
-            taken_at = datetime.strptime(backup_id, ID_FORMAT).strftime('%Y-%m-%d %H:%M:%S')
-            done = restic.backup(staged, instance, backup_id, taken_at)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-    return dict(result, snapshot_id=done['snapshot_id'], bytes_added=done['data_added'],
-                files_unmodified=done['files_unmodified'])
+    return None
 
 
 def _chosen(backups, backup, instance, location):
@@ -132,7 +156,7 @@ def _chosen(backups, backup, instance, location):
 
 def pull(module, restic, instance):
     """Pull one backup from the restic repository into the local one, as a .partial folder that becomes a
-    backup only once checked against its manifest."""
+    backup only once checked against its manifest and synced to disk (synced while it is checked)."""
     params = module.params
     repository = Repository.from_params(module)
     backups = restic.snapshots(instance)
@@ -147,11 +171,15 @@ def pull(module, restic, instance):
         shutil.rmtree(partial, ignore_errors=True)
         make_dirs(partial)
         restic.run(['restore', result['snapshot_id'], '--target', partial], 'pull from')
-        manifest = _manifest.read(partial)
-        if manifest['backup_id'] != backup_id:
-            raise OrthancOpsError('The snapshot %s of backup "%s" holds backup "%s". It was left in %s and is not '
-                                  'used.' % (result['snapshot_id'], backup_id, manifest['backup_id'], partial))
-        problems = _manifest.problems(partial, manifest, check_md5=True)
+        with ThreadPoolExecutor(1) as syncer:
+            # The copy goes to the disk while it is checked, which reads it from memory (the page cache).
+            synced = syncer.submit(os.sync)
+            manifest = _manifest.read(partial)
+            if manifest['backup_id'] != backup_id:
+                raise OrthancOpsError('The snapshot %s of backup "%s" holds backup "%s". It was left in %s and is '
+                                      'not used.' % (result['snapshot_id'], backup_id, manifest['backup_id'], partial))
+            problems = _manifest.problems(partial, manifest, check_md5=True)
+            synced.result()
         if problems.count:
             raise OrthancOpsError('The copy of backup "%s" pulled from %s does not match its manifest (%d problem(s): '
                                   '%s). It was left in %s and is not used; run "check" on the restic repository.'

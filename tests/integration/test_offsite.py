@@ -148,6 +148,7 @@ def test_push_wipe_pull_restore(kind, make_target, loaded, ansible, repository):
     again, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
     assert rc == 0, output
     assert again['changed'] is False and again['snapshot_id'] == pushed['snapshot_id']
+    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.offsite.lock', taken['backup_id']]
 
     held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
     assert rc == 0, output
