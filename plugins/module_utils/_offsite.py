@@ -102,20 +102,28 @@ def push(module, restic, instance):
     with ThreadPoolExecutor(1) as lister:
         listed = lister.submit(restic.snapshots, instance, missing_ok=True)
 
-        def unchanged():
-            """The result of a push with nothing to do, None while restic lists or when there is work."""
-            return _unchanged(result, listed.result(), params, restic) if listed.done() else None
+        def unchanged(wait=True):
+            """The result of a push with nothing to do (a snapshot of the backup is there), else None (also while
+            restic still lists, unless ``wait``); ``result['initialized']`` then says whether the repository must
+            be created first, which must be allowed."""
+            if not (wait or listed.done()):
+                return None
+            held = listed.result()
+            if held is None and not params['initialize']:
+                raise OrthancOpsError('There is no restic repository at %s. Check offsite_repository, or set '
+                                      'initialize=true to create it. Nothing was pushed.' % restic.location)
+            result['initialized'] = held is None
+            pushed = (held or {}).get(backup_id)
+            return dict(result, changed=False, snapshot_id=pushed[-1]['short_id']) if pushed else None
         if module.check_mode:
-            listed.result()
             return unchanged() or dict(result, changed=True)
         with Lock(os.path.join(repository.path, OFFSITE_LOCK), 'Off-site copies of instance "%s"' % instance).acquire(
                 'push'):
             with repository.locked('off-site push'):
                 # Links hold the files: once staged, a prune of the backup cannot take them from restic.
                 folder, manifest = repository.open_backup(backup_id)
-                staged = stage(repository, folder, manifest, lambda: unchanged() is not None)
+                staged = stage(repository, folder, manifest, lambda: unchanged(wait=False) is not None)
             try:
-                listed.result()
                 done = unchanged()
                 if done is not None:
                     return done
@@ -128,20 +136,6 @@ def push(module, restic, instance):
                     shutil.rmtree(staged, ignore_errors=True)
     return dict(result, changed=True, snapshot_id=done['snapshot_id'], bytes_added=done['data_added'],
                 files_unmodified=done['files_unmodified'])
-
-
-def _unchanged(result, held, params, restic):
-    """The result of a push that has nothing to do (a snapshot of the backup is there), or None when it must
-    push; ``held`` is what restic listed. ``result['initialized']`` then says whether it must create the
-    repository first, which must be allowed."""
-    if held is None and not params['initialize']:
-        raise OrthancOpsError('There is no restic repository at %s. Check offsite_repository, or set '
-                              'initialize=true to create it. Nothing was pushed.' % restic.location)
-    result['initialized'] = held is None
-    pushed = (held or {}).get(result['backup_id'])
-    if pushed:
-        return dict(result, changed=False, snapshot_id=pushed[-1]['short_id'])
-    return None
 
 
 def _chosen(backups, backup, instance, location):
