@@ -68,6 +68,22 @@ class Lock:
         self.release()
 
 
+def held(path):
+    """True while a process holds the lock at ``path``; what is not a file (missing, a link) is a lock nobody
+    holds."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _private_lock_dir():
     """A folder only this user can write, for the per-Orthanc locks."""
     base = next((folder for folder in RUN_LOCK_DIRS if os.path.isdir(folder)), tempfile.gettempdir())

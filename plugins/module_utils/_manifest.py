@@ -437,18 +437,21 @@ def _paired(found, listed):
             walked, entry = next(found, None), next(listed, None)
 
 
-def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_KEPT):
+def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_KEPT, stop=bool):
     """What makes ``folder`` differ from its manifest (Findings: the first ``keep`` and a count): files
     missing, of another size or (with check_md5) of another MD5, and anything the manifest does not list
     (files, symbolic links, devices). The size and MD5 of the files under the prefixes ``checked_later`` are
     not checked here: their caller checks each copy it makes. The folder and the listing are walked side by
-    side in order, the files hashed meanwhile, each file's size checked as it is opened."""
+    side in order, the files hashed meanwhile, each file's size checked as it is opened. The walk ends early,
+    its findings incomplete, once ``stop()`` (asked at each entry) is true."""
     found = Findings(keep)
 
     def to_hash():
         own = manifest.own_files()
         walked = ((relative, entry) for relative, entry in walk_sorted(folder) if relative not in own)
         for relative, entry, listed in _paired(walked, manifest.entries()):
+            if stop():
+                return
             regular = entry is not None and entry.is_file(follow_symlinks=False)
             if entry is not None and entry.is_symlink():
                 found.add('%s is a symbolic link' % relative)

@@ -17,20 +17,19 @@ import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import datetime
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, TreeReader, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock, host_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
     ID_FORMAT, PARTIAL, Repository, check_instance)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._restic import Restic
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept, policy
 
-# In the instance's folder: what restic backs up (the same path on every push, so that restic finds its
-# previous snapshot there and reads only the files it has not seen), and the lock of off-site operations.
-STAGE = '.offsite-stage'
+# In the instance's folder: the lock of off-site operations.
 OFFSITE_LOCK = '.offsite.lock'
 
 
@@ -39,37 +38,13 @@ def _not_pushable(folder, why):
                            'orthanc_ops.backup.orthanc_backup_verify and take a new backup.' % (folder, why))
 
 
-def stage(repository, folder, manifest, needless=bool):
-    """Hard links, in the instance's staging folder, of exactly what the backup's manifest lists, plus the
-    manifest: a file planted in the backup folder is not pushed, and every linked file is a regular file
-    inside the backup, of the size listed. None, and nothing staged, once ``needless()`` (asked at each
-    folder) says the push is not needed after all."""
-    target = os.path.join(repository.path, STAGE)
-    shutil.rmtree(target, ignore_errors=True)    # what a killed push left
-    os.mkdir(target, DIR_MODE)
-    made = None
-    try:
-        with TreeReader(folder) as tree:
-            for relative in manifest.own_files():
-                tree.link(relative, os.path.join(target, relative))
-            for relative, size, dummy in manifest.entries():
-                parent = os.path.dirname(relative)
-                if parent != made:
-                    if needless():
-                        shutil.rmtree(target, ignore_errors=True)
-                        return None
-                    make_dirs(os.path.join(target, parent))
-                    made = parent
-                linked = tree.link(relative, os.path.join(target, relative))
-                if linked != size:
-                    raise _not_pushable(folder, '%s has %d bytes, its manifest says %d' % (relative, linked, size))
-    except OSError as exc:
-        shutil.rmtree(target, ignore_errors=True)
-        raise _not_pushable(folder, exc)
-    except OrthancOpsError:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
-    return target
+def parent(held, hostname):
+    """The id of the snapshot restic should compare the push with (the newest one of the instance taken on this
+    host: a backup links its unchanged files from the one before, so restic finds them there by path, size, time
+    and inode, and does not read them again), or None."""
+    mine = [snapshot for backup_id in sorted(held or ()) for snapshot in held[backup_id]
+            if snapshot.get('hostname') == hostname]
+    return mine[-1]['id'] if mine else None
 
 
 def initialize(restic, instance):
@@ -91,8 +66,10 @@ def _copy(backup_id, snapshots):
 
 def push(module, restic, instance):
     """Push one backup to the restic repository (created first when allowed), unless a snapshot of it is
-    there already; what was added. restic lists the snapshots (about a second: it derives the key first) while
-    the backup is staged."""
+    there already; what was added. restic reads the backup folder itself, once it is found to hold exactly what
+    its manifest lists (a file planted there is refused, not pushed); that check runs while restic lists the
+    snapshots (about a second: it derives the key first). The backup is pinned meanwhile: a prune keeps it, and
+    backups of the instance go on."""
     params = module.params
     repository = Repository.from_params(module)
     folder, manifest = repository.open_backup(params['backup'])
@@ -117,23 +94,22 @@ def push(module, restic, instance):
             return dict(result, changed=False, snapshot_id=pushed[-1]['short_id']) if pushed else None
         if module.check_mode:
             return unchanged() or dict(result, changed=True)
-        with Lock(os.path.join(repository.path, OFFSITE_LOCK), 'Off-site copies of instance "%s"' % instance).acquire(
-                'push'):
+        offsite_lock = Lock(os.path.join(repository.path, OFFSITE_LOCK), 'Off-site copies of instance "%s"' % instance)
+        with offsite_lock.acquire('push'), ExitStack() as pin:
             with repository.locked('off-site push'):
-                # Links hold the files: once staged, a prune of the backup cannot take them from restic.
                 folder, manifest = repository.open_backup(backup_id)
-                staged = stage(repository, folder, manifest, lambda: unchanged(wait=False) is not None)
-            try:
-                done = unchanged()
-                if done is not None:
-                    return done
-                if result['initialized']:
-                    result['initialized'] = initialize(restic, instance)
-                taken_at = datetime.strptime(backup_id, ID_FORMAT).strftime('%Y-%m-%d %H:%M:%S')
-                done = restic.backup(staged, instance, backup_id, taken_at)
-            finally:
-                if staged:
-                    shutil.rmtree(staged, ignore_errors=True)
+                pin.enter_context(repository.pinned(backup_id, 'off-site push'))
+            found = _manifest.problems(folder, manifest, check_md5=False,
+                                       stop=lambda: unchanged(wait=False) is not None)
+            done = unchanged()
+            if done is not None:
+                return done
+            if found.count:
+                raise _not_pushable(folder, '%d problem(s): %s' % (found.count, '; '.join(found)))
+            if result['initialized']:
+                result['initialized'] = initialize(restic, instance)
+            taken_at = datetime.strptime(backup_id, ID_FORMAT).strftime('%Y-%m-%d %H:%M:%S')
+            done = restic.backup(folder, instance, backup_id, taken_at, parent(listed.result(), socket.gethostname()))
     return dict(result, changed=True, snapshot_id=done['snapshot_id'], bytes_added=done['data_added'],
                 files_unmodified=done['files_unmodified'])
 

@@ -51,6 +51,8 @@ def prune(module):
     try:
         backup_ids = repository.backup_ids()
         keep = kept(backup_ids, **keep_policy)
+        keep.update((backup_id, ['pinned']) for backup_id in backup_ids
+                    if backup_id not in keep and repository.is_pinned(backup_id))
         remove = [backup_id for backup_id in backup_ids if backup_id not in keep]
         folders = [repository.backup_path(backup_id) for backup_id in remove]
         result = {'changed': bool(remove), 'kept': sorted(keep), 'reasons': keep, 'removed': remove,

@@ -23,12 +23,15 @@ from datetime import datetime, timezone
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, create_file, make_dirs, open_regular
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME, Lock
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME, Lock, held
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _ledger
 
 ID_FORMAT = '%Y%m%dT%H%M%SZ'
 ID_PATTERN = re.compile(r'^\d{8}T\d{6}Z$')
 PARTIAL = '.partial'
+# Beside the backups: the pin of a backup that an operation reads without the instance's lock (an off-site push,
+# which lets backups go on meanwhile); a prune keeps a pinned backup.
+PIN_PREFIX = '.pinned-'
 # The instance's last drill and last passed drill (see orthanc_drill), and the most of it read.
 DRILLS = '.drills.json'
 DRILL_RECORD_LIMIT = 64 * 1024
@@ -159,14 +162,36 @@ class Repository:
         finally:
             self.unlock()
 
+    @contextmanager
+    def pinned(self, backup_id, operation):
+        """Keep prunes from removing ``backup_id`` for the body of the ``with``; pin it with the instance's lock
+        held, so that no prune is removing it meanwhile."""
+        path = self._pin(backup_id)
+        with Lock(path, 'Backup "%s" of instance "%s"' % (backup_id, self.instance)).acquire(operation):
+            try:
+                yield
+            finally:
+                os.unlink(path)
+
+    def is_pinned(self, backup_id):
+        return held(self._pin(backup_id))
+
+    def _pin(self, backup_id):
+        return os.path.join(self.path, PIN_PREFIX + backup_id)
+
     def clean_partials(self):
-        """Remove what crashed runs left, partial backups and their ledgers (call with the lock held); return
-        the names removed."""
+        """Remove what crashed runs left, partial backups, their ledgers and pins nobody holds (call with the
+        lock held); return the names removed."""
         removed = []
         for name in os.listdir(self.path):
-            if name.endswith(PARTIAL) or name.startswith(_ledger.PREFIX):
-                shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
-                removed.append(name)
+            path = os.path.join(self.path, name)
+            if name.startswith(PIN_PREFIX) and not os.path.isdir(path) and not held(path):
+                os.unlink(path)
+            elif name.endswith(PARTIAL) or name.startswith(_ledger.PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                continue
+            removed.append(name)
         return removed
 
     def new_partial(self):

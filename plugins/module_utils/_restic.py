@@ -173,11 +173,13 @@ class Restic:
         except ValueError:
             raise OrthancOpsError('restic snapshots printed no JSON: %s' % out[-300:])
 
-    def backup(self, folder, instance, backup_id, taken_at):
+    def backup(self, folder, instance, backup_id, taken_at, parent=None):
         """Back up the content of ``folder`` as a snapshot of the backup; return restic's summary. Files whose
-        size, time and inode match the parent snapshot (the previous push of the same folder) are not read."""
+        size, time and inode match the ``parent`` snapshot at the same path are not read."""
         args = ['backup', '--json', '--ignore-ctime', '--time', taken_at]
         for tag in tags(instance, backup_id):
             args += ['--tag', tag]
+        if parent:
+            args += ['--parent', parent]
         dummy, out, dummy = self.run(args + ['.'], 'push to', cwd=folder)
         return summary(out)

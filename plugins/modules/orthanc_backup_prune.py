@@ -17,6 +17,8 @@ description:
     backup of each of the n newest days, ISO weeks and months that have one. A backup kept by any rule stays.
   - Takes the instance's lock, so it never runs beside a backup of the same instance; removes the
     C(.partial) folders that interrupted backups left.
+  - Keeps, until a later prune, a backup that an off-site push is reading (it pins the backup and lets
+    backups go on meanwhile).
   - Backups share unchanged files by hard links; removing one frees only the files no kept backup links.
 author:
   - orthanc_ops developers (@orthanc-ops)
@@ -60,7 +62,10 @@ kept:
   type: list
   elements: str
 reasons:
-  description: For each kept backup, the rules that keep it (last, daily, weekly, monthly, newest).
+  description:
+    - For each kept backup, the rules that keep it (last, daily, weekly, monthly, newest).
+    - C(pinned) keeps a backup that no rule keeps while an off-site push (M(orthanc_ops.backup.orthanc_offsite))
+      reads it; the next prune removes it.
   returned: success
   type: dict
   sample: {"20261127T231045Z": ["last", "daily", "weekly", "monthly"]}
@@ -74,7 +79,7 @@ bytes_freed:
   returned: success
   type: int
 partials_removed:
-  description: Folders of interrupted backups removed.
+  description: What interrupted runs left and this prune removed (partial backups, their ledgers, pins).
   returned: success and not check mode
   type: list
   elements: str

@@ -19,10 +19,13 @@ description:
     restic's own is not atomic on a REST server or object storage; the roles run it one host at a time before they
     push. O(operation=push) creates the repository too when O(initialize=true).
   - O(operation=push) copies one backup, tagged C(orthanc-instance:<instance>) and C(orthanc-backup:<backup_id>),
-    with the backup's time as the snapshot's time. Exactly the files the backup's manifest lists are pushed,
-    each checked to be a regular file inside the backup of the size listed; a file planted in the backup folder
-    is not. A backup already held off site is not pushed again. restic reads only the files it has not stored
-    before, so a push after a backup that changed little reads little and sends less.
+    with the backup's time as the snapshot's time. restic reads the backup folder once it is found to hold
+    exactly what the backup's manifest lists, each file a regular file of the size listed; a folder holding
+    anything else (a planted file, a symbolic link) is refused. A backup already held off site is not pushed
+    again. restic compares the backup with the newest snapshot this host pushed and reads only the files that
+    changed since, so a push after a backup that changed little reads little and sends less.
+  - The backup being pushed is pinned, not locked, while restic reads it - backups of the instance go on, and
+    M(orthanc_ops.backup.orthanc_backup_prune) keeps it until a later prune.
   - O(operation=list) lists the backups of the instance held off site.
   - O(operation=pull) restores one into C(<repository>/<instance>/<backup_id>.partial), checks every file against
     the manifest (size and MD5), and only then renames it into place, so that

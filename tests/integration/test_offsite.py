@@ -211,7 +211,7 @@ def test_pushes_add_only_what_changed(make_target, make_orthanc, ansible, reposi
     assert 0.95 * added < third['bytes_added'] < 1.05 * added + index + 100000, (third, added, index)
 
 
-def test_planted_files_are_not_pushed_and_a_linked_folder_is_refused(make_target, loaded, ansible, repository):
+def test_a_backup_holding_planted_files_or_a_linked_folder_is_refused(make_target, loaded, ansible, repository):
     orthanc, before = loaded
     target = make_target('rest')
     taken = backup(ansible, orthanc, repository)
@@ -219,15 +219,20 @@ def test_planted_files_are_not_pushed_and_a_linked_folder_is_refused(make_target
     with open(os.path.join(storage, 'planted'), 'w') as handle:
         handle.write('not listed')
     os.symlink('/etc/passwd', os.path.join(storage, 'passwd'))
-    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
-    assert rc == 0, output
+    refused, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc != 0 and 'cannot be pushed' in refused['msg'], output
+    assert 'storage/planted is not listed' in refused['msg'] and 'storage/passwd is a symbolic link' in refused['msg']
+    held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
+    assert rc != 0 and 'there is no restic repository there' in held['msg'], output    # not even created
 
+    os.unlink(os.path.join(storage, 'planted'))
+    os.unlink(os.path.join(storage, 'passwd'))
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0 and pushed['changed'], output
     # Pulled under umask 000: still private, folders 0700 and files 0600, as the backup wrote them.
     elsewhere = repository + '-elsewhere'
     pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=elsewhere), umask=0)
     assert rc == 0, output
-    names = os.listdir(os.path.join(pulled['path'], 'storage'))
-    assert 'planted' not in names and 'passwd' not in names
     modes = set((stat.S_ISDIR(mode), mode & 0o777) for dummy, dummy, mode in tree_state(elsewhere).values())
     assert modes == {(True, 0o700), (False, 0o600)}, modes
     shutil.rmtree(elsewhere)
@@ -240,10 +245,10 @@ def test_planted_files_are_not_pushed_and_a_linked_folder_is_refused(make_target
     shutil.rmtree(folder)
     os.symlink(outside, folder)
     refused, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
-    assert rc != 0 and 'cannot be pushed' in refused['msg'], output
+    assert rc != 0 and 'cannot be pushed' in refused['msg'] and 'is a symbolic link' in refused['msg'], output
     held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
     assert [copy['backup_id'] for copy in held['backups']] == [taken['backup_id']]
-    assert not os.path.exists(os.path.join(repository, 'pacs', '.offsite-stage'))
+    assert not [name for name in os.listdir(os.path.join(repository, 'pacs')) if name.startswith('.pinned-')]
 
 
 def test_failures_leave_local_backups_and_the_repository_sound(make_target, loaded, ansible, repository, tmp_path):
@@ -291,14 +296,20 @@ def test_failures_leave_local_backups_and_the_repository_sound(make_target, load
 def test_a_push_killed_half_way_is_done_again(make_target, make_orthanc, ansible, repository):
     orthanc = make_orthanc()
     seed(orthanc, 200, pixels=256)
-    target = make_target('rest', bwlimit='1M')
-    backup(ansible, orthanc, repository)
+    target = make_target('rest', bwlimit='256K')
+    first = backup(ansible, orthanc, repository)
     process, out = ansible.start('orthanc_offsite', offsite(target, 'push', repository=repository))
     deadline = time.monotonic() + 60
     while not descendant_pids(process, 'restic --quiet backup'):
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()[0]
         time.sleep(0.1)
-    time.sleep(3)
+
+    # While restic reads the backup, backups go on, and a prune keeps the backup being pushed.
+    newer = backup(ansible, orthanc, repository)
+    prune = {'repository': repository, 'instance': 'pacs', 'keep_last': 1}
+    pruned, rc, output = ansible.run('orthanc_backup_prune', prune)
+    assert rc == 0 and pruned['removed'] == [] and pruned['reasons'][first['backup_id']] == ['pinned'], output
+    assert descendant_pids(process, 'restic --quiet backup'), 'the push ended before the prune did'
     for pid in module_pids(process, 'orthanc_offsite') + descendant_pids(process, 'restic --quiet backup'):
         os.kill(pid, signal.SIGKILL)
     process.communicate(timeout=60)
@@ -306,9 +317,13 @@ def test_a_push_killed_half_way_is_done_again(make_target, make_orthanc, ansible
     target.stop()
     target.start()    # the same server, back at full speed
     pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
-    assert rc == 0 and pushed['changed'], output
+    assert rc == 0 and pushed['changed'] and pushed['backup_id'] == newer['backup_id'], output
     check, rc, output = ansible.run('orthanc_offsite', offsite(target, 'check', read_data_subset='100%'))
     assert rc == 0, output
+    # The killed push's pin holds nothing: the next prune removes the backup, and the pin with the leftovers.
+    pruned, rc, output = ansible.run('orthanc_backup_prune', prune)
+    assert rc == 0 and pruned['removed'] == [first['backup_id']], output
+    assert '.pinned-' + first['backup_id'] in pruned['partials_removed'], output
 
 
 def test_prune_keeps_exactly_the_policy_among_months_of_copies(make_target, ansible, tmp_path):

@@ -8,15 +8,10 @@ a push gives it."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-from types import SimpleNamespace
-
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._offsite import stage
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._offsite import parent
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._restic import by_backup, explain, summary, tags, url_password
 
 LOCATION = 's3:http://127.0.0.1:9000/bucket/pacs'
@@ -80,27 +75,15 @@ def test_a_password_in_a_url_is_found_to_be_hidden(location, password):
     assert url_password(location) == password
 
 
-def test_staging_stops_and_leaves_nothing_once_the_push_is_not_needed(tmp_path):
-    """The push stages the backup while restic lists the snapshots: a backup found there stops the staging."""
-    backup = tmp_path / 'pacs' / '20260101T000000Z'
-    entries = []
-    for number in range(3):
-        uuid = '%02x00%04x-0000-4000-8000-000000000000' % (number, number)
-        path = backup / 'storage' / uuid[:2] / uuid[2:4] / uuid
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b'x')
-        entries.append(('storage/%s/%s/%s' % (uuid[:2], uuid[2:4], uuid), 1, hashlib.md5(b'x').hexdigest()))
-    _manifest.write(str(backup), {'status': 'complete', 'backup_id': backup.name, 'counts': {}}, entries)
-    manifest = _manifest.read(str(backup))
-    repository = SimpleNamespace(path=str(tmp_path / 'pacs'))
-    asked = []
-
-    def needless():
-        asked.append(True)
-        return len(asked) == 2    # the listing ends while the second folder is staged
-    assert stage(repository, str(backup), manifest, needless) is None
-    assert sorted(os.listdir(repository.path)) == [backup.name]
-    staged = stage(repository, str(backup), manifest)
-    assert sorted(relative for relative, size, md5 in manifest.entries()) == sorted(
-        os.path.relpath(os.path.join(folder, name), staged) for folder, dummy, names in os.walk(staged)
-        for name in names if not name.startswith('manifest'))
+def test_the_parent_of_a_push_is_the_newest_snapshot_of_the_instance_taken_on_this_host():
+    held = by_backup([
+        {'id': 'a1', 'time': '2026-11-27T01:00:00Z', 'hostname': 'pacs', 'tags': tags('pacs', '20261127T010000Z')},
+        {'id': 'b1', 'time': '2026-11-28T01:00:00Z', 'hostname': 'pacs', 'tags': tags('pacs', '20261128T010000Z')},
+        {'id': 'b2', 'time': '2026-11-28T05:00:00Z', 'hostname': 'pacs', 'tags': tags('pacs', '20261128T010000Z')},
+        {'id': 'c1', 'time': '2026-11-29T01:00:00Z', 'hostname': 'backup-host',
+         'tags': tags('pacs', '20261129T010000Z')},
+    ])
+    assert parent(held, 'pacs') == 'b2'
+    assert parent(held, 'backup-host') == 'c1'
+    assert parent(held, 'elsewhere') is None
+    assert parent(None, 'pacs') is None    # a repository created by this push

@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import HASH_BATCH
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import HASH_BATCH, make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._info import masked_database
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import Ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import LISTING, problems, read, write
@@ -179,6 +179,9 @@ def test_manifest_problems(tmp_path):
                              'config/c is missing'] and found.count == 2
     assert problems(str(tmp_path), manifest, check_md5=False) == ['config/c is missing']
     assert problems(str(tmp_path), manifest, keep=1).count == 2
+    asked = []
+    assert problems(str(tmp_path), manifest, check_md5=False, stop=lambda: asked.append(1) or len(asked) > 2) == []
+    assert len(asked) == 3    # stopped before config/c, the third entry
 
 
 def test_repository_lists_complete_backups_and_locks(tmp_path):
@@ -195,6 +198,19 @@ def test_repository_lists_complete_backups_and_locks(tmp_path):
     repository.unlock()
     with other.locked('prune'):
         pass
+
+
+def test_a_pinned_backup_is_told_apart_and_a_pin_left_by_a_killed_run_is_cleaned(tmp_path):
+    repository = Repository(str(tmp_path), 'pacs')
+    make_dirs(repository.path)
+    with repository.pinned('20260101T000000Z', 'off-site push'):
+        assert repository.is_pinned('20260101T000000Z') and not repository.is_pinned('20260102T000000Z')
+        (tmp_path / 'pacs' / '.pinned-20260102T000000Z').write_text('push by pid 1')    # nobody holds it
+        with repository.locked('prune'):
+            assert repository.clean_partials() == ['.pinned-20260102T000000Z']
+        assert repository.is_pinned('20260101T000000Z')
+    assert not repository.is_pinned('20260101T000000Z')
+    assert os.listdir(repository.path) == ['.lock']
 
 
 def test_a_latest_backup_whose_listing_fails_as_it_is_loaded_is_skipped_for_an_older_one(tmp_path):
