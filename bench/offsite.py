@@ -6,7 +6,8 @@ A SQLite Orthanc with N instances is backed up once; then, in the same run, medi
   - push (a new restic repository each time) against `restic backup` of the backup's folder run by hand
     into another new repository;
   - pull (into an empty local repository, every file's MD5 checked and the copy synced to disk before it
-    counts) against `restic restore` of the hand-made snapshot, and against that restore followed by `sync`;
+    counts) against `restic restore` of the hand-made snapshot, against that restore followed by `sync`, and
+    against the same job done by hand: that restore, `md5sum -c` of every file the manifest lists, and `sync`;
 and the bytes restic adds for a push of a second backup with nothing changed, and for a push after 1% more
 instances. Both sides use restic repositories on the local disk, so that the network plays no part.
 
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sizes  # noqa: E402
 from harness import Orthanc, seed  # noqa: E402
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest  # noqa: E402
 from scale import Aside, Runner, timed  # noqa: E402
 
 PASSWORD = 'bench-password'
@@ -37,10 +39,15 @@ def bench(collections, count, pixels, repeat, work, cold):
     runner, aside = Runner(collections, work, cold), Aside(work)
     repository = os.path.join(work, 'repository')
     os.environ.update(RESTIC_PASSWORD=PASSWORD)
-    rows = dict((name, []) for name in ('push', 'restic backup', 'pull', 'restic restore', 'restic restore sync'))
+    rows = dict((name, []) for name in ('push', 'restic backup', 'pull', 'restic restore', 'restic restore sync',
+                                        'restic restore md5sum sync'))
     try:
         backup, dummy, dummy = runner.run('orthanc_backup', orthanc.module_params(repository=repository,
                                                                                   instance='bench'))
+        checksums = os.path.join(work, 'md5sums')
+        with open(checksums, 'w') as handle:
+            for relative, dummy, md5 in _manifest.read(backup['path']).entries():
+                handle.write('%s  %s\n' % (md5, relative))
         for number in range(repeat):
             ours, theirs = os.path.join(work, 'restic-ours'), os.path.join(work, 'restic-by-hand')
             aside(ours)
@@ -64,6 +71,11 @@ def bench(collections, count, pixels, repeat, work, cold):
             aside(synced)
             rows['restic restore sync'].append(timed('restic -q -r %s restore latest --target %s && sync'
                                                      % (theirs, synced), cold))
+            checked = os.path.join(work, 'restored-checked')
+            aside(checked)
+            rows['restic restore md5sum sync'].append(timed(
+                'restic -q -r %s restore latest --target %s && cd %s && md5sum --quiet -c %s && sync'
+                % (theirs, checked, checked, checksums), cold))
 
         unchanged, dummy, dummy = runner.run('orthanc_backup', orthanc.module_params(repository=repository,
                                                                                      instance='bench'))
@@ -79,9 +91,10 @@ def bench(collections, count, pixels, repeat, work, cold):
     print('N=%d instances (%d KiB each), %d bytes in the backup, medians of %d runs:' % (
         count, pixels * pixels // 1024, backup['bytes_copied'] + backup['bytes_linked'], repeat))
     for label, mine, anchor in (('push', 'push', 'restic backup'), ('pull, MD5s checked', 'pull', 'restic restore'),
-                                ('pull, MD5s checked', 'pull', 'restic restore sync')):
+                                ('pull, MD5s checked', 'pull', 'restic restore sync'),
+                                ('pull, MD5s checked', 'pull', 'restic restore md5sum sync')):
         ratio = median[mine] / median[anchor]
-        print('  %-20s %7.2f s   %-22s %7.2f s   = %.2fx' % (label, median[mine], anchor, median[anchor], ratio))
+        print('  %-20s %7.2f s   %-28s %7.2f s   = %.2fx' % (label, median[mine], anchor, median[anchor], ratio))
     print('  push of an unchanged backup added %d bytes (%.3f%% of its %d bytes, %d files not read again)' % (
         second['bytes_added'], 100.0 * second['bytes_added'] / second['bytes'], second['bytes'],
         second['files_unmodified']))
