@@ -288,9 +288,9 @@ def test_the_backup_host_pushes_the_copies_off_site(fleet, tmp_path):
         environment = dict(os.environ, RESTIC_REPOSITORY=server.params['offsite_repository'], RESTIC_PASSWORD=password)
         snapshots = json.loads(subprocess.run(['restic', 'snapshots', '--json'], env=environment, capture_output=True,
                                               check=True).stdout)
-        # restic read the staging folder in the backup host's repository: the copy verified there went off site.
+        # restic read the backup folders in the backup host's repository: the copies verified there went off site.
         assert sorted(path for snapshot in snapshots for path in snapshot['paths']) == [
-            os.path.join(fleet.root, 'central', host, '.offsite-stage') for host in ('centre-pg', 'site-sqlite')]
+            os.path.join(fleet.root, 'central', host, rows[host]['backup_id']) for host in ('centre-pg', 'site-sqlite')]
     finally:
         server.stop()
 
