@@ -167,7 +167,11 @@ class Repository:
         """Keep prunes from removing ``backup_id`` for the body of the ``with``; pin it with the instance's lock
         held, so that no prune is removing it meanwhile."""
         path = self._pin(backup_id)
-        with Lock(path, 'Backup "%s" of instance "%s"' % (backup_id, self.instance)).acquire(operation):
+        try:
+            pin = Lock(path, 'Backup "%s" of instance "%s"' % (backup_id, self.instance)).acquire(operation)
+        except OSError as exc:    # something planted there (a link): never followed
+            raise unusable(path, exc)
+        with pin:
             try:
                 yield
             finally:

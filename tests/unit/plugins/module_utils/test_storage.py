@@ -211,6 +211,13 @@ def test_a_pinned_backup_is_told_apart_and_a_pin_left_by_a_killed_run_is_cleaned
         assert repository.is_pinned('20260101T000000Z')
     assert not repository.is_pinned('20260101T000000Z')
     assert os.listdir(repository.path) == ['.lock']
+    # A link planted as the pin is refused, and what it points to is left as it was.
+    (tmp_path / 'elsewhere').write_text('keep')
+    os.symlink(str(tmp_path / 'elsewhere'), os.path.join(repository.path, '.pinned-20260101T000000Z'))
+    with pytest.raises(OrthancOpsError, match='Cannot use the repository .*pinned-20260101T000000Z'):
+        with repository.pinned('20260101T000000Z', 'off-site push'):
+            pass
+    assert (tmp_path / 'elsewhere').read_text() == 'keep' and not repository.is_pinned('20260101T000000Z')
 
 
 def test_a_latest_backup_whose_listing_fails_as_it_is_loaded_is_skipped_for_an_older_one(tmp_path):
