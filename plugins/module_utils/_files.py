@@ -14,6 +14,7 @@ import functools
 import hashlib
 import multiprocessing
 import os
+import shutil
 import stat
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -62,6 +63,23 @@ def make_dirs(path, mode=DIR_MODE):
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder)
             continue
         os.chmod(folder, mode)
+
+
+def remove_entry(path):
+    """Remove what is at ``path`` if anything: a folder with its tree, anything else (a symbolic link too)
+    itself, never what a link points to. What cannot be removed stays; whoever needs the name free finds it
+    taken."""
+    try:
+        is_folder = stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if is_folder:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def create_file(path, mode=FILE_MODE, owner=None):

@@ -13,7 +13,6 @@ what it copies and proves what comes back.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +21,9 @@ from datetime import datetime
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import make_dirs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock, host_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
-    ID_FORMAT, PARTIAL, Repository, check_instance)
+    ID_FORMAT, Repository, check_instance)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._restic import Restic
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept, policy
 
@@ -137,9 +135,7 @@ def pull(module, restic, instance):
     if module.check_mode:
         return dict(result, changed=True)
     with repository.locked('off-site pull'):
-        partial = repository.backup_path(backup_id) + PARTIAL
-        shutil.rmtree(partial, ignore_errors=True)
-        make_dirs(partial)
+        partial = repository.fresh_partial(backup_id)
         restic.run(['restore', result['snapshot_id'], '--target', partial], 'pull from')
         with ThreadPoolExecutor(1) as syncer:
             # The copy goes to the disk while it is checked, which reads it from memory (the page cache).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import time
 from contextlib import contextmanager
@@ -22,7 +21,8 @@ from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import DIR_MODE, create_file, make_dirs, open_regular
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
+    DIR_MODE, create_file, make_dirs, open_regular, remove_entry)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME, Lock, held
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _ledger
 
@@ -96,7 +96,9 @@ class Repository:
             return []
         except OSError as exc:
             raise unusable(self.path, exc)
+        # A link is not a backup here: it would let whoever planted it choose what is restored or verified.
         return sorted(name for name in names if ID_PATTERN.match(name)
+                      and not os.path.islink(os.path.join(self.path, name))
                       and os.path.isfile(os.path.join(self.path, name, _manifest.NAME)))
 
     def latest(self, load=None):
@@ -192,7 +194,7 @@ class Repository:
             if name.startswith(PIN_PREFIX) and not os.path.isdir(path) and not held(path):
                 os.unlink(path)
             elif name.endswith(PARTIAL) or name.startswith(_ledger.PREFIX):
-                shutil.rmtree(path, ignore_errors=True)
+                remove_entry(path)
             else:
                 continue
             removed.append(name)
@@ -205,9 +207,20 @@ class Repository:
             if not os.path.exists(self.backup_path(backup_id)):
                 break
             time.sleep(0.2)
+        return backup_id, self.fresh_partial(backup_id)
+
+    def fresh_partial(self, backup_id):
+        """``<backup_id>.partial``, created empty and private for a copy to be written into (call with the lock
+        held). Whatever held the name is removed first: a copy a crashed run left, or a link planted to have the
+        copy written elsewhere (the link itself, never followed)."""
         path = self.backup_path(backup_id) + PARTIAL
-        os.mkdir(path, DIR_MODE)
-        return backup_id, path
+        remove_entry(path)
+        try:
+            os.mkdir(path, DIR_MODE)
+            os.chmod(path, DIR_MODE)    # whatever the umask
+        except OSError as exc:
+            raise unusable(path, exc)
+        return path
 
     def finalize(self, backup_id, partial, header, entries, storage=()):
         """Make the partial backup complete: manifest written (``header`` and the listings of ``entries`` and

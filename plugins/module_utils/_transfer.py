@@ -167,6 +167,8 @@ class Transfer:
             else:
                 self.local.lock('incoming copy')
                 try:
+                    # rsync writes through a link at the top of its destination: the folder is made anew.
+                    self.local.fresh_partial(backup_id)
                     rc, out, err = self.module.run_command(argv)
                 finally:
                     self.local.unlock()

@@ -24,6 +24,9 @@ def _incoming_folder(repository, backup):
         raise OrthancOpsError('incoming=true needs the id of the copy that arrived in "backup" (YYYYMMDDTHHMMSSZ), '
                               'not %r.' % backup)
     folder = repository.backup_path(backup) + PARTIAL
+    if os.path.islink(folder):
+        raise OrthancOpsError('%s is a symbolic link, not a copy that arrived; it is not followed. Remove it and copy '
+                              'backup "%s" there again.' % (folder, backup))
     if not os.path.isdir(folder):
         if backup in repository.backup_ids():
             raise OrthancOpsError('Backup "%s" of instance "%s" is already complete in %s; verify it with '

@@ -17,6 +17,8 @@ description:
   - The copy arrives in C(<repository>/<instance>/<backup>.partial) on the receiving side, whose instance folder is
     created when missing. Unchanged files are hard-linked to the receiving side's newest complete backup
     (rsync C(--link-dest)), so a copy costs only the files that are new since then.
+  - On a pull, this host's C(.partial) folder is made anew for each copy - whatever held its name (a copy left by an
+    interrupted pull, a symbolic link) is removed first, never followed.
   - The copy is not a backup yet. Run M(orthanc_ops.backup.orthanc_backup_verify) with
     O(orthanc_ops.backup.orthanc_backup_verify#module:incoming=true) on the receiving side; it checks every file
     against the manifest and only then completes the copy.

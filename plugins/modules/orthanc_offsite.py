@@ -27,7 +27,8 @@ description:
   - The backup being pushed is pinned, not locked, while restic reads it - backups of the instance go on, and
     M(orthanc_ops.backup.orthanc_backup_prune) keeps it until a later prune.
   - O(operation=list) lists the backups of the instance held off site.
-  - O(operation=pull) restores one into C(<repository>/<instance>/<backup_id>.partial), checks every file against
+  - O(operation=pull) restores one into C(<repository>/<instance>/<backup_id>.partial) (made anew - whatever held the
+    name, a symbolic link too, is removed first, never followed), checks every file against
     the manifest (size and MD5), and only then renames it into place, so that
     M(orthanc_ops.backup.orthanc_restore) can use it as any backup of the repository. A copy that fails the
     check stays C(.partial) and is never used.

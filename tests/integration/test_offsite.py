@@ -229,10 +229,16 @@ def test_a_backup_holding_planted_files_or_a_linked_folder_is_refused(make_targe
     os.unlink(os.path.join(storage, 'passwd'))
     pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
     assert rc == 0 and pushed['changed'], output
-    # Pulled under umask 000: still private, folders 0700 and files 0600, as the backup wrote them.
-    elsewhere = repository + '-elsewhere'
+    # Pulled under umask 000: still private, folders 0700 and files 0600, as the backup wrote them. A link planted
+    # where the copy goes is removed, not written through.
+    elsewhere, steered = repository + '-elsewhere', repository + '-steered'
+    os.makedirs(os.path.join(elsewhere, 'pacs'))
+    os.chmod(os.path.join(elsewhere, 'pacs'), 0o700)
+    os.mkdir(steered)
+    os.symlink(steered, os.path.join(elsewhere, 'pacs', pushed['backup_id'] + '.partial'))
     pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=elsewhere), umask=0)
-    assert rc == 0, output
+    assert rc == 0 and pulled['files'] == taken['files'], output
+    assert os.listdir(steered) == [] and os.path.isdir(pulled['path']) and not os.path.islink(pulled['path'])
     modes = set((stat.S_ISDIR(mode), mode & 0o777) for dummy, dummy, mode in tree_state(elsewhere).values())
     assert modes == {(True, 0o700), (False, 0o600)}, modes
     shutil.rmtree(elsewhere)

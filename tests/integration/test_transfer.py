@@ -91,8 +91,18 @@ def test_push_links_to_the_newest_copy_and_pull_brings_a_backup_back(make_orthan
     repeated, rc, output = ansible.run('orthanc_backup_transfer', dict(push, backup=first['backup_id']))
     assert rc == 0 and repeated['changed'] is False and repeated['copied'] is False, output
 
+    # A link planted where the pulled copy goes: verifying it as a copy is refused, and the pull removes it
+    # instead of writing through it.
+    steered, incoming = str(tmp_path / 'steered'), os.path.join(elsewhere, 'pacs', first['backup_id'] + '.partial')
+    os.makedirs(os.path.dirname(incoming))
+    os.mkdir(steered)
+    os.symlink(steered, incoming)
+    refused, rc, output = ansible.run('orthanc_backup_verify', {'repository': elsewhere, 'instance': 'pacs',
+                                                                'backup': first['backup_id'], 'incoming': True})
+    assert rc != 0 and 'is a symbolic link' in refused['msg'] and os.path.islink(incoming), output
     pulled, rc, output = ansible.run('orthanc_backup_transfer', transfer_params(sshd, elsewhere, central, direction='pull'))
     assert rc == 0 and pulled['backup_id'] == first['backup_id'] and pulled['linked_to'] is None, output
+    assert not os.path.islink(incoming) and os.listdir(steered) == []
     assert pulled['path'] == os.path.join(elsewhere, 'pacs', first['backup_id'] + '.partial')
     verified, rc, output = ansible.run('orthanc_backup_verify', {'repository': elsewhere, 'instance': 'pacs',
                                                                  'backup': first['backup_id'], 'incoming': True})

@@ -200,6 +200,25 @@ def test_repository_lists_complete_backups_and_locks(tmp_path):
         pass
 
 
+def test_links_planted_in_the_repository_are_never_followed(tmp_path):
+    """A link named as a backup is no backup, and a link named as a partial copy is removed, not written
+    through: whatever they point to stays as it was."""
+    repository = Repository(str(tmp_path), 'pacs')
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'manifest.json').write_text('{}')
+    make_dirs(repository.path)
+    for name in ('20260101T000000Z', '20260102T000000Z.partial', '20260103T000000Z.partial'):
+        os.symlink(str(elsewhere), os.path.join(repository.path, name))
+    assert repository.backup_ids() == []
+    partial = repository.fresh_partial('20260102T000000Z')
+    assert not os.path.islink(partial) and os.listdir(partial) == [] and os.stat(partial).st_mode & 0o777 == 0o700
+    with repository.locked('backup'):
+        assert sorted(repository.clean_partials()) == ['20260102T000000Z.partial', '20260103T000000Z.partial']
+    assert sorted(os.listdir(repository.path)) == ['.lock', '20260101T000000Z']
+    assert os.listdir(str(elsewhere)) == ['manifest.json']
+
+
 def test_a_pinned_backup_is_told_apart_and_a_pin_left_by_a_killed_run_is_cleaned(tmp_path):
     repository = Repository(str(tmp_path), 'pacs')
     make_dirs(repository.path)
