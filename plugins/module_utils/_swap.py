@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, copy_file, make_dirs, map_runs, set_owner)
+    DIR_MODE, TreeReader, copy_file, make_dirs, map_runs, set_owner)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -58,7 +58,12 @@ class FolderSwap(Swap):
         self.moved_aside, self.moved_in = [], []
 
     def apply(self):
-        make_dirs(self.kept_at)
+        try:
+            os.mkdir(self.kept_at, DIR_MODE)    # follows no link: whatever was planted at the name stays out
+        except FileExistsError:
+            raise OrthancOpsError('Something is already at %s, where this restore keeps the data it replaces (it was '
+                                  'not followed); nothing was replaced. Remove it and restore again.' % self.kept_at)
+        os.chmod(self.kept_at, DIR_MODE)
         for name in sorted(os.listdir(self.target)):
             if self.owned(name):
                 os.rename(os.path.join(self.target, name), os.path.join(self.kept_at, name))

@@ -375,6 +375,21 @@ def test_swap_never_replaces_an_entry_it_does_not_own(tmp_path):
     assert (tmp_path / 'live' / 'index').read_bytes() == b'live index'
 
 
+def test_swap_keeps_nothing_through_a_link_planted_where_it_keeps_the_replaced_data(tmp_path):
+    (tmp_path / 'live').mkdir()
+    (tmp_path / 'live' / 'ab').mkdir()
+    (tmp_path / 'live' / 'staging').mkdir()
+    (tmp_path / 'live' / 'staging' / 'ab').mkdir()
+    (tmp_path / 'elsewhere').mkdir()
+    os.symlink(str(tmp_path / 'elsewhere'), str(tmp_path / 'live' / 'aside'))
+    swap = FolderSwap(str(tmp_path / 'live'), str(tmp_path / 'live' / 'staging'), str(tmp_path / 'live' / 'aside'),
+                      lambda name: len(name) == 2)
+    with pytest.raises(OrthancOpsError, match='Something is already at .*aside.*nothing was replaced'):
+        swap.apply()
+    swap.undo()
+    assert os.listdir(str(tmp_path / 'elsewhere')) == [] and os.path.isdir(str(tmp_path / 'live' / 'ab'))
+
+
 @pytest.mark.parametrize('value', ['abc', 0, 70000, True, None, [8042]])
 def test_http_port_must_be_a_port(tmp_path, value):
     (tmp_path / 'o.json').write_text(json.dumps({'HttpPort': value}))
