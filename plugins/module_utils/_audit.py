@@ -304,6 +304,12 @@ class Audit(Context):
         wanted = dict((entry['uuid'], entry) for entry in broken)
         sources = sources_in(repository, wanted)
         repaired = sorted(sources)
+        linked = [folder for folder in sorted(set(os.path.dirname(relative_path(uuid)) for uuid in repaired))
+                  if linked_on_the_way(self.storage_dir, folder)]
+        if linked:
+            raise OrthancOpsError('Nothing was put back: in the storage %s, a folder on the way to the files to repair is '
+                                  'a symbolic link, which a repair never follows (%s). Replace each link by the folder '
+                                  'it stands for, then audit again.' % (self.storage_dir, ', '.join(linked[:10])))
         if not self.module.check_mode:
             owner = os.stat(self.storage_dir)
             for uuid in repaired:
@@ -330,6 +336,12 @@ class Audit(Context):
         finally:
             if os.path.lexists(temporary):
                 os.unlink(temporary)
+
+
+def linked_on_the_way(root, folder):
+    """Whether a folder on the way from ``root`` to ``root/folder`` (a relative path) is a symbolic link."""
+    parts = folder.split(os.sep)
+    return any(os.path.islink(os.path.join(root, *parts[:depth])) for depth in range(1, len(parts) + 1))
 
 
 def main(module):

@@ -65,6 +65,8 @@ options:
   repair:
     description:
       - Put back missing and damaged files from the complete backups of O(instance) in O(repository), newest first.
+      - Nothing is put back when a folder of the storage on the way to a file to repair is a symbolic link (a repair
+        never writes through one); the module fails and names the folders.
     type: bool
     default: false
   threads:

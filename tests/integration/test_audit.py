@@ -116,9 +116,9 @@ def test_audit_finds_cleans_and_repairs(make_orthanc, ansible, repository):
     assert rc == 0 and again['changed'] is False and again['healthy'] is True and again['orphans_count'] == 0, output
 
 
-def test_files_no_backup_holds_stay_reported(make_orthanc, ansible, repository):
+def test_files_no_backup_holds_stay_reported(make_orthanc, ansible, repository, tmp_path):
     orthanc = make_orthanc()
-    orthanc.upload(make_instances(patients=1, studies=1))
+    backed_up = orthanc.upload(make_instances(patients=1, studies=1))
     dummy, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository, instance='pacs'))
     assert rc == 0, output
     newer = orthanc.upload(make_instances(patients=1, studies=1, series=1, instances=1))[0]
@@ -129,6 +129,18 @@ def test_files_no_backup_holds_stay_reported(make_orthanc, ansible, repository):
     assert rc == 0 and result['changed'] is False and result['healthy'] is False, output
     assert result['repaired'] == [] and result['unrepaired'] == [lost]
     assert result['missing'][0]['resource'] == 'instances/' + newer
+
+    # A folder of the storage swapped for a link to an empty folder elsewhere: its files are missing, the backup
+    # holds them, and the repair refuses to put anything back through the link.
+    folder = os.path.dirname(storage_file(orthanc, dicom_uuid(orthanc, backed_up[0])))
+    outside = str(tmp_path / 'outside')
+    os.mkdir(outside)
+    os.rename(folder, str(tmp_path / 'moved'))
+    os.symlink(outside, folder)
+    refused, rc, output = ansible.run('orthanc_audit', {'config': orthanc.config, 'repair': True,
+                                                        'repository': repository, 'instance': 'pacs'})
+    assert rc != 0 and 'Nothing was put back' in refused['msg'] and 'symbolic link' in refused['msg'], output
+    assert os.listdir(outside) == [] and os.path.islink(folder)
 
 
 def test_delete_orphans(make_orthanc, ansible):
