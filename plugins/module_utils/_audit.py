@@ -33,7 +33,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    copy_file, create_file, hash_tree, hashing_workers, make_dirs, set_owner)
+    copy_file, create_file, folder_beneath, hash_tree, hashing_workers, make_dirs)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
@@ -318,24 +318,40 @@ class Audit(Context):
 
     def put_back(self, uuid, source, md5, owner):
         """Copy a backed-up file (``source``: backup folder, path in it, read through no link) into the storage
-        under a temporary name, check it, then rename it into place. A damaged file is first kept in the
-        quarantine folder."""
-        path = os.path.join(self.storage_dir, relative_path(uuid))
-        make_dirs(os.path.dirname(path), mode=0o755)
-        if os.path.lexists(path):
-            kept = os.path.join(self.quarantine, self.audit_id, 'damaged', relative_path(uuid))
-            make_dirs(os.path.dirname(kept))
-            copy_file(relative_path(uuid), kept, beneath=self.storage_dir)
-        temporary = '%s.orthanc-ops-repair' % path
+        under a temporary name, check it, then rename it into place; its folder is reached through no link, and
+        the folders missing are made like the storage's (``owner``: its stat), so Orthanc can write there again.
+        A damaged file is first kept in the quarantine folder."""
+        relative = relative_path(uuid)
+        folder, name = os.path.split(relative)
         try:
-            if copy_file(source[1], temporary, mode=0o644, beneath=source[0])[1] != md5:
+            folder_fd = folder_beneath(self.storage_dir, folder, owner.st_mode & 0o777, (owner.st_uid, owner.st_gid))
+        except OSError as exc:
+            raise OrthancOpsError('Cannot put back %s: the folder %s of the storage %s cannot be used (%s); a repair '
+                                  'never follows a symbolic link there.' % (uuid, folder, self.storage_dir,
+                                                                            exc.strerror or exc))
+        temporary = name + '.orthanc-ops-repair'
+        try:
+            if exists_in(folder_fd, name):
+                kept = os.path.join(self.quarantine, self.audit_id, 'damaged', relative)
+                make_dirs(os.path.dirname(kept))
+                copy_file(relative, kept, beneath=self.storage_dir)
+            if copy_file(source[1], temporary, mode=0o644, beneath=source[0], owner=(owner.st_uid, owner.st_gid),
+                         dir_fd=folder_fd)[1] != md5:
                 raise OrthancOpsError('The copy of %s in the backup %s does not have the MD5 Orthanc recorded; verify '
                                       'that backup.' % source[::-1])
-            set_owner(temporary, owner.st_uid, owner.st_gid)
-            os.rename(temporary, path)
+            os.rename(temporary, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
         finally:
-            if os.path.lexists(temporary):
-                os.unlink(temporary)
+            if exists_in(folder_fd, temporary):
+                os.unlink(temporary, dir_fd=folder_fd)
+            os.close(folder_fd)
+
+
+def exists_in(folder_fd, name):
+    try:
+        os.lstat(name, dir_fd=folder_fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def linked_on_the_way(root, folder):

@@ -82,10 +82,34 @@ def remove_entry(path):
             pass
 
 
-def create_file(path, mode=FILE_MODE, owner=None):
+def folder_beneath(root, relative, mode, owner=None):
+    """A descriptor of the folder ``root/relative``, each folder on the way reached through no symbolic link
+    (OSError ELOOP otherwise) and, when missing, created with exactly ``mode`` and (as root) ``owner``."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in safe_parts(relative):
+            try:
+                os.mkdir(part, mode, dir_fd=fd)
+                made = True
+            except FileExistsError:
+                made = False
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if made:
+                os.fchmod(fd, mode)
+                if owner and os.geteuid() == 0:
+                    os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def create_file(path, mode=FILE_MODE, owner=None, dir_fd=None):
     """A new file opened for writing with exactly ``mode`` (and, as root, the ``owner`` (uid, gid) given);
-    never through a symbolic link."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    never through a symbolic link. With ``dir_fd``, ``path`` is a name in that folder."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
     os.fchmod(fd, mode)
     if owner and os.geteuid() == 0:
         os.fchown(fd, *owner)
@@ -188,7 +212,7 @@ def set_owner(path, uid, gid):
         os.chown(path, uid, gid)
 
 
-def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True, owner=None, size=None):
+def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True, owner=None, size=None, dir_fd=None):
     """Copy the regular file ``src`` (see open_regular) to the new file ``dst`` (see create_file); return
     (size, md5), the MD5 None when not ``hashed`` (a copy that must be quick, hashed later). Given the
     ``size`` the file must have, one of another size is not copied (nothing is created): (its size, None)."""
@@ -198,7 +222,7 @@ def copy_file(src, dst, mode=FILE_MODE, beneath=None, hashed=True, owner=None, s
         if size is not None and found != size:
             return found, None
         copied = 0
-        with create_file(dst, mode, owner) as target:
+        with create_file(dst, mode, owner, dir_fd) as target:
             for chunk in iter(lambda: os.read(source, CHUNK), b''):
                 if digest:
                     digest.update(chunk)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid as uuidlib
 
@@ -130,9 +131,22 @@ def test_files_no_backup_holds_stay_reported(make_orthanc, ansible, repository, 
     assert result['repaired'] == [] and result['unrepaired'] == [lost]
     assert result['missing'][0]['resource'] == 'instances/' + newer
 
-    # A folder of the storage swapped for a link to an empty folder elsewhere: its files are missing, the backup
-    # holds them, and the repair refuses to put anything back through the link.
-    folder = os.path.dirname(storage_file(orthanc, dicom_uuid(orthanc, backed_up[0])))
+    # A folder of the storage lost with its files, the storage owned by another account than the module's (as
+    # Debian's orthanc user owns it): the repair makes the folder again like the storage, so Orthanc can write there.
+    repaired = dicom_uuid(orthanc, backed_up[0])
+    folder = os.path.dirname(storage_file(orthanc, repaired))
+    shutil.rmtree(folder)
+    storage = os.path.dirname(os.path.dirname(folder))
+    os.chown(storage, 65534, 65534)
+    result, rc, output = ansible.run('orthanc_audit', {'config': orthanc.config, 'repair': True,
+                                                       'repository': repository, 'instance': 'pacs'})
+    assert rc == 0 and repaired in result['repaired'], output
+    made, root = os.stat(folder), os.stat(storage)
+    assert (made.st_uid, made.st_gid, made.st_mode & 0o777) == (65534, 65534, root.st_mode & 0o777)
+    assert os.stat(storage_file(orthanc, repaired)).st_uid == 65534
+
+    # That folder swapped for a link to an empty folder elsewhere: its files are missing, the backup holds them,
+    # and the repair refuses to put anything back through the link.
     outside = str(tmp_path / 'outside')
     os.mkdir(outside)
     os.rename(folder, str(tmp_path / 'moved'))

@@ -19,7 +19,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifes
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, UnsafePath, copy_file, make_dirs, open_regular)
+    TreeReader, UnsafePath, copy_file, folder_beneath, make_dirs, open_regular)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import FolderSwap, StagedDamage, stage_files
 
 UUID = 'ab12cdef-0000-4000-8000-000000000001'
@@ -373,6 +373,27 @@ def test_swap_never_replaces_an_entry_it_does_not_own(tmp_path):
         swap.apply()
     swap.undo()
     assert (tmp_path / 'live' / 'index').read_bytes() == b'live index'
+
+
+def test_folders_beneath_a_root_are_made_like_it_and_reached_through_no_link(tmp_path):
+    (tmp_path / 'storage').mkdir()
+    (tmp_path / 'elsewhere').mkdir()
+    os.symlink(str(tmp_path / 'elsewhere'), str(tmp_path / 'storage' / 'ab'))
+    with pytest.raises(OSError):
+        folder_beneath(str(tmp_path / 'storage'), 'ab/cd', 0o750, (65534, 65534))
+    assert os.listdir(str(tmp_path / 'elsewhere')) == []
+    owner = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    previous = os.umask(0o777)
+    try:
+        fd = folder_beneath(str(tmp_path / 'storage'), 'xy/zw', 0o750, (65534, 65534))
+    finally:
+        os.umask(previous)
+    copy_file(__file__, 'copied', dir_fd=fd)
+    os.close(fd)
+    for folder in ('xy', 'xy/zw'):
+        info = os.stat(str(tmp_path / 'storage' / folder))
+        assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == ((0o750,) + owner)
+    assert (tmp_path / 'storage' / 'xy' / 'zw' / 'copied').read_bytes() == open(__file__, 'rb').read()
 
 
 def test_swap_keeps_nothing_through_a_link_planted_where_it_keeps_the_replaced_data(tmp_path):
