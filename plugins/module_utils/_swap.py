@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    DIR_MODE, TreeReader, copy_file, make_dirs, map_runs, set_owner)
+    DIR_MODE, TreeReader, copy_file, make_dirs, map_runs)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -99,8 +99,16 @@ class FolderSwap(Swap):
 
 
 def _own(path, owner, mode):
-    os.chmod(path, mode)
-    set_owner(path, owner[0], owner[1])
+    """Give the folder just made at ``path`` ``mode`` and (as root) ``owner`` through a descriptor, opened through
+    no link at its end: a folder swapped for a link meanwhile (the staging sits in a folder the Orthanc user may
+    write) is refused, never what the link points to changed."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, mode)
+        if os.geteuid() == 0:
+            os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
 
 
 class StagedDamage(OrthancOpsError):

@@ -20,7 +20,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, copy_file, folder_beneath, make_dirs, open_regular)
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import FolderSwap, StagedDamage, stage_files
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import FolderSwap, StagedDamage, _own, stage_files
 
 UUID = 'ab12cdef-0000-4000-8000-000000000001'
 STORAGE_KEY = 'storage/ab/12/' + UUID
@@ -394,6 +394,16 @@ def test_folders_beneath_a_root_are_made_like_it_and_reached_through_no_link(tmp
         info = os.stat(str(tmp_path / 'storage' / folder))
         assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == ((0o750,) + owner)
     assert (tmp_path / 'storage' / 'xy' / 'zw' / 'copied').read_bytes() == open(__file__, 'rb').read()
+
+
+def test_a_staged_folder_swapped_for_a_link_is_never_given_away(tmp_path):
+    (tmp_path / 'elsewhere').mkdir()
+    os.chmod(str(tmp_path / 'elsewhere'), 0o700)
+    os.symlink(str(tmp_path / 'elsewhere'), str(tmp_path / 'made'))
+    with pytest.raises(OSError):
+        _own(str(tmp_path / 'made'), (65534, 65534), 0o777)
+    info = os.stat(str(tmp_path / 'elsewhere'))
+    assert (info.st_mode & 0o777, info.st_uid) == (0o700, os.getuid())
 
 
 def test_swap_keeps_nothing_through_a_link_planted_where_it_keeps_the_replaced_data(tmp_path):
