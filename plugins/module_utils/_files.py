@@ -82,6 +82,13 @@ def remove_entry(path):
             pass
 
 
+def give(fd, mode, owner=None):
+    """Give the open file or folder ``fd`` exactly ``mode`` and, as root, the ``owner`` (uid, gid) given."""
+    os.fchmod(fd, mode)
+    if owner and os.geteuid() == 0:
+        os.fchown(fd, *owner)
+
+
 def folder_beneath(root, relative, mode, owner=None):
     """A descriptor of the folder ``root/relative``, each folder on the way reached through no symbolic link
     (OSError ELOOP otherwise) and, when missing, created with exactly ``mode`` and (as root) ``owner``."""
@@ -97,9 +104,7 @@ def folder_beneath(root, relative, mode, owner=None):
             os.close(fd)
             fd = child
             if made:
-                os.fchmod(fd, mode)
-                if owner and os.geteuid() == 0:
-                    os.fchown(fd, *owner)
+                give(fd, mode, owner)
     except BaseException:
         os.close(fd)
         raise
@@ -110,9 +115,7 @@ def create_file(path, mode=FILE_MODE, owner=None, dir_fd=None):
     """A new file opened for writing with exactly ``mode`` (and, as root, the ``owner`` (uid, gid) given);
     never through a symbolic link. With ``dir_fd``, ``path`` is a name in that folder."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
-    os.fchmod(fd, mode)
-    if owner and os.geteuid() == 0:
-        os.fchown(fd, *owner)
+    give(fd, mode, owner)
     return os.fdopen(fd, 'wb')
 
 

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    DIR_MODE, TreeReader, copy_file, make_dirs, map_runs)
+    DIR_MODE, TreeReader, copy_file, give, make_dirs, map_runs)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -104,9 +104,7 @@ def _own(path, owner, mode):
     write) is refused, never what the link points to changed."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.fchmod(fd, mode)
-        if os.geteuid() == 0:
-            os.fchown(fd, *owner)
+        give(fd, mode, owner)
     finally:
         os.close(fd)
 
