@@ -127,6 +127,24 @@ def container_network(orthanc_image):
 
 
 @pytest.fixture
+def packaged_orthanc():
+    """The Debian package's Orthanc: /etc/orthanc, /var/lib/orthanc/db-v6, /etc/init.d/orthanc, port 8042."""
+    storage = '/var/lib/orthanc/db-v6'
+    subprocess.run(['/etc/init.d/orthanc', 'stop'], check=False, capture_output=True)
+    saved = storage + '.before-tests'
+    if os.path.exists(storage):
+        shutil.move(storage, saved)
+    os.makedirs(storage)
+    shutil.chown(storage, 'orthanc', 'orthanc')
+    subprocess.run(['/etc/init.d/orthanc', 'start'], check=True, capture_output=True)
+    yield storage
+    subprocess.run(['/etc/init.d/orthanc', 'stop'], check=False, capture_output=True)
+    shutil.rmtree(storage, ignore_errors=True)
+    if os.path.exists(saved):
+        shutil.move(saved, storage)
+
+
+@pytest.fixture
 def repository(tmp_path):
     path = tmp_path / 'repository'
     yield str(path)

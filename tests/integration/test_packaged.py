@@ -18,24 +18,6 @@ import pytest
 from harness import make_instances
 
 
-@pytest.fixture
-def packaged_orthanc():
-    """The Debian package's Orthanc: /etc/orthanc, /var/lib/orthanc/db-v6, /etc/init.d/orthanc, port 8042."""
-    storage = '/var/lib/orthanc/db-v6'
-    subprocess.run(['/etc/init.d/orthanc', 'stop'], check=False, capture_output=True)
-    saved = storage + '.before-tests'
-    if os.path.exists(storage):
-        shutil.move(storage, saved)
-    os.makedirs(storage)
-    shutil.chown(storage, 'orthanc', 'orthanc')
-    subprocess.run(['/etc/init.d/orthanc', 'start'], check=True, capture_output=True)
-    yield storage
-    subprocess.run(['/etc/init.d/orthanc', 'stop'], check=False, capture_output=True)
-    shutil.rmtree(storage, ignore_errors=True)
-    if os.path.exists(saved):
-        shutil.move(saved, storage)
-
-
 def packaged_md5s():
     def get(path):
         with urllib.request.urlopen('http://127.0.0.1:8042' + path, timeout=30) as response:

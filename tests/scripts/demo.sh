@@ -34,21 +34,43 @@ for data in make_instances(patients=3, studies=2, series=2, instances=3):
 PY
 fi
 
+report_dir=${ORTHANC_OPS_REPORT_DIR:-/var/tmp/orthanc-backup-report}
 echo "== Backing up with orthanc_ops.backup.backup"
 ansible-playbook orthanc_ops.backup.backup -i localhost, -c local \
   -e ansible_python_interpreter=/usr/bin/python3 -e orthanc_backup_repository="$repository" \
-  -e orthanc_backup_instance=localhost -e orthanc_backup_report_dir="${ORTHANC_OPS_REPORT_DIR:-/var/tmp/orthanc-backup-report}"
+  -e orthanc_backup_instance=localhost -e orthanc_backup_report_dir="$report_dir"
 
 latest=$(find "$repository/localhost" -mindepth 1 -maxdepth 1 -type d -name "2*Z" | sort | tail -n 1)
-echo "== The backup is in $latest"
-python3 - "$latest" <<'PY'
-import json, sys
-manifest = json.load(open(sys.argv[1] + '/manifest.json'))
-counts = manifest['counts']
-print('status %s, Orthanc %s, %s index, %s storage' % (manifest['status'], manifest['orthanc_version'],
-      manifest['index_backend'], manifest['storage_backend']))
-print('%(patients)d patients, %(studies)d studies, %(series)d series, %(instances)d instances' % counts)
-print('%d files (%d bytes copied, %d linked), Orthanc down %.2f s' % (len(manifest['files']),
-      manifest['bytes_copied'], manifest['bytes_linked'], manifest['timings']['downtime_seconds']))
+echo "== Summary"
+python3 - "$latest" "$report_dir" "$repository" "$collections" <<'PY'
+import json
+import os
+import sys
+
+backup, report_dir, repository, collections = sys.argv[1:]
+with open(os.path.join(backup, 'manifest.json')) as handle:
+    manifest = json.load(handle)
+# Unchanged storage files are hard links shared with the previous backup.
+stored = [os.stat(os.path.join(folder, name)) for folder, dummy, names in os.walk(os.path.join(backup, 'storage'))
+          for name in names]
+shared = sum(1 for stat in stored if stat.st_nlink > 1)
+timings = manifest['timings']
+print('Backup     %s (%s, Orthanc %s, %s index, %s storage)' % (backup, manifest['status'], manifest['orthanc_version'],
+                                                               manifest['index_backend'], manifest['storage_backend']))
+print('Holds      %(patients)d patients, %(studies)d studies, %(series)d series, %(instances)d instances' % manifest['counts'])
+print('Files      %d, %d bytes: %d bytes copied, %d linked from the previous backup' % (
+    manifest['files'], manifest['bytes'], manifest['bytes_copied'], manifest['bytes_linked']))
+if not stored:
+    print('Storage    empty')
+elif shared == len(stored):
+    print('Storage    all %d files linked from the previous backup (nothing changed since)' % len(stored))
+else:
+    print('Storage    %d files, %d of them linked from the previous backup' % (len(stored), shared))
+outage = {'freeze': 'paused for %.3f s' % timings['pause_seconds'],
+          'cold': 'stopped for %.3f s' % timings['downtime_seconds']}
+print('Orthanc    %s (mode %s)' % (outage.get(manifest['mode'], 'kept serving'), manifest['mode']))
+print('Report     %s' % os.path.join(report_dir, 'report.html'))
+print('Restore    ANSIBLE_COLLECTIONS_PATH=%s ansible-playbook orthanc_ops.backup.restore -i localhost, -c local '
+      '-e orthanc_backup_repository=%s -e orthanc_backup_instance=localhost -e orthanc_restore_backup=%s'
+      % (collections, repository, manifest['backup_id']))
 PY
-ls -l "$latest"
