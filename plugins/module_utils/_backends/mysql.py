@@ -10,6 +10,7 @@ RENAME TABLE."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import tempfile
 import traceback
@@ -21,7 +22,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends._comm
     expected_files)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import database_network
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import file_md5, open_regular
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import Swap
 
 PYMYSQL_ERROR = None
@@ -198,11 +199,18 @@ class MySQLBackend(DatabaseBackend):
         """An unbuffered cursor, whose rows stay on the server until read."""
         return connection.cursor(pymysql.cursors.SSCursor)
 
-    def _client(self, names, args):
-        """Run a client tool with a 0600 option file, so that the password is never on argv."""
+    def _client(self, names, args, stdin=None):
+        """Run a client tool with a 0600 option file, so that the password is never on argv; ``stdin``: an open
+        file descriptor the tool reads as its standard input."""
         binary = next((path for path in (self.module.get_bin_path(name) for name in names) if path), None)
         if not binary:
             raise OrthancOpsError('%s is not installed on this host; install mariadb-client.' % ' or '.join(names))
+        for name in ('user', 'password', 'unix_socket'):
+            # An option file is read a line at a time: a line break in a value would add options of its own.
+            if any(char in (self.settings[name] or '') for char in '\r\n\0'):
+                raise OrthancOpsError('The MySQL %s of the %s holds a line break or NUL, which an option file cannot '
+                                      'carry; fix it in Orthanc\'s configuration or the login options.'
+                                      % (name, self._where()))
         folder = tempfile.mkdtemp(prefix='orthanc-ops-')
         try:
             options = os.path.join(folder, 'client.cnf')
@@ -214,11 +222,22 @@ class MySQLBackend(DatabaseBackend):
                     handle.write('socket=%s\n' % self.settings['unix_socket'])
                 else:
                     handle.write('host=%s\nport=%d\nprotocol=tcp\n' % (self.settings['host'], self.settings['port']))
+            argv = [binary, '--defaults-extra-file=' + options] + args
             with self.network():
-                rc, out, err = self.module.run_command([binary, '--defaults-extra-file=' + options] + args)
+                if stdin is None:
+                    rc, out, err = self.module.run_command(argv)
+                else:
+                    # run_command gives no file as standard input but through a shell: every word quoted.
+                    rc, out, err = self.module.run_command(' '.join(shlex.quote(arg) for arg in argv) + ' <&%d' % stdin,
+                                                           use_unsafe_shell=True, pass_fds=[stdin])
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if rc != 0:
+            if "unknown option '--sandbox'" in err:
+                raise OrthancOpsError('%s cannot load a dump safely: it has no --sandbox option (%s). A dump read '
+                                      'without it could run shell commands; install a client from MariaDB 10.5.25, '
+                                      '10.6.18, 10.11.8, 11.0.6 or later.'
+                                      % (binary, self.module.run_command([binary, '--version'])[1].strip()))
             raise OrthancOpsError('%s failed for the %s (exit code %d): %s'
                                   % (os.path.basename(binary), self._where(), rc, err.strip()))
         return out
@@ -263,7 +282,10 @@ class MySQLBackend(DatabaseBackend):
         check_complete(dump)
         self.execute(['DROP DATABASE IF EXISTS %s' % quoted(database), 'CREATE DATABASE %s' % quoted(database)])
         try:
-            self._client(CLIENT_COMMANDS, ['--database=' + database, '--execute=source ' + dump])
+            # --sandbox: a dump is data; the client's commands that reach the host (\! and system, source,
+            # tee, ...) refuse, whoever rewrote the dump. It is read through no link.
+            with open_regular(os.path.join(self.folder, DUMP), beneath=backup_folder) as handle:
+                self._client(CLIENT_COMMANDS, ['--sandbox', '--database=' + database], stdin=handle.fileno())
             connection = self.connect(database)
             try:
                 with connection.cursor() as cursor:

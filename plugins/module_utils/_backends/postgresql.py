@@ -220,8 +220,8 @@ class PostgreSQLBackend(DatabaseBackend):
         self.maintenance([sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(database)),
                           sql.SQL('CREATE DATABASE {}').format(sql.Identifier(database))])
         try:
-            self._tool('pg_restore', ['--no-owner', '--no-privileges', '--exit-on-error', '-j', str(self.jobs),
-                                      '-d', database, os.path.join(backup_folder, self.folder, DUMP)])
+            self._tool('pg_restore', ['--no-owner', '--no-privileges', '--no-comments', '--exit-on-error',
+                                      '-j', str(self.jobs), '-d', database, os.path.join(backup_folder, self.folder, DUMP)])
             connection = self.connect(database)
             try:
                 with connection.cursor() as cursor:
