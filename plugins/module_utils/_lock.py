@@ -21,11 +21,11 @@ import stat
 import tempfile
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import make_dirs
 
 LOCK_NAME = '.lock'
-# Where the per-Orthanc locks live: a root-only folder on a tmpfs, emptied at boot.
-RUN_LOCK_DIRS = ('/run/lock', '/var/lock')
+# Where root's per-Orthanc locks live: a folder of its own in /run (a tmpfs emptied at boot, which only root can
+# write; /run/lock is writable by all, so anyone could take the name first).
+RUN_DIR = '/run'
 
 
 class Lock:
@@ -85,13 +85,22 @@ def held(path):
 
 
 def _private_lock_dir():
-    """A folder only this user can write, for the per-Orthanc locks."""
-    base = next((folder for folder in RUN_LOCK_DIRS if os.path.isdir(folder)), tempfile.gettempdir())
+    """A folder only this user can use, for the per-Orthanc locks: /run/orthanc-ops for root, else one in the
+    user's runtime folder (or the temporary folder)."""
+    if os.geteuid() == 0 and os.path.isdir(RUN_DIR):
+        base = RUN_DIR
+    else:
+        base = os.environ.get('XDG_RUNTIME_DIR') or tempfile.gettempdir()
     folder = os.path.join(base, 'orthanc-ops')
-    make_dirs(folder)
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
     info = os.lstat(folder)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
-        raise OrthancOpsError('%s is not a folder that only this user can write; remove it and run again.' % folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise OrthancOpsError('%s, where this user keeps its locks, is not a folder that only this user can use (a '
+                              'link, another owner, or a mode beyond 0700): someone else made it. Nothing was done; '
+                              'remove it and run again.' % folder)
     return folder
 
 
