@@ -17,6 +17,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment imp
 MASK = '********'
 DATABASE_KEYS = ('Host', 'Port', 'Database', 'Username', 'Password', 'ConnectionUri', 'UnixSocket',
                  'EnableIndex', 'EnableStorage', 'Lock', 'EnableSsl')
+_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:\\.|[^'\\])*'?|[^&\s]*)", re.IGNORECASE)
 
 
 def masked_database(section):
@@ -26,7 +27,8 @@ def masked_database(section):
         settings['Password'] = MASK
     if settings.get('ConnectionUri'):
         settings['ConnectionUri'] = re.sub(r'(://[^:/@]+:)[^@]*@', r'\1' + MASK + '@', settings['ConnectionUri'])
-        settings['ConnectionUri'] = re.sub(r'(password=)[^&\s]*', r'\1' + MASK, settings['ConnectionUri'])
+        # A query parameter, or a libpq keyword whose value may be quoted and hold spaces and escaped quotes.
+        settings['ConnectionUri'] = _PASSWORD_KEYWORD.sub(r'\1' + MASK, settings['ConnectionUri'])
     return settings
 
 
