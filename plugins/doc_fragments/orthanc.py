@@ -101,6 +101,22 @@ options:
     description:
       - Name of this Orthanc in the repository (a folder name). Defaults to the host name.
     type: str
+  backup_key:
+    description:
+      - Secret (at least 16 characters) that signs every backup's manifest with an HMAC-SHA256, and without
+        which no backup is used. The manifest names its listings with their MD5s, and the listings every file
+        with its MD5, so the signature covers the whole backup.
+      - When given, only backups it signed are restored, verified, drilled, recovered from, copied, pushed,
+        pulled, linked to by the next backup, counted by retention and pruned; any other folder named as a
+        backup is reported in a warning and left alone. Whoever can write the repository (the Orthanc user, the
+        account that receives fleet copies, a holder of the off-site password) then cannot make root use a backup
+        of their own.
+      - Without it, backups are neither signed nor checked and the module warns. A folder whose manifest names
+        another backup id or another instance, or an id later than now, is never a backup, key or not.
+      - The roles make one on the controller on their first run (O(backup_key) from Ansible Vault or an AWX
+        credential is better); M(orthanc_ops.backup.orthanc_backup_verify) with O(orthanc_ops.backup.orthanc_backup_verify#module:sign=true)
+        signs a backup made before.
+    type: str
 '''
 
     # Database login for the PostgreSQL and MySQL/MariaDB backends.

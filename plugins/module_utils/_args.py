@@ -38,6 +38,7 @@ def repository_argument_spec(required=False):
     return dict(
         repository=dict(type='path', required=required),
         instance=dict(type='str'),
+        backup_key=dict(type='str', no_log=True),
     )
 
 

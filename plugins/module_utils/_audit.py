@@ -174,7 +174,7 @@ def sources_in(repository, wanted):
         folder = repository.backup_path(backup_id)
         found = {}
         try:
-            for relative, dummy, md5 in _manifest.read(folder).entries('storage'):
+            for relative, dummy, md5 in _manifest.read(folder, key=repository.key).entries('storage'):
                 uuid = relative.rsplit('/', 1)[1]
                 if uuid in remaining and md5 == wanted[uuid]['md5']:
                     found[uuid] = (folder, relative)

@@ -181,6 +181,7 @@ class Backup(Phase):
             'backup_id': backup_id,
             'path': path,
             'previous_backup': previous_id,
+            'authenticated': self.repository.key is not None,
             'consistent_at': manifest['consistent_at'],
             'index_backend': self.index_backend,
             'storage_backend': self.storage_backend,

@@ -57,6 +57,8 @@ _ENCODE_PATH = json.JSONEncoder().encode
 WRITE_BATCH = 4096
 # The longest line a listing may hold: a path, a size and an MD5 take far less.
 LINE_LIMIT = 64 * 1024
+# The largest manifest.json read: a few KiB since format 2; format 1 listed every file inside.
+MANIFEST_LIMIT = 256 * 1024 * 1024
 
 
 def sort_key(relative):
@@ -118,11 +120,11 @@ class _ListingWriter:
             self.raw.close()
 
 
-def write(folder, header, entries, storage=()):
+def write(folder, header, entries, storage=(), key=None):
     """Write the listings of ``entries`` ((path, size, md5), in sort_key order) and of ``storage`` ((uuid, size,
     md5) of storage files, in uuid order, which is their paths' order, after every path of ``entries``), then
-    ``manifest.json`` (``header``, this format's number and the listings' figures), each fsynced. Returns the
-    manifest's path."""
+    ``manifest.json`` (``header``, this format's number and the listings' figures, sealed with ``key``, a
+    BackupKey, when given), each fsynced. Returns the manifest's path."""
     text = _ListingWriter(folder, LISTING)
     records = _ListingWriter(folder, STORAGE_LISTING)
     try:
@@ -133,7 +135,11 @@ def write(folder, header, entries, storage=()):
             listing.discard()
         raise
     values = dict(header, format=FORMAT_VERSION, files=count, bytes=total, **listings)
-    path = os.path.join(folder, NAME)
+    return write_values(os.path.join(folder, NAME), key.seal(values) if key else values)
+
+
+def write_values(path, values):
+    """Write ``values`` as the manifest file ``path``, fsynced; the path."""
     with create_file(path, FILE_MODE) as handle:
         handle.write(json.dumps(values, indent=1, sort_keys=True).encode())
         handle.flush()
@@ -200,7 +206,10 @@ def _check_entry(folder, relative, size, md5):
 
 
 class Manifest(dict):
-    """A backup's description (the keys of ``manifest.json``), and its files through ``entries()``."""
+    """A backup's description (the keys of ``manifest.json``), and its files through ``entries()``;
+    ``authenticated``: its seal was checked with a backup key (see read)."""
+
+    authenticated = False
 
     def __init__(self, folder, values, checked=True):
         super().__init__(values)
@@ -253,6 +262,9 @@ class Manifest(dict):
         except OSError as exc:
             raise _invalid(self.folder, 'its listing of files (%s) cannot be read (%s)' % (name, exc))
         with raw:
+            if os.fstat(raw.fileno()).st_size != self[key]['size']:
+                raise _invalid(self.folder, 'its listing of files (%s) is not the one it was written with (size '
+                                            'differs)' % name)
             hashed = _HashingFile(raw)
             try:
                 with gzip.GzipFile(fileobj=hashed, mode='rb') as listing:
@@ -353,9 +365,13 @@ class Manifest(dict):
         """The entries of the listings whose paths start with ``prefix`` (storage files as (uuid, size, md5)
         ``as_uuids``, with the prefix storage/), read as they are consumed (see _merged); each listing must be
         sorted, each path listed once, and their entries must number as the manifest says."""
-        count, prefix_key = 0, sort_key(prefix)
+        count = total = 0
+        prefix_key = sort_key(prefix)
         for key, entry in self._merged(as_uuids):
             count += 1
+            total += entry[1]
+            if count > self['files']:    # found before a reader has taken more than the manifest promised
+                raise _invalid(self.folder, 'its listings hold more than the %d files the manifest says' % self['files'])
             if key is None:    # a record: a storage file, whose area sorts last
                 if prefix not in ('', 'storage/'):
                     return
@@ -366,6 +382,8 @@ class Manifest(dict):
                 return    # sorted: the area is over
         if count != self['files']:
             raise _invalid(self.folder, 'its listings hold %d files, the manifest says %d' % (count, self['files']))
+        if total != self['bytes']:
+            raise _invalid(self.folder, 'its listings hold %d bytes, the manifest says %d' % (total, self['bytes']))
 
 
 def _lines(blocks):
@@ -384,17 +402,21 @@ def _lines(blocks):
         yield rest
 
 
-def read(folder, checked=True):
-    """The manifest of a complete backup, checked to be well formed; its entries are checked as they are read.
-    ``checked``: its listing read through once now, so that a damaged listing fails here (see Manifest)."""
+def read_values(folder):
+    """The values of ``folder``'s manifest.json, read through no link and no larger than MANIFEST_LIMIT, with their
+    status and identity checked: what a listing of backups needs, without the listings."""
     path = os.path.join(folder, NAME)
     try:
         with open_regular(NAME, beneath=folder) as handle:
-            values = json.load(handle)
+            text = handle.read(MANIFEST_LIMIT + 1)
+        if len(text) > MANIFEST_LIMIT:
+            raise ValueError('it is larger than %d MiB' % (MANIFEST_LIMIT // 2**20))
+        values = json.loads(text)
     except FileNotFoundError:
         raise OrthancOpsError('%s has no %s: it is not a complete backup. Choose another backup.' % (folder, NAME))
-    except (OSError, ValueError) as exc:
-        raise OrthancOpsError('Cannot read %s: %s. The backup is damaged; choose another backup.' % (path, exc))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise OrthancOpsError('Cannot read %s: %s. The backup is damaged; choose another backup.'
+                              % (path, 'it nests too deep' if isinstance(exc, RecursionError) else exc))
     if not isinstance(values, dict):
         raise _invalid(folder, 'it does not hold a JSON object')
     if values.get('status') != 'complete' or values.get('format') not in READABLE_FORMATS:
@@ -403,7 +425,29 @@ def read(folder, checked=True):
                                  values.get('format')))
     if not isinstance(values.get('counts'), dict) or not isinstance(values.get('backup_id'), str):
         raise _invalid(folder, 'it has no counts or backup id')
-    return Manifest(folder, values, checked)
+    return values
+
+
+def authenticate(folder, values, key):
+    """Refuse the manifest ``values`` of ``folder`` unless ``key`` (a BackupKey, or None: nothing checked) signed
+    it."""
+    problem = key.problem(values) if key else None
+    if problem:
+        raise OrthancOpsError('Backup %s is not authenticated by backup_key: %s. It was not made with this key, or '
+                              'someone who can write the repository made or changed it; it is left alone. Use '
+                              'another backup, or check it and sign it with orthanc_backup_verify (sign=true).'
+                              % (folder, problem))
+
+
+def read(folder, checked=True, key=None):
+    """The manifest of a complete backup, checked to be well formed (and signed by ``key``, a BackupKey, when
+    given); its entries are checked as they are read. ``checked``: its listing read through once now, so that a
+    damaged listing fails here (see Manifest)."""
+    values = read_values(folder)
+    authenticate(folder, values, key)
+    manifest = Manifest(folder, values, checked)
+    manifest.authenticated = key is not None
+    return manifest
 
 
 def valid_key(key):

@@ -140,10 +140,11 @@ def pull(module, restic, instance):
         with ThreadPoolExecutor(1) as syncer:
             # The copy goes to the disk while it is checked, which reads it from memory (the page cache).
             synced = syncer.submit(os.sync)
-            manifest = _manifest.read(partial)
-            if manifest['backup_id'] != backup_id:
-                raise OrthancOpsError('The snapshot %s of backup "%s" holds backup "%s". It was left in %s and is '
-                                      'not used.' % (result['snapshot_id'], backup_id, manifest['backup_id'], partial))
+            manifest = _manifest.read(partial, key=repository.key)
+            if manifest['backup_id'] != backup_id or manifest.get('instance', instance) != instance:
+                raise OrthancOpsError('The snapshot %s of backup "%s" holds backup "%s" of instance "%s". It was left in '
+                                      '%s and is not used.' % (result['snapshot_id'], backup_id, manifest['backup_id'],
+                                                               manifest.get('instance'), partial))
             problems = _manifest.problems(partial, manifest, check_md5=True)
             synced.result()
         if problems.count:

@@ -49,14 +49,14 @@ def prune(module):
         # Backups, restores and incoming copies hold this lock: nothing they use is removed.
         repository.lock('prune')
     try:
-        backup_ids = repository.backup_ids()
+        backup_ids = repository.counted_ids()
         keep = kept(backup_ids, **keep_policy)
         keep.update((backup_id, ['pinned']) for backup_id in backup_ids
                     if backup_id not in keep and repository.is_pinned(backup_id))
         remove = [backup_id for backup_id in backup_ids if backup_id not in keep]
         folders = [repository.backup_path(backup_id) for backup_id in remove]
         result = {'changed': bool(remove), 'kept': sorted(keep), 'reasons': keep, 'removed': remove,
-                  'bytes_freed': freed_bytes(folders)}
+                  'left_alone': repository.rejected, 'bytes_freed': freed_bytes(folders)}
         if not module.check_mode:
             partials = repository.clean_partials()
             for folder in folders:

@@ -17,9 +17,9 @@ import re
 import socket
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     DIR_MODE, create_file, make_dirs, open_regular, remove_entry)
@@ -37,6 +37,10 @@ DRILLS = '.drills.json'
 DRILL_RECORD_LIMIT = 64 * 1024
 # What the error message promises: a name that is one plain folder and one plain word on a command line.
 INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+# A backup's id is the UTC time it started: one later than now by more than a clock's drift was planted.
+CLOCK_DRIFT = timedelta(hours=1)
+UNAUTHENTICATED = ('No backup_key was given: backups are neither signed nor checked, so whoever can write %s can '
+                   'make a backup that is used as this instance\'s. Give backup_key (the roles make one).')
 
 
 def new_backup_id(now=None):
@@ -66,10 +70,11 @@ def check_instance(instance):
 class Repository:
     """The backups of one instance in one repository folder.
 
-    ``warn`` receives what the caller should tell the user (a backup skipped as unreadable).
+    ``warn`` receives what the caller should tell the user (a backup skipped as unreadable or left alone as
+    not this instance's); ``key``, a BackupKey: only the backups it signed are listed, used and pruned.
     """
 
-    def __init__(self, root, instance, warn=None):
+    def __init__(self, root, instance, warn=None, key=None):
         if not root or not os.path.isabs(root):
             raise OrthancOpsError('repository %r is not an absolute path; give the full path of the repository '
                                   'folder (a relative one would land in the folder the playbook runs from).' % (root,))
@@ -77,19 +82,29 @@ class Repository:
         self.instance = check_instance(instance)
         self.path = os.path.join(self.root, instance)
         self.warn = warn or (lambda message: None)
+        self.key = key
         self.skipped = []
+        # {backup id: why it is left alone} of the folders named as backups that are none of this instance's.
+        self.rejected = {}
+        self._vetted = {}
         self._lock = None
 
     @classmethod
     def from_params(cls, module):
-        """The repository and instance a module's parameters name (instance: the host name by default)."""
-        return cls(module.params['repository'], module.params['instance'] or socket.gethostname(), module.warn)
+        """The repository and instance a module's parameters name (instance: the host name by default), with the
+        module's backup key."""
+        key = _authentication.from_params(module.params)
+        if key is None:
+            module.warn(UNAUTHENTICATED % module.params['repository'])
+        return cls(module.params['repository'], module.params['instance'] or socket.gethostname(), module.warn, key)
 
     def backup_path(self, backup_id):
         return os.path.join(self.path, backup_id)
 
     def backup_ids(self):
-        """Ids of the complete backups, oldest first."""
+        """Ids of the complete backups of this instance, oldest first: folders named by an id whose manifest reads,
+        names that id and this instance, and is signed by the key (if any). Others are left alone, in
+        ``rejected``: whoever planted them chooses neither what is restored nor what a prune keeps."""
         try:
             names = os.listdir(self.path)
         except FileNotFoundError:
@@ -99,7 +114,51 @@ class Repository:
         # A link is not a backup here: it would let whoever planted it choose what is restored or verified.
         return sorted(name for name in names if ID_PATTERN.match(name)
                       and not os.path.islink(os.path.join(self.path, name))
-                      and os.path.isfile(os.path.join(self.path, name, _manifest.NAME)))
+                      and os.path.isdir(os.path.join(self.path, name)) and self._vet(name))
+
+    def counted_ids(self):
+        """The backup_ids() a retention policy counts: without a key, only those whose listings also read through to
+        their end as their manifest describes them (with one, the signature vouches for the listings)."""
+        if self.key:
+            return self.backup_ids()
+        counted = []
+        for backup_id in self.backup_ids():
+            try:
+                _manifest.read(self.backup_path(backup_id))
+            except OrthancOpsError as exc:
+                self._reject(backup_id, str(exc))
+                continue
+            counted.append(backup_id)
+        return counted
+
+    def _vet(self, backup_id):
+        """True if ``backup_id`` is one of this instance's backups (see backup_ids), asked once per folder."""
+        if backup_id not in self._vetted:
+            problem = self._problem(backup_id)
+            self._vetted[backup_id] = problem is None
+            if problem:
+                self._reject(backup_id, problem)
+        return self._vetted[backup_id]
+
+    def _reject(self, backup_id, problem):
+        self._vetted[backup_id] = False
+        self.rejected[backup_id] = problem
+        self.warn('Backup folder %s of instance "%s" is left alone (never used, counted or pruned): %s'
+                  % (backup_id, self.instance, problem))
+
+    def _problem(self, backup_id):
+        """Why the folder named ``backup_id`` is no backup of this instance, or None."""
+        try:
+            values = _manifest.read_values(self.backup_path(backup_id))
+        except OrthancOpsError as exc:
+            return str(exc)
+        if values['backup_id'] != backup_id:
+            return 'its manifest is that of backup %r' % values['backup_id']
+        if values.get('instance', self.instance) != self.instance:
+            return 'its manifest is that of instance %r' % values['instance']
+        if backup_id > new_backup_id(datetime.now(timezone.utc) + CLOCK_DRIFT):
+            return 'its id is a time to come'
+        return self.key.problem(values) if self.key else None
 
     def latest(self, load=None):
         """(backup_id, manifest) of the newest complete backup, or (None, None).
@@ -110,7 +169,7 @@ class Repository:
         self.skipped = []
         for backup_id in reversed(self.backup_ids()):
             try:
-                manifest = _manifest.read(self.backup_path(backup_id), checked=load is None)
+                manifest = _manifest.read(self.backup_path(backup_id), checked=load is None, key=self.key)
                 if load:
                     load(manifest)
                 return backup_id, manifest
@@ -131,9 +190,12 @@ class Repository:
         else:
             backup_id = backup
             if backup_id not in self.backup_ids():
+                if backup_id in self.rejected:
+                    raise OrthancOpsError('Backup "%s" of instance "%s" in %s cannot be used: %s.'
+                                          % (backup, self.instance, self.root, self.rejected[backup_id]))
                 raise OrthancOpsError('Backup "%s" of instance "%s" is not in %s; complete backups there: %s.'
                                       % (backup, self.instance, self.root, ', '.join(self.backup_ids()) or 'none'))
-            manifest = _manifest.read(self.backup_path(backup_id))
+            manifest = _manifest.read(self.backup_path(backup_id), key=self.key)
         return self.backup_path(backup_id), manifest
 
     def lock(self, operation):
@@ -225,7 +287,7 @@ class Repository:
     def finalize(self, backup_id, partial, header, entries, storage=()):
         """Make the partial backup complete: manifest written (``header`` and the listings of ``entries`` and
         ``storage``, see _manifest.write), everything synced, folder renamed."""
-        _manifest.write(partial, header, entries, storage)
+        _manifest.write(partial, header, entries, storage, self.key)
         return self.complete(backup_id, partial)
 
     def complete(self, backup_id, partial):

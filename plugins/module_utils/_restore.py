@@ -12,7 +12,7 @@ import os
 import time
 from contextlib import nullcontext
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import hashing_workers, set_owner
@@ -41,7 +41,7 @@ class Restore(Phase):
     def _check_backup(self, restore_storage):
         """The backup's manifest, once the backup is known to fit this Orthanc and to match its manifest (the
         storage files' sizes and MD5s are checked as they are staged: each file is read once)."""
-        manifest = self.manifest or _manifest.read(self.folder)
+        manifest = self.manifest or _manifest.read(self.folder, key=_authentication.from_params(self.params))
         if manifest['index_backend'] != self.backend.name:
             raise OrthancOpsError('The backup in %s holds a %s index but the configuration %s uses %s. '
                                   'Restore it with a matching configuration.'
@@ -102,6 +102,7 @@ class Restore(Phase):
         if not was_running:
             self.module.warn('Orthanc was not running: it was left stopped and its statistics were not compared.')
         return {'changed': True, 'backup_id': manifest['backup_id'], 'restored_from': self.folder,
+                'authenticated': manifest.authenticated,
                 'previous_kept_at': kept, 'downtime_seconds': round(downtime, 3),
                 'duration_seconds': round(time.monotonic() - started, 3), 'statistics': statistics}
 

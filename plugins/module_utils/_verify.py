@@ -13,6 +13,7 @@ import time
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import remove_entry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, PARTIAL, Repository
 
 # Problems the failure message names; the result lists up to list_limit.
@@ -36,17 +37,52 @@ def _incoming_folder(repository, backup):
     return folder
 
 
+def _opened(module, repository):
+    """(folder, manifest) of the backup to verify; with sign, a backup its key has not signed yet too."""
+    params = module.params
+    if params['sign']:
+        if repository.key is None:
+            raise OrthancOpsError('sign=true needs backup_key: the key to sign the backup with.')
+        # Opened without the key: signing is what it lacks.
+        repository = Repository(repository.root, repository.instance, module.warn)
+    if not params['incoming']:
+        return repository.open_backup(params['backup'])
+    folder = _incoming_folder(repository, params['backup'])
+    manifest = _manifest.read(folder, key=repository.key)
+    if (manifest['backup_id'], manifest.get('instance', repository.instance)) != (params['backup'], repository.instance):
+        raise OrthancOpsError('The copy in %s is not backup "%s" of instance "%s": its manifest names backup "%s" of '
+                              'instance "%s". It is left as it is.'
+                              % (folder, params['backup'], repository.instance, manifest['backup_id'],
+                                 manifest.get('instance')))
+    return folder, manifest
+
+
+def _sign(folder, key):
+    """Seal ``folder``'s manifest with ``key``, replacing it atomically and durably; True if it was not yet."""
+    values = _manifest.read_values(folder)
+    if key.problem(values) is None:
+        return False
+    # Written beside the backup, not in it (the backup holds only what it lists), under a name a prune's
+    # clean-up removes if this run is killed.
+    partial = os.path.join(os.path.dirname(folder), '.manifest-%s%s' % (os.path.basename(folder), PARTIAL))
+    remove_entry(partial)
+    os.rename(_manifest.write_values(partial, key.seal(values)), os.path.join(folder, _manifest.NAME))
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True
+
+
 def verify(module):
     """Check a backup (or an incoming copy) against its manifest: every listed file present with its size and,
-    with check_md5, its MD5, and nothing else; an incoming copy that passes becomes a complete backup."""
+    with check_md5, its MD5, and nothing else; an incoming copy that passes becomes a complete backup, and with
+    sign a backup that passes is signed with the key."""
     params = module.params
     started = time.monotonic()
     repository = Repository.from_params(module)
-    if params['incoming']:
-        folder = _incoming_folder(repository, params['backup'])
-        manifest = _manifest.read(folder)
-    else:
-        folder, manifest = repository.open_backup(params['backup'])
+    folder, manifest = _opened(module, repository)
     problems = _manifest.problems(folder, manifest, check_md5=params['check_md5'],
                                   keep=max(params['list_limit'], MESSAGE_PROBLEMS))
     result = {
@@ -58,12 +94,18 @@ def verify(module):
         'md5_checked': params['check_md5'],
         'problems': problems[:max(params['list_limit'], 0)],
         'problems_count': problems.count,
+        'authenticated': manifest.authenticated,
+        'signed': False,
     }
     if problems.count:
         raise OrthancOpsError('The backup in %s does not match its manifest (%d problem(s): %s). Do not rely on it; '
                               'copy or take the backup again.' % (folder, problems.count,
                                                                   '; '.join(problems[:MESSAGE_PROBLEMS])),
                               **result)
+    if params['sign'] and not module.check_mode:
+        with repository.locked('verify'):
+            result['signed'] = result['changed'] = _sign(folder, repository.key)
+        result['authenticated'] = True
     if params['incoming'] and not module.check_mode:
         with repository.locked('verify'):
             result['path'] = repository.complete(params['backup'], folder)

@@ -148,9 +148,14 @@ path:
   type: str
   sample: /var/backups/orthanc/pacs1/20261127T231045Z
 previous_backup:
-  description: Id of the backup files were linked from, or null.
+  description: Id of the backup files were linked from, or null. With O(backup_key), only a backup the key
+    signed is linked from.
   returned: success and not check mode
   type: str
+authenticated:
+  description: Whether the backup's manifest was signed with O(backup_key).
+  returned: success and not check mode
+  type: bool
 index_backend:
   description: Index backend of the Orthanc backed up.
   returned: success and not check mode

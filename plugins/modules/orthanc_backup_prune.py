@@ -74,6 +74,14 @@ removed:
   returned: success
   type: list
   elements: str
+left_alone:
+  description:
+    - Folders named as backups that are none of this instance's, each with the reason, neither counted nor
+      removed. Their manifest does not read, names another backup or instance, has an id later than now, or
+      (with O(backup_key)) is not signed by the key. Look at who made them.
+  returned: success
+  type: dict
+  sample: {"29991231T235959Z": "its id is a time to come"}
 bytes_freed:
   description: Bytes given back by the removal (files no kept backup links).
   returned: success

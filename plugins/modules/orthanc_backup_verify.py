@@ -46,6 +46,15 @@ options:
       - At most this many entries in RV(problems); RV(problems_count) counts them all.
     type: int
     default: 1000
+  sign:
+    description:
+      - Sign the backup with O(backup_key) once it passes, so that a site adopts a key without taking its
+        backups again. The backup is opened without the key (it is not signed yet) and checked against its
+        manifest like any other; signing says that you trust what it holds, so sign only backups that nobody
+        else could have written, then verify with O(check_md5=true) as here.
+      - A backup the key has already signed is left as it is.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -70,6 +79,13 @@ EXAMPLES = r'''
     backup: 20261127T231045Z
     incoming: true
   delegate_to: backup1.example.org
+
+- name: Sign a backup made before the site had a backup key
+  orthanc_ops.backup.orthanc_backup_verify:
+    repository: /var/backups/orthanc
+    backup: 20261127T231045Z
+    backup_key: "{{ vault_orthanc_backup_key }}"
+    sign: true
 '''
 
 RETURN = r'''
@@ -109,6 +125,14 @@ problems_count:
   description: Number of problems found, all of them.
   returned: always when the manifest could be read
   type: int
+authenticated:
+  description: Whether the backup's signature was checked with O(backup_key) (or made, with O(sign=true)).
+  returned: always when the manifest could be read
+  type: bool
+signed:
+  description: Whether O(sign=true) signed the backup now (false when the key had signed it already).
+  returned: always when the manifest could be read
+  type: bool
 duration_seconds:
   description: Seconds the check took.
   returned: success
@@ -128,6 +152,7 @@ def main():
         incoming=dict(type='bool', default=False),
         check_md5=dict(type='bool', default=True),
         list_limit=dict(type='int', default=1000),
+        sign=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _verify.main(module)

@@ -101,6 +101,10 @@ restored_from:
   description: Folder of the backup restored.
   returned: success and not check mode
   type: str
+authenticated:
+  description: Whether the backup's signature was checked with O(backup_key) before anything was staged.
+  returned: success and not check mode
+  type: bool
 previous_kept_at:
   description: Folders and databases holding the replaced data (empty with O(keep_previous=false)).
   returned: success and not check mode

@@ -21,7 +21,7 @@ def backup_time(backup_id):
 
 
 # Every row has every column; what a host did not get to (a skipped or unreachable host) is None.
-COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'size_bytes', 'new_bytes',
+COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'authenticated', 'size_bytes', 'new_bytes',
            'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'live_missing',
            'missing_attachments', 'md5_mismatches', 'verification', 'last_good_backup', 'offsite', 'offsite_backup',
            'offsite_bytes_added', 'last_drill', 'last_passed_drill')

@@ -110,7 +110,8 @@ class Fleet:
         env.update(ANSIBLE_COLLECTIONS_PATH=self.collections_root, ANSIBLE_NOCOLOR='1',
                    ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_RETRY_FILES_ENABLED='False',
                    ANSIBLE_SSH_CONTROL_PATH_DIR=self.control_dir, ANSIBLE_FORKS='10',
-                   ANSIBLE_LOCAL_TEMP=os.path.join(self.root, '.ansible-tmp'))
+                   ANSIBLE_LOCAL_TEMP=os.path.join(self.root, '.ansible-tmp'),
+                   ORTHANC_OPS_BACKUP_KEY_FILE=os.path.join(self.root, 'backup.key'))
         return env
 
     def write_vars(self, extra_vars):

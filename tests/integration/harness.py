@@ -687,7 +687,9 @@ class Ansible:
         env = dict(os.environ)
         env.update(ANSIBLE_COLLECTIONS_PATH=self.collections_root, ANSIBLE_NOCOLOR='1',
                    ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_RETRY_FILES_ENABLED='False',
-                   ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, '.ansible-tmp'))
+                   ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, '.ansible-tmp'),
+                   # The roles' backup key file on the controller: one per test, made by the backup role.
+                   ORTHANC_OPS_BACKUP_KEY_FILE=os.path.join(self.workdir, 'backup.key'))
         return env
 
     def write_playbook(self, module, params, check=False, environment=None):

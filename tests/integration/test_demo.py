@@ -26,11 +26,17 @@ def instances():
         return json.load(response)
 
 
+def demo_env(tmp_path):
+    return dict(os.environ, ORTHANC_OPS_REPOSITORY=str(tmp_path / 'repository'),
+                ORTHANC_OPS_REPORT_DIR=str(tmp_path / 'report'),
+                ORTHANC_OPS_COLLECTIONS_PATH=str(tmp_path / 'collections'),
+                ORTHANC_OPS_BACKUP_KEY_FILE=str(tmp_path / 'backup.key'))
+
+
 def run_demo(collections_root, tmp_path):
-    env = dict(os.environ, ORTHANC_OPS_REPOSITORY=str(tmp_path / 'repository'),
-               ORTHANC_OPS_REPORT_DIR=str(tmp_path / 'report'),
-               ORTHANC_OPS_COLLECTIONS_PATH=str(tmp_path / 'collections'))
-    done = subprocess.run(['bash', DEMO, collections_root], env=env, capture_output=True, text=True, timeout=600)
+    env = demo_env(tmp_path)
+    done = subprocess.run(['bash', DEMO, collections_root], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = done.stdout.split('== Summary\n', 1)[1]
     return dict(line.split(None, 1) for line in summary.splitlines())
@@ -46,6 +52,8 @@ def test_demo_backs_up_twice_and_says_how_to_restore(packaged_orthanc, collectio
     assert first['Storage'] == '36 files, 0 of them linked from the previous backup'
     assert re.match(r'^paused for 0\.\d{3} s \(mode freeze\)$', first['Orthanc'])
     assert first['Report'] == str(tmp_path / 'report' / 'report.html') and os.path.isfile(first['Report'])
+    key = tmp_path / 'backup.key'
+    assert first['Signed'] == 'yes, with the backup key in %s' % key and os.stat(key).st_mode & 0o777 == 0o600
     assert first['Restore'].endswith('-e orthanc_restore_backup=' + os.path.basename(backup))
 
     second = run_demo(collections_root, tmp_path)
@@ -56,6 +64,7 @@ def test_demo_backs_up_twice_and_says_how_to_restore(packaged_orthanc, collectio
     lost = instances()[0]
     urllib.request.urlopen(urllib.request.Request(ORTHANC + '/instances/' + lost, method='DELETE'), timeout=30).close()
     assert len(instances()) == 35
-    restore = subprocess.run(second['Restore'], shell=True, capture_output=True, text=True, timeout=600)
+    restore = subprocess.run(second['Restore'], shell=True, env=demo_env(tmp_path), capture_output=True, text=True,
+                             timeout=600, check=False)
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert 'failed=0' in restore.stdout and lost in instances() and len(instances()) == 36

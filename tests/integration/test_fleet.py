@@ -19,6 +19,8 @@ import pytest
 from fleet import Fleet, Sshd
 from harness import MysqlDatabase, Orthanc, PostgresDatabase, RestServer, listed_files, make_instances, mounted
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._authentication import BackupKey
+
 # Each takes several seconds or more: make quick leaves them out.
 pytestmark = pytest.mark.slow
 
@@ -46,12 +48,17 @@ def recap(output):
     return found
 
 
-def plant_copies(central, host, ids):
+def plant_copies(central, host, ids, key_file):
+    """Old copies of ``host`` on the backup host, signed with the fleet's backup key (the first run made it): a
+    retention policy counts them."""
+    with open(key_file) as handle:
+        key = BackupKey(handle.read().strip())
     for backup_id in ids:
         folder = os.path.join(central, host, backup_id)
         os.makedirs(folder)
         with open(os.path.join(folder, 'manifest.json'), 'w') as handle:
-            json.dump({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'files': {}}, handle)
+            json.dump(key.seal({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'instance': host,
+                                'counts': {}, 'files': {}}), handle)
 
 
 @pytest.fixture(scope='module')
@@ -92,7 +99,7 @@ def fleet(tmp_path_factory, collections_root):
         # Between the runs: one new study on the SQLite site, and old copies of centre-pg on the backup host.
         servers['site-sqlite'].upload(make_instances(patients=1, studies=1, series=1, instances=2, pixels=80))
         fleet.before['site-sqlite'] = servers['site-sqlite'].md5s()
-        plant_copies(os.path.join(root, 'central'), 'centre-pg', PLANTED)
+        plant_copies(os.path.join(root, 'central'), 'centre-pg', PLANTED, os.path.join(root, 'backup.key'))
         fleet.runs.append(fleet.run_playbook('backup', fleet.common_vars))
         fleet.reports.append(read_report(root))
         yield fleet
@@ -122,6 +129,13 @@ def test_first_run_backs_up_good_hosts_and_reports_the_broken_one(fleet):
             'copy verified on backup1'), row
         assert row['backup_id'] in central_ids(fleet.root, host)
         assert fleet.servers[host].answers()
+        # Signed with the key the first run made on the controller, and the copy checked with it there.
+        assert row['authenticated'] is True
+        with open(os.path.join(fleet.root, 'central', host, row['backup_id'], 'manifest.json')) as handle:
+            assert json.load(handle)['authentication']['algorithm'] == 'hmac-sha256'
+    assert os.stat(os.path.join(fleet.root, 'backup.key')).st_mode & 0o777 == 0o600
+    rc, output, dummy = fleet.runs[0]
+    assert 'one was made on the controller in %s' % os.path.join(fleet.root, 'backup.key') in output
     assert not os.path.exists(os.path.join(fleet.root, 'central', 'site-broken'))
 
 
@@ -204,7 +218,8 @@ def test_ansible_runner_keeps_the_summary_as_artifact_data(fleet):
     with open(os.path.join(private, 'env', 'extravars'), 'w') as handle:
         json.dump(fleet.common_vars, handle)
     with open(os.path.join(private, 'env', 'envvars'), 'w') as handle:
-        json.dump(dict((key, value) for key, value in fleet.env().items() if key.startswith('ANSIBLE_')), handle)
+        json.dump(dict((key, value) for key, value in fleet.env().items() if key.startswith(('ANSIBLE_', 'ORTHANC_OPS_'))),
+                  handle)
     runner = os.path.join(os.path.dirname(sys.executable), 'ansible-runner')
     process = subprocess.run([runner, 'run', private, '-p', 'backup.yml', '--inventory', fleet.write_inventory(),
                               '--ident', 'awx'], capture_output=True, text=True, timeout=900, check=False)

@@ -385,7 +385,7 @@ def test_latest_says_which_newer_backup_it_skipped(backed_up, ansible, repositor
         handle.write('{"truncated')
     result, rc, output = ansible.run('orthanc_backup_verify', {'repository': repository, 'instance': 'pacs'})
     assert rc == 0 and result['backup_id'] == backup['backup_id'], output
-    warning = 'Backup %s of instance "pacs" was skipped as the latest' % newer['backup_id']
+    warning = 'Backup folder %s of instance "pacs" is left alone' % newer['backup_id']
     assert any(warning in text for text in result['warnings']), output
 
 

@@ -24,7 +24,7 @@ def fake_backups(repository, ids, shared):
     for backup_id in ids:
         os.makedirs(os.path.join(folder, backup_id, 'storage'))
         with open(os.path.join(folder, backup_id, 'manifest.json'), 'w') as handle:
-            json.dump({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'files': {}}, handle)
+            json.dump({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'counts': {}, 'files': {}}, handle)
         with open(os.path.join(folder, backup_id, 'storage', 'own'), 'wb') as handle:
             handle.write(b'o' * 100)
         os.link(shared, os.path.join(folder, backup_id, 'storage', 'shared'))

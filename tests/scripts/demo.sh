@@ -42,12 +42,12 @@ ansible-playbook orthanc_ops.backup.backup -i localhost, -c local \
 
 latest=$(find "$repository/localhost" -mindepth 1 -maxdepth 1 -type d -name "2*Z" | sort | tail -n 1)
 echo "== Summary"
-python3 - "$latest" "$report_dir" "$repository" "$collections" <<'PY'
+python3 - "$latest" "$report_dir" "$repository" "$collections" "${ORTHANC_OPS_BACKUP_KEY_FILE:-$HOME/.orthanc-ops/backup.key}" <<'PY'
 import json
 import os
 import sys
 
-backup, report_dir, repository, collections = sys.argv[1:]
+backup, report_dir, repository, collections, key_file = sys.argv[1:]
 with open(os.path.join(backup, 'manifest.json')) as handle:
     manifest = json.load(handle)
 # Unchanged storage files are hard links shared with the previous backup.
@@ -69,6 +69,7 @@ else:
 outage = {'freeze': 'paused for %.3f s' % timings['pause_seconds'],
           'cold': 'stopped for %.3f s' % timings['downtime_seconds']}
 print('Orthanc    %s (mode %s)' % (outage.get(manifest['mode'], 'kept serving'), manifest['mode']))
+print('Signed     %s' % ('yes, with the backup key in %s' % key_file if 'authentication' in manifest else 'no'))
 print('Report     %s' % os.path.join(report_dir, 'report.html'))
 print('Restore    ANSIBLE_COLLECTIONS_PATH=%s ansible-playbook orthanc_ops.backup.restore -i localhost, -c local '
       '-e orthanc_backup_repository=%s -e orthanc_backup_instance=localhost -e orthanc_restore_backup=%s'

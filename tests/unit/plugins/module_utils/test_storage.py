@@ -189,8 +189,10 @@ def test_repository_lists_complete_backups_and_locks(tmp_path):
     repository.lock('backup')
     for name in ('20260101T000000Z', '20260102T000000Z.partial', '20260103T000000Z', 'notes'):
         os.mkdir(os.path.join(repository.path, name))
-    (tmp_path / 'pacs' / '20260101T000000Z' / 'manifest.json').write_text('{}')
+    write(repository.backup_path('20260101T000000Z'),
+          {'status': 'complete', 'backup_id': '20260101T000000Z', 'instance': 'pacs', 'counts': {}}, [])
     assert repository.backup_ids() == ['20260101T000000Z']
+    assert list(repository.rejected) == ['20260103T000000Z']
     other = Repository(str(tmp_path), 'pacs')
     with pytest.raises(OrthancOpsError, match='Instance "pacs" .* is busy: .*backup by pid %d' % os.getpid()):
         other.lock('prune')
@@ -301,3 +303,14 @@ def test_database_passwords_are_masked():
     masked = masked_database({'Host': 'db', 'Password': 's3cret', 'Other': 1,
                               'ConnectionUri': 'postgresql://orthanc:s3cret@db:5432/orthanc?password=s3cret'})
     assert 's3cret' not in repr(masked) and masked['Host'] == 'db' and 'Other' not in masked
+
+
+@pytest.mark.parametrize('uri, kept', [
+    ("host=db password='my secret pw' dbname=orthanc", 'dbname=orthanc'),
+    (r"host=db PASSWORD = 'my \' secret pw' user=orthanc", 'user=orthanc'),
+    ('host=db password=my-secret-pw user=orthanc', 'user=orthanc'),
+    ('postgresql://db/orthanc?sslmode=require&password=my-secret-pw&user=orthanc', '&user=orthanc'),
+])
+def test_keyword_form_passwords_are_masked_whole(uri, kept):
+    masked = masked_database({'ConnectionUri': uri})['ConnectionUri']
+    assert 'secret' not in masked and 'pw' not in masked and masked.endswith(kept), masked

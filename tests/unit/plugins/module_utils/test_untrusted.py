@@ -11,11 +11,12 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 from uuid import uuid4
 
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _lock, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
@@ -111,7 +112,7 @@ def line(relative, size=1, md5='0' * 32):
     ([b'x' * 100000 + b'\n'], 'is not \\[path, size, md5\\]'),
     ([line('index/index'), line('config/orthanc.json')], 'config/orthanc.json is listed out of order or twice'),
     ([line('index/index'), line('index/index')], 'out of order or twice'),
-    ([line('config/a'), line('config/b')], 'listings hold 2 files, the manifest says 1'),
+    ([line('config/a'), line('config/b')], 'listings hold more than the 1 files the manifest says'),
 ])
 def test_listings_that_are_not_well_formed_are_refused(tmp_path, lines, message):
     write_backup(tmp_path, {'config/a': b'x'})
@@ -201,7 +202,7 @@ def record(uuid, size=1, md5='0' * 32):
     ([record(UUID)[:-1]], 'ends inside a record'),
     ([record('ff' + UUID[2:]), record(UUID)], 'is listed out of order or twice'),
     ([record(UUID), record(UUID)], 'is listed out of order or twice'),
-    ([record(UUID), record('ff' + UUID[2:])], 'listings hold 2 files, the manifest says 1'),
+    ([record(UUID), record('ff' + UUID[2:])], 'listings hold more than the 1 files the manifest says'),
 ])
 def test_storage_listings_that_are_not_well_formed_are_refused(tmp_path, records, message):
     write_backup(tmp_path, {STORAGE_KEY: b'x'})
@@ -426,3 +427,24 @@ def test_http_port_must_be_a_port(tmp_path, value):
     (tmp_path / 'o.json').write_text(json.dumps({'HttpPort': value}))
     with pytest.raises(OrthancOpsError, match='HttpPort in the configuration .* not a TCP port'):
         load(str(tmp_path / 'o.json')).http_port
+
+
+def test_the_per_orthanc_locks_live_in_a_folder_nobody_else_made(tmp_path, monkeypatch):
+    """/run/lock is writable by every user: a folder planted there made every backup, restore and audit fail."""
+    monkeypatch.setattr(_lock, 'RUN_DIR', str(tmp_path / 'run'))
+    folder = tmp_path / 'run' / 'orthanc-ops'
+    (tmp_path / 'run').mkdir()
+    with _lock.orthanc_lock('/etc/orthanc', 'backup'):
+        assert os.stat(str(folder)).st_mode & 0o777 == 0o700
+    shutil.rmtree(str(folder))
+    (tmp_path / 'elsewhere').mkdir(mode=0o700)
+    os.symlink(str(tmp_path / 'elsewhere'), str(folder))
+    with pytest.raises(OrthancOpsError, match='is not a folder that only this user can use .* someone else made it'):
+        _lock.orthanc_lock('/etc/orthanc', 'backup')
+    assert os.listdir(str(tmp_path / 'elsewhere')) == []
+    os.unlink(str(folder))
+    folder.mkdir()
+    os.chmod(str(folder), 0o777)
+    with pytest.raises(OrthancOpsError, match='is not a folder that only this user can use'):
+        _lock.orthanc_lock('/etc/orthanc', 'backup')
+
