@@ -14,9 +14,12 @@ import os
 import re
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import open_regular
 
 DEFAULT_STORAGE_DIRECTORY = 'OrthancStorage'
 DEFAULT_HTTP_PORT = 8042
+# The largest configuration file read: other Orthancs' files are read too, and they are not ours.
+CONFIG_FILE_LIMIT = 16 * 1024 * 1024
 
 
 def strip_comments(text):
@@ -98,12 +101,16 @@ class Environment:
 def parse_file(path, environment=None):
     """Parse one configuration file, ``${NAME}`` expanded from ``environment``; return its top-level object."""
     try:
-        with open(path, encoding='utf-8-sig') as handle:
-            text = handle.read()
-    except OSError as exc:
+        # A regular file (a FIFO or a device would block or never end), read up to a limit.
+        with open_regular(path) as handle:
+            data = handle.read(CONFIG_FILE_LIMIT + 1)
+        if len(data) > CONFIG_FILE_LIMIT:
+            raise OSError('it is larger than %d MiB' % (CONFIG_FILE_LIMIT // 2**20))
+        text = data.decode('utf-8-sig')
+    except (OSError, UnicodeDecodeError) as exc:
         raise OrthancOpsError('Cannot read the Orthanc configuration file %s: %s. '
                               'Check the path given in "config" and that it is readable.'
-                              % (path, exc.strerror or exc))
+                              % (path, getattr(exc, 'strerror', None) or exc))
     if not text.strip():
         return {}
     try:

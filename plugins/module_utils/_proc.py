@@ -12,7 +12,11 @@ import contextlib
 import ctypes
 import os
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+
 CLONE_NEWNET = 0x40000000
+# The highest uid of a system account (Debian's SYS_UID_MAX): an Orthanc service runs as root or as one.
+SYSTEM_UID_MAX = 999
 
 
 def listening_pids(port):
@@ -70,10 +74,21 @@ def orthanc_pids():
 
 
 def is_orthanc(pid):
+    """True when ``pid`` runs an Orthanc root can believe: an executable named Orthanc*, owned and writable by root
+    only, in a folder writable by root only (as the process's own root sees it), run by root or a system account.
+    Anyone can name a program Orthanc, or start Orthanc with an environment of their own."""
     try:
-        return os.path.basename(os.readlink('/proc/%d/exe' % pid)).startswith('Orthanc')
-    except OSError:
+        exe = os.readlink('/proc/%d/exe' % pid)
+        if not os.path.basename(exe).startswith('Orthanc'):
+            return False
+        binary = os.stat('/proc/%d/exe' % pid)
+        folder = os.stat(os.path.join('/proc/%d/root' % pid, os.path.dirname(exe).lstrip('/')))
+        with open('/proc/%d/status' % pid) as handle:
+            uids = next(line.split()[1:] for line in handle if line.startswith('Uid:'))
+    except (OSError, StopIteration):
         return False
+    return (all(info.st_uid == 0 and not info.st_mode & 0o022 for info in (binary, folder))
+            and max(int(uid) for uid in uids) <= SYSTEM_UID_MAX)
 
 
 def configuration_of(pid):
@@ -127,12 +142,14 @@ def shown(path):
 
 
 def running_orthanc(config_path):
-    """The pid of the Orthanc on this host that runs the configuration at ``config_path``, or None."""
-    for pid in orthanc_pids():
-        other = configuration_of(pid)
-        if other and same_path(other, config_path):
-            return pid
-    return None
+    """The pid of the Orthanc on this host that runs the configuration at ``config_path``, or None; several are
+    refused (which one's environment would count?)."""
+    pids = [pid for pid in orthanc_pids() if same_path(configuration_of(pid) or '', config_path)]
+    if len(pids) > 1:
+        raise OrthancOpsError('Several Orthanc processes run the configuration %s (pids %s): the module cannot tell '
+                              'which one is the service. Nothing was done; stop the others and run again.'
+                              % (config_path, ', '.join(map(str, pids))))
+    return pids[0] if pids else None
 
 
 def process_environment(pid):

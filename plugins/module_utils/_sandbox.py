@@ -28,7 +28,7 @@ import socket
 import stat
 import time
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs)
@@ -53,10 +53,14 @@ def backup_source(module):
     name: ``src``, or ``backup`` of ``instance`` in ``repository``."""
     if module.params['src']:
         folder = os.path.abspath(module.params['src'])
-        return None, folder, _manifest.read(folder), os.path.dirname(folder)
+        return None, folder, _manifest.read(folder, key=_authentication.from_params(module.params)), os.path.dirname(folder)
     repository = Repository.from_params(module)
     folder, manifest = repository.open_backup(module.params['backup'])
     return repository, folder, manifest, repository.path
+
+
+# The plugins of the host's Orthanc packages (Debian's): the only ones a throwaway Orthanc loads.
+HOST_PLUGINS = '/usr/share/orthanc/plugins'
 
 
 def free_port():
@@ -66,19 +70,27 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def plugin_libraries(config, marker):
-    """The shared libraries among the configuration's ``Plugins`` (files, or folders of them) whose names hold
-    ``marker``: those of its database plugin."""
-    found = []
-    for entry in config.get('Plugins') or []:
-        path = config.resolve(entry, 'a plugin')
-        names = sorted(os.listdir(path)) if os.path.isdir(path) else [os.path.basename(path)]
-        folder = path if os.path.isdir(path) else os.path.dirname(path)
-        found.extend(os.path.join(folder, name) for name in names if marker in name and '.so' in name)
+def plugin_libraries(marker):
+    """The host's own libraries of the database plugin whose names hold ``marker``, from its packages' plugin
+    folder: never a path the configuration names, which a container, a volume or a backup may have chosen (the
+    throwaway Orthanc runs as root and would load it). Each is a file of root's that only root can write."""
+    try:
+        names = sorted(os.listdir(HOST_PLUGINS))
+    except OSError:
+        names = []
+    found = [os.path.realpath(os.path.join(HOST_PLUGINS, name)) for name in names if marker in name and '.so' in name]
+    found = [path for path in found if _root_only(path) and _root_only(os.path.dirname(path))]
     if not found:
-        raise OrthancOpsError('None of the Plugins of the configuration %s is a library of the %s plugin, which a '
-                              'throwaway Orthanc on the backup needs; nothing was changed.' % (config.path, marker))
+        raise OrthancOpsError('This host has no %s plugin in %s, which a throwaway Orthanc on the backup needs (it '
+                              'loads only the host\'s own plugins, never those the configuration names). Install '
+                              'the package of the plugin (orthanc-%s) of the version that wrote the backup; nothing '
+                              'was changed.' % (marker, HOST_PLUGINS, marker.replace('Orthanc', '', 1).lower()))
     return found
+
+
+def _root_only(path):
+    info = os.stat(path)
+    return info.st_uid == 0 and not info.st_mode & 0o022
 
 
 def _kill(pid, config_path):
@@ -186,7 +198,7 @@ class Sandbox:
             raise OrthancOpsError('There is no Orthanc program on this host (Orthanc in a container?): a throwaway '
                                   'Orthanc on the backup needs one. Install the orthanc package (and its database '
                                   'plugin) of the version that wrote the backup; nothing was changed.')
-        plugins = plugin_libraries(self.config, self.backend.plugin_marker) if self.backend.plugin_marker else []
+        plugins = plugin_libraries(self.backend.plugin_marker) if self.backend.plugin_marker else []
         settings = {
             'Name': 'orthanc-ops sandbox %s' % self.name, 'StorageDirectory': self.storage, 'IndexDirectory': self.index,
             'HttpPort': free_port(), 'RemoteAccessAllowed': False, 'SslEnabled': False,

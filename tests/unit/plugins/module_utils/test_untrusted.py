@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import time
 from uuid import uuid4
 
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _lock, _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _lock, _manifest, _proc, _sandbox
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
@@ -448,3 +450,48 @@ def test_the_per_orthanc_locks_live_in_a_folder_nobody_else_made(tmp_path, monke
     with pytest.raises(OrthancOpsError, match='is not a folder that only this user can use'):
         _lock.orthanc_lock('/etc/orthanc', 'backup')
 
+
+@pytest.mark.parametrize('planted', ['owned by a user', 'in a folder anyone can write', 'run by a user'])
+def test_a_program_named_orthanc_is_not_believed(tmp_path, planted):
+    """Its environment would choose the database host a password goes to (issue 32, item 4)."""
+    folder = tmp_path / 'bin'
+    folder.mkdir(mode=0o755)
+    os.chmod(str(tmp_path), 0o755)
+    binary = folder / 'OrthancX'
+    shutil.copy('/bin/sleep', str(binary))
+    os.chmod(str(binary), 0o755)
+    if planted == 'owned by a user':
+        os.chown(str(binary), 65534, 65534)
+    elif planted == 'in a folder anyone can write':
+        os.chmod(str(folder), 0o777)
+    user = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] if planted == 'run by a user' else []
+    process = subprocess.Popen(user + [str(binary), '60'])
+    try:
+        for dummy in range(100):
+            if os.path.basename(os.readlink('/proc/%d/exe' % process.pid)) == 'OrthancX':
+                break
+            time.sleep(0.01)
+        assert os.path.basename(os.readlink('/proc/%d/exe' % process.pid)) == 'OrthancX'
+        assert not _proc.is_orthanc(process.pid) and process.pid not in _proc.orthanc_pids()
+        os.chmod(str(folder), 0o755)
+        os.chown(str(binary), 0, 0)
+        if not user:    # the same program, root's and in root's folder, run by root: believed
+            assert _proc.is_orthanc(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_throwaway_orthanc_loads_only_the_hosts_own_plugins(tmp_path, monkeypatch):
+    """A container's configuration naming a plugin folder on a volume had the sandbox, run as root, load it."""
+    monkeypatch.setattr(_sandbox, 'HOST_PLUGINS', str(tmp_path))
+    os.chmod(str(tmp_path), 0o755)
+    for name in ('libOrthancPostgreSQLIndex.so', 'libOrthancPostgreSQLStorage.so', 'libOrthancMySQLIndex.so'):
+        (tmp_path / name).write_bytes(b'\x7fELF')
+        os.chmod(str(tmp_path / name), 0o644)
+    assert _sandbox.plugin_libraries('OrthancPostgreSQL') == [
+        str(tmp_path / 'libOrthancPostgreSQLIndex.so'), str(tmp_path / 'libOrthancPostgreSQLStorage.so')]
+    os.chown(str(tmp_path / 'libOrthancPostgreSQLIndex.so'), 65534, 65534)
+    os.chmod(str(tmp_path / 'libOrthancPostgreSQLStorage.so'), 0o666)
+    with pytest.raises(OrthancOpsError, match='no OrthancPostgreSQL plugin in .* Install .*orthanc-postgresql'):
+        _sandbox.plugin_libraries('OrthancPostgreSQL')
