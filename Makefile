@@ -5,7 +5,7 @@ TREE_ROOT ?= $(or $(TMPDIR),/tmp)/orthanc-ops-tree$(subst /,-,$(CURDIR))
 TREE = $(TREE_ROOT)/ansible_collections/orthanc_ops/backup
 PYTEST = ORTHANC_OPS_COLLECTIONS=$(TREE_ROOT) PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python -m pytest
 
-.PHONY: test quick setup tree sanity sanity-oldest lint units integration changelog-lint docs-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover
+.PHONY: test quick setup tree sanity sanity-oldest lint units integration changelog-lint docs-lint demo bench bench-databases bench-fleet bench-audit bench-scale bench-offsite bench-recover bench-authentication
 
 test: setup sanity sanity-oldest lint changelog-lint docs-lint units integration
 
@@ -76,3 +76,6 @@ bench-offsite: tree
 
 bench-recover: tree
 	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/recover.py --collections $(TREE_ROOT) $(BENCH_ARGS)
+
+bench-authentication: tree
+	PYTHONPATH=$(TREE_ROOT) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/python bench/authentication.py --collections $(TREE_ROOT) $(BENCH_ARGS)
