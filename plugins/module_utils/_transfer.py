@@ -146,7 +146,10 @@ class Transfer:
     def _copy(self, backup_id, linked_to):
         """Run rsync for one backup into a .partial folder on the receiving side (a dry run in check mode); what it
         sent and what the copy added."""
-        argv = [self.rsync, '--archive', '--stats', '--rsh', self.remote.rsh]
+        # Contents and times, not the sending side's owners, modes or device files: a backup's folders are 0700
+        # and its files 0600, whoever wrote them there.
+        argv = [self.rsync, '--archive', '--no-owner', '--no-group', '--no-devices', '--no-specials',
+                '--chmod=D0700,F0600', '--stats', '--rsh', self.remote.rsh]
         if self.module.check_mode:
             argv.append('--dry-run')
         if linked_to:

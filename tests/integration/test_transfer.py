@@ -100,9 +100,17 @@ def test_push_links_to_the_newest_copy_and_pull_brings_a_backup_back(make_orthan
     refused, rc, output = ansible.run('orthanc_backup_verify', {'repository': elsewhere, 'instance': 'pacs',
                                                                 'backup': first['backup_id'], 'incoming': True})
     assert rc != 0 and 'is a symbolic link' in refused['msg'] and os.path.islink(incoming), output
+    # The sending side's owners and modes are not kept: a setuid file of another user's arrives as root's 0600.
+    source = next(os.path.join(folder, name) for folder, dummy, names in os.walk(os.path.join(
+        central, 'pacs', first['backup_id'], 'storage')) for name in names)
+    os.chown(source, 65534, 65534)
+    os.chmod(source, 0o4755)
     pulled, rc, output = ansible.run('orthanc_backup_transfer', transfer_params(sshd, elsewhere, central, direction='pull'))
     assert rc == 0 and pulled['backup_id'] == first['backup_id'] and pulled['linked_to'] is None, output
     assert not os.path.islink(incoming) and os.listdir(steered) == []
+    arrived = os.stat(os.path.join(pulled['path'], os.path.relpath(source, os.path.join(central, 'pacs',
+                                                                                         first['backup_id']))))
+    assert (arrived.st_uid, arrived.st_mode & 0o7777) == (0, 0o600)
     assert pulled['path'] == os.path.join(elsewhere, 'pacs', first['backup_id'] + '.partial')
     verified, rc, output = ansible.run('orthanc_backup_verify', {'repository': elsewhere, 'instance': 'pacs',
                                                                  'backup': first['backup_id'], 'incoming': True})
