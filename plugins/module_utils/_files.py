@@ -82,6 +82,39 @@ def remove_entry(path):
             pass
 
 
+def remove_beneath(dir_fd, name):
+    """Remove the entry ``name`` of the folder ``dir_fd``: a folder with its tree, each reached through no link,
+    anything else (a link too) itself."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    try:
+        for child in os.listdir(fd):
+            remove_beneath(fd, child)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def private_folder(name, dir_fd):
+    """Make the folder ``name`` in the folder ``dir_fd``, 0700, and return a descriptor of it, checked to be the
+    folder this user just made: the name sits where others may write, and the descriptor, not the name, is used
+    from then on."""
+    os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o777 != DIR_MODE:
+        os.close(fd)
+        raise UnsafePath('%s was replaced as soon as it was made' % name)
+    return fd
+
+
 def give(fd, mode, owner=None):
     """Give the open file or folder ``fd`` exactly ``mode`` and, as root, the ``owner`` (uid, gid) given."""
     os.fchmod(fd, mode)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 
@@ -89,6 +90,63 @@ def is_orthanc(pid):
         return False
     return (all(info.st_uid == 0 and not info.st_mode & 0o022 for info in (binary, folder))
             and max(int(uid) for uid in uids) <= SYSTEM_UID_MAX)
+
+
+class Held:
+    """Processes held by pidfds from the moment they were identified to the moment they are signalled: a pid
+    read earlier may meanwhile belong to another process (pid_max is often 32768), a pidfd never does. ``pids``
+    are those still alive when taken and, once taken, still ``accepted(pid)``. Where pidfds are missing (Linux
+    before 5.3), the pids are signalled as they are."""
+
+    def __init__(self, pids, accepted):
+        self._fds = {}
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            except (AttributeError, OSError):
+                fd = None
+            self._fds[pid] = fd
+            # Checked once the process is held: a pid reused before the pidfd was taken is checked as the new one.
+            if not accepted(pid) or (fd is not None and not _holds(fd, pid)):
+                self._close(pid)
+        self.pids = sorted(self._fds)
+
+    def signal(self, signum):
+        """Send ``signum`` to every held process still alive; the pids it reached."""
+        reached = []
+        for pid, fd in self._fds.items():
+            try:
+                if fd is None:
+                    os.kill(pid, signum)
+                else:
+                    signal.pidfd_send_signal(fd, signum)
+                reached.append(pid)
+            except ProcessLookupError:
+                continue
+        return reached
+
+    def _close(self, pid):
+        fd = self._fds.pop(pid)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self):
+        for pid in list(self._fds):
+            self._close(pid)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _holds(fd, pid):
+    """True while the pidfd ``fd`` holds the live process ``pid`` (its fdinfo names the pid, -1 once it ended)."""
+    with open('/proc/self/fdinfo/%d' % fd) as handle:
+        return any(line.split() == ['Pid:', str(pid)] for line in handle)
 
 
 def configuration_of(pid):

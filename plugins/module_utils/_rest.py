@@ -37,6 +37,8 @@ class OrthancRest:
         self._session = Request(url_username=username, url_password=password,
                                 force_basic_auth=username is not None, validate_certs=validate_certs,
                                 headers={'Accept': 'application/json'}, context=self._context)
+        # Probes carry no credentials: while Orthanc is stopped, anyone may answer on its port.
+        self._anonymous = Request(validate_certs=validate_certs, context=self._context)
         self._headers = {'Accept': 'application/json'}
         if username is not None:
             token = base64.b64encode(('%s:%s' % (username, password or '')).encode()).decode()
@@ -158,7 +160,7 @@ class OrthancRest:
     def answers(self):
         """True when an HTTP server answers at the URL (any status: 401 still means Orthanc is up)."""
         try:
-            with self._open('/system', timeout=PROBE_TIMEOUT):
+            with self._anonymous.open('GET', self.url + '/system', timeout=PROBE_TIMEOUT):
                 return True
         except HTTPError:
             return True

@@ -207,7 +207,8 @@ class Restore(Phase):
             while swaps:
                 swaps[-1].undo()
                 swaps.pop()
-        if was_running and self.service.is_running():
+        # A program holding Orthanc's port is no Orthanc to stop first (see Service.impostor).
+        if was_running and self.service.is_running() and not self.service.impostor():
             with self.service.stopped():
                 undo()
         else:

@@ -33,7 +33,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive, configuration_of, same_path
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import Held, alive, configuration_of, same_path
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._rest import OrthancRest
 
@@ -98,13 +98,13 @@ def _kill(pid, config_path):
     (the sandbox's own), and wait until it is gone."""
     # The path as the process names it, not the file: a planted folder's orthanc.json may be a link to the
     # live Orthanc's configuration, and its orthanc.pid the live Orthanc's pid.
-    root = '/proc/%d/root' % pid
-    if configuration_of(pid) != os.path.join(root, config_path.lstrip('/')) or not same_path(root, '/'):
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
+    def ours(candidate):
+        root = '/proc/%d/root' % candidate
+        return configuration_of(candidate) == os.path.join(root, config_path.lstrip('/')) and same_path(root, '/')
+
+    with Held([pid], ours) as held:
+        if not held.signal(signal.SIGKILL):
+            return
     deadline = time.monotonic() + KILL_TIMEOUT
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
-    all_stopped, alive, is_orthanc, listening_pids, state)
+    Held, all_stopped, alive, is_orthanc, listening_pids, state)
 
 POLL_INTERVAL = 0.05
 # Seconds SIGSTOP may take to stop every thread of Orthanc (it takes well under a millisecond).
@@ -200,11 +200,13 @@ class Service:
         """
         try:
             if self.rest.answers():
+                self._refuse_impostor()
                 return
             if self.unusable:
                 raise self.unusable
             rc, out, err = self.module.run_command(self.start_argv)
             if rc == 0 and self.rest.wait_until_answering(self.start_timeout):
+                self._refuse_impostor()
                 return
             detail = command_failure(rc, out, err) if rc != 0 else (
                 'no answer at %s within %d s' % (self.rest.url, self.start_timeout))
@@ -214,6 +216,22 @@ class Service:
         finally:
             dismiss_watcher(self._token)
             self._token = None
+
+    def impostor(self):
+        """The pids listening on Orthanc's port when none of them is an Orthanc (see _proc.is_orthanc), else []: a
+        local program took the port while Orthanc was stopped, to collect the credentials sent to it or to have
+        Orthanc never started again. A container's port is published by the engine's proxy: not checked."""
+        pids = [] if self.container else listening_pids(self.port)
+        return pids if pids and not any(is_orthanc(pid) for pid in pids) else []
+
+    def _refuse_impostor(self):
+        """Refuse a port held by an impostor (see impostor) before any credential is sent."""
+        pids = self.impostor()
+        if pids:
+            raise OrthancDown('ORTHANC IS DOWN: port %d, where it answers, is held by another program (pid %s), not '
+                              'by Orthanc; no credential was sent to it. Stop that program, start Orthanc by hand, '
+                              'and find out who started it.' % (self.port, ', '.join(map(str, pids))),
+                              'port %d held by pid %s' % (self.port, ', '.join(map(str, pids))))
 
     def frozen(self):
         """Orthanc frozen for the body of the ``with`` (see the module-level ``frozen``)."""
@@ -229,19 +247,20 @@ def frozen(port, container=None):
     Yields a Pause: its ``seconds`` from the moment every process is stopped.
     """
     if container:
-        pids = container.orthanc_pids()
+        held = Held(container.orthanc_pids(), is_orthanc)
         where = 'runs in the %s container "%s"' % (container.engine, container.name)
     else:
-        pids = [pid for pid in listening_pids(port) if is_orthanc(pid)]
+        held = Held(listening_pids(port), is_orthanc)
         where = 'listens on port %d' % port
+    pids = held.pids
     if not pids:
+        held.close()
         raise OrthancOpsError('No Orthanc process %s, so there is nothing to freeze. Use mode=cold, or check the '
                               'configuration\'s HttpPort.' % where)
     token = arm_watcher(thaw=pids)
     pause = Pause()
     try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        held.signal(signal.SIGSTOP)
         deadline = time.monotonic() + FREEZE_TIMEOUT
         while not all(all_stopped(pid) for pid in pids):
             if time.monotonic() >= deadline:
@@ -251,11 +270,8 @@ def frozen(port, container=None):
         pause.started = time.monotonic()
         yield pause
     finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        held.signal(signal.SIGCONT)
+        held.close()
         pause.ended = time.monotonic()
         dismiss_watcher(token)
 

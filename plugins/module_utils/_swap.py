@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    DIR_MODE, TreeReader, copy_file, give, make_dirs, map_runs)
+    TreeReader, copy_file, give, make_dirs, map_runs, private_folder, remove_beneath)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -46,56 +46,93 @@ class Swap(ABC):
 
 
 class FolderSwap(Swap):
-    """Replace the entries of ``target`` that ``owned(name)`` selects by those of ``staging``.
+    """Replace the entries of ``target`` that ``owned(name)`` selects by those of a staging folder made in it.
 
-    Everything is a rename inside ``target`` (one filesystem, even when ``target`` is a mount
-    point); the replaced entries wait in ``kept_at`` until the restore is confirmed. A staged entry
-    never replaces one the swap does not own, so ``undo`` removes only what the backup brought.
+    ``target`` is a live folder that the Orthanc user can write. So the staging folder (named ``name``) and the
+    folder that keeps the replaced entries (``aside``) are root's, 0700, reached from their making through
+    descriptors, as ``target`` is from the start: renaming them or planting a link at their names makes root
+    neither write nor move anything elsewhere. Files are staged through ``staging``, a path through the staging
+    folder's descriptor. Every move is a rename inside ``target`` (one filesystem, even when ``target`` is a mount
+    point); a staged entry never replaces one the swap does not own, so ``undo`` removes only what the backup
+    brought.
     """
 
-    def __init__(self, target, staging, aside, owned):
-        self.target, self.staging, self.kept_at, self.owned = target, staging, aside, owned
+    def __init__(self, target, name, aside, owned):
+        self.target, self.name, self.aside, self.owned = target, name, aside, owned
+        self.kept_at = os.path.join(target, aside)
         self.moved_aside, self.moved_in = [], []
+        self.kept_fd = None
+        self.target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.staging_fd = private_folder(name, self.target_fd)
+        except BaseException:
+            os.close(self.target_fd)
+            raise
+        # Forked copying workers inherit the descriptor, so the path holds for them too.
+        self.staging = '/proc/self/fd/%d' % self.staging_fd
 
     def apply(self):
         try:
-            os.mkdir(self.kept_at, DIR_MODE)    # follows no link: whatever was planted at the name stays out
+            self.kept_fd = private_folder(self.aside, self.target_fd)    # follows no link: what was planted stays
         except FileExistsError:
             raise OrthancOpsError('Something is already at %s, where this restore keeps the data it replaces (it was '
                                   'not followed); nothing was replaced. Remove it and restore again.' % self.kept_at)
-        os.chmod(self.kept_at, DIR_MODE)
-        for name in sorted(os.listdir(self.target)):
+        for name in sorted(os.listdir(self.target_fd)):
             if self.owned(name):
-                os.rename(os.path.join(self.target, name), os.path.join(self.kept_at, name))
+                os.rename(name, name, src_dir_fd=self.target_fd, dst_dir_fd=self.kept_fd)
                 self.moved_aside.append(name)
-        for name in sorted(os.listdir(self.staging)):
-            destination = os.path.join(self.target, name)
-            if not self.owned(name) or os.path.lexists(destination):
+        for name in sorted(os.listdir(self.staging_fd)):
+            if not self.owned(name) or _present(name, self.target_fd):
                 raise OrthancOpsError('The staged %s would replace %s, which this restore does not own.'
-                                      % (name, destination))
-            os.rename(os.path.join(self.staging, name), destination)
+                                      % (name, os.path.join(self.target, name)))
+            os.rename(name, name, src_dir_fd=self.staging_fd, dst_dir_fd=self.target_fd)
             self.moved_in.append(name)
-        os.rmdir(self.staging)
+        self._remove_own(self.name, self.staging_fd)
+        self.staging_fd = None
 
     def undo(self):
         for name in self.moved_in:
-            path = os.path.join(self.target, name)
-            if not os.path.lexists(path):    # Orthanc removes index-wal/-shm when it stops
-                continue
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+            remove_beneath(self.target_fd, name)    # gone already when Orthanc removed index-wal/-shm at its stop
         for name in self.moved_aside:
-            os.rename(os.path.join(self.kept_at, name), os.path.join(self.target, name))
+            os.rename(name, name, src_dir_fd=self.kept_fd, dst_dir_fd=self.target_fd)
         self.moved_in, self.moved_aside = [], []
-        shutil.rmtree(self.kept_at, ignore_errors=True)
+        self.discard()
 
     def discard(self):
-        shutil.rmtree(self.kept_at, ignore_errors=True)
+        if self.kept_fd is not None:
+            self._remove_own(self.aside, self.kept_fd)
+            self.kept_fd = None
+        self.cleanup()
 
     def cleanup(self):
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.staging_fd is not None:
+            self._remove_own(self.name, self.staging_fd)
+            self.staging_fd = None
+        if self.target_fd is not None:
+            os.close(self.target_fd)
+            self.target_fd = None
+
+    def _remove_own(self, name, fd):
+        """Empty the folder ``fd`` and close it; remove ``name`` from ``target`` when it is still that folder."""
+        try:
+            for child in os.listdir(fd):
+                remove_beneath(fd, child)
+            ours = os.fstat(fd)
+            found = os.stat(name, dir_fd=self.target_fd, follow_symlinks=False)
+            if (found.st_dev, found.st_ino) == (ours.st_dev, ours.st_ino):
+                os.rmdir(name, dir_fd=self.target_fd)
+        except OSError:
+            pass    # moved away or replaced by someone else: theirs now, and empty of ours
+        finally:
+            os.close(fd)
+
+
+def _present(name, dir_fd):
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _own(path, owner, mode):
@@ -139,8 +176,8 @@ def _with_folders(files, staging, owner, dir_mode, refuse):
 
 def stage_files(source, files, target, label, stamp, owned, check_md5=False, workers=1):
     """Copy ``files`` ((path relative to ``source``, size, MD5), as a manifest lists them, in its order) into a
-    staging folder inside ``target``, owned like ``target``, and return the FolderSwap that puts them in place
-    of the entries ``owned`` selects.
+    staging folder inside ``target`` (root's, see FolderSwap), each owned like ``target``, and return the
+    FolderSwap that puts them in place of the entries ``owned`` selects.
 
     Only those files are read, each a regular file reached through no symbolic link; a listed file whose
     top-level name the swap does not own is refused and the staging removed. Each copy is checked as it is
@@ -153,9 +190,9 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False, wor
             shutil.rmtree(os.path.join(target, name), ignore_errors=True)
     info = os.stat(target)
     owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
-    staging = os.path.join(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp))
-    swap = FolderSwap(target, staging, os.path.join(target, '%s%s-%s' % (ASIDE_PREFIX, label, stamp)), owned)
-    os.mkdir(staging, dir_mode)
+    swap = FolderSwap(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp), '%s%s-%s' % (ASIDE_PREFIX, label, stamp),
+                      owned)
+    staging = swap.staging
     damage = Findings(PROBLEMS_KEPT)
 
     def refuse(name):
@@ -164,7 +201,6 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False, wor
                                   'altered or belongs to another layout; choose another backup.' % (name, source, target))
 
     try:
-        _own(staging, owner, dir_mode)
         copy_run = functools.partial(_copy_run, source, staging, dir_mode & 0o666, check_md5, owner)
         for (relative, size, expected), (copied, md5) in map_runs(
                 copy_run, _with_folders(files, staging, owner, dir_mode, refuse), workers):

@@ -396,3 +396,46 @@ def test_verify_cuts_its_problem_list_and_counts_them_all(backed_up, ansible, re
     result, rc, output = ansible.run('orthanc_backup_verify', {'repository': repository, 'instance': 'pacs',
                                                                'list_limit': 2})
     assert rc != 0 and len(result['problems']) == 2 and result['problems_count'] == 3
+
+
+IMPOSTOR = '''
+import http.server, sys
+class Heard(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(sys.argv[2], 'a') as log:
+            log.write('%s %r\\n' % (self.path, self.headers.get('Authorization')))
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.end_headers()
+        self.wfile.write(b'{}')
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), Heard).serve_forever()
+'''
+
+
+def test_a_user_who_takes_orthancs_port_while_it_is_stopped_gets_no_credentials(backed_up, ansible, repository):
+    """Issue 32, item 8: the probes sent Orthanc's credentials to whatever answered on its port, and an answer made
+    the module take a local user's program for Orthanc. Here that user wins the race for the port while the
+    restore has Orthanc stopped (the start command starts their program instead)."""
+    orthanc, backup, live = backed_up
+    folder = tempfile.mkdtemp(prefix='orthanc-ops-impostor-')
+    os.chmod(folder, 0o777)
+    try:
+        script, heard = os.path.join(folder, 'impostor.py'), os.path.join(folder, 'heard')
+        with open(script, 'w') as handle:
+            handle.write(IMPOSTOR)
+        start = ('setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 %s %d %s </dev/null >/dev/null 2>&1 &'
+                 % (script, orthanc.port, heard))
+        result, rc, output = ansible.run('orthanc_restore', orthanc.module_params(
+            repository=repository, instance='pacs', start_command=start))
+        assert rc != 0 and 'is held by another program (pid' in result['msg'], output
+        with open(heard) as handle:
+            requests = handle.read().splitlines()
+        assert requests and all(line.endswith(' None') for line in requests), requests
+    finally:
+        subprocess.run(['pkill', '-f', 'orthanc-ops-impostor-'], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+    time.sleep(0.5)
+    orthanc.start()
+    assert orthanc.md5s() == live    # the previous data was put back

@@ -108,8 +108,8 @@ def test_push_links_to_the_newest_copy_and_pull_brings_a_backup_back(make_orthan
     pulled, rc, output = ansible.run('orthanc_backup_transfer', transfer_params(sshd, elsewhere, central, direction='pull'))
     assert rc == 0 and pulled['backup_id'] == first['backup_id'] and pulled['linked_to'] is None, output
     assert not os.path.islink(incoming) and os.listdir(steered) == []
-    arrived = os.stat(os.path.join(pulled['path'], os.path.relpath(source, os.path.join(central, 'pacs',
-                                                                                         first['backup_id']))))
+    relative = os.path.relpath(source, os.path.join(central, 'pacs', first['backup_id']))
+    arrived = os.stat(os.path.join(pulled['path'], relative))
     assert (arrived.st_uid, arrived.st_mode & 0o7777) == (0, 0o600)
     assert pulled['path'] == os.path.join(elsewhere, 'pacs', first['backup_id'] + '.partial')
     verified, rc, output = ansible.run('orthanc_backup_verify', {'repository': elsewhere, 'instance': 'pacs',

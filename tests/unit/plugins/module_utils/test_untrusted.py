@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from uuid import uuid4
@@ -23,7 +24,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, copy_file, folder_beneath, make_dirs, open_regular)
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import FolderSwap, StagedDamage, _own, stage_files
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import (
+    STAGING_PREFIX, FolderSwap, StagedDamage, _own, stage_files)
 
 UUID = 'ab12cdef-0000-4000-8000-000000000001'
 STORAGE_KEY = 'storage/ab/12/' + UUID
@@ -368,14 +370,14 @@ def test_a_tree_reader_follows_no_planted_folder_link_and_goes_on_after_one(tmp_
 def test_swap_never_replaces_an_entry_it_does_not_own(tmp_path):
     (tmp_path / 'live').mkdir()
     (tmp_path / 'live' / 'index').write_bytes(b'live index')
-    (tmp_path / 'live' / 'staging').mkdir()
-    (tmp_path / 'live' / 'staging' / 'index').write_bytes(b'planted')
-    swap = FolderSwap(str(tmp_path / 'live'), str(tmp_path / 'live' / 'staging'), str(tmp_path / 'live' / 'aside'),
-                      lambda name: len(name) == 2)
+    swap = FolderSwap(str(tmp_path / 'live'), 'staging', 'aside', lambda name: len(name) == 2)
+    with open(os.path.join(swap.staging, 'index'), 'wb') as handle:
+        handle.write(b'planted')
     with pytest.raises(OrthancOpsError, match='does not own'):
         swap.apply()
     swap.undo()
     assert (tmp_path / 'live' / 'index').read_bytes() == b'live index'
+    assert os.listdir(str(tmp_path / 'live')) == ['index']
 
 
 def test_folders_beneath_a_root_are_made_like_it_and_reached_through_no_link(tmp_path):
@@ -412,12 +414,10 @@ def test_a_staged_folder_swapped_for_a_link_is_never_given_away(tmp_path):
 def test_swap_keeps_nothing_through_a_link_planted_where_it_keeps_the_replaced_data(tmp_path):
     (tmp_path / 'live').mkdir()
     (tmp_path / 'live' / 'ab').mkdir()
-    (tmp_path / 'live' / 'staging').mkdir()
-    (tmp_path / 'live' / 'staging' / 'ab').mkdir()
     (tmp_path / 'elsewhere').mkdir()
     os.symlink(str(tmp_path / 'elsewhere'), str(tmp_path / 'live' / 'aside'))
-    swap = FolderSwap(str(tmp_path / 'live'), str(tmp_path / 'live' / 'staging'), str(tmp_path / 'live' / 'aside'),
-                      lambda name: len(name) == 2)
+    swap = FolderSwap(str(tmp_path / 'live'), 'staging', 'aside', lambda name: len(name) == 2)
+    os.mkdir(os.path.join(swap.staging, 'ab'))
     with pytest.raises(OrthancOpsError, match='Something is already at .*aside.*nothing was replaced'):
         swap.apply()
     swap.undo()
@@ -495,3 +495,64 @@ def test_a_throwaway_orthanc_loads_only_the_hosts_own_plugins(tmp_path, monkeypa
     os.chmod(str(tmp_path / 'libOrthancPostgreSQLStorage.so'), 0o666)
     with pytest.raises(OrthancOpsError, match='no OrthancPostgreSQL plugin in .* Install .*orthanc-postgresql'):
         _sandbox.plugin_libraries('OrthancPostgreSQL')
+
+
+def as_orthanc_user(script, folder):
+    """Run the shell ``script`` in ``folder`` as uid 65534, the Orthanc user that owns the live storage."""
+    return subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-c', script],
+                          cwd=folder, capture_output=True, text=True, check=False)
+
+
+def test_the_orthanc_user_cannot_steer_where_root_stages_a_restore(tmp_path):
+    """Issue 32, item 2: the staging tree was the Orthanc user's before root wrote into it, so that user could put
+    a link to /etc/cron.daily where root then created files. Between two staged files, the Orthanc user (who owns
+    the live folder) tries to enter the staging folder, then renames it away and plants a link at its name."""
+    other = 'cd34cdef-0000-4000-8000-000000000002'
+    source, target, elsewhere = tmp_path / 'backup' / 'storage', tmp_path / 'live', tmp_path / 'elsewhere'
+    write_backup(tmp_path / 'backup', {STORAGE_KEY: b'dicom', 'storage/cd/34/' + other: b'other'})
+    for folder in (tmp_path, target, elsewhere):
+        folder.mkdir(exist_ok=True)
+        os.chmod(str(folder), 0o755)
+    for folder in (target, elsewhere):
+        os.chown(str(folder), 65534, 65534)
+    attempts = []
+
+    def files():
+        yield 'ab/12/' + UUID, 5, None
+        staging = [name for name in os.listdir(str(target)) if name.startswith(STAGING_PREFIX)][0]
+        attempts.append(as_orthanc_user('ls %s/ab' % staging, str(target)))
+        attempts.append(as_orthanc_user('mv %s moved && ln -s %s %s' % (staging, elsewhere, staging), str(target)))
+        yield 'cd/34/' + other, 5, None
+
+    swap = stage_files(str(source), files(), str(target), 'storage', 'T', lambda name: len(name) == 2)
+    assert 'Permission denied' in attempts[0].stderr and attempts[1].returncode == 0
+    swap.apply()
+    swap.discard()
+    assert os.listdir(str(elsewhere)) == []
+    for relative, data in (('ab/12/' + UUID, b'dicom'), ('cd/34/' + other, b'other')):
+        assert (target / relative).read_bytes() == data and os.stat(str(target / relative)).st_uid == 65534
+    # What the Orthanc user renamed is root's, private and empty; nothing else of the restore is left.
+    assert sorted(os.listdir(str(target))) == sorted(['ab', 'cd', 'moved', swap.name])
+    assert os.listdir(str(target / 'moved')) == [] and os.stat(str(target / 'moved')).st_mode & 0o777 == 0o700
+
+
+def test_held_processes_are_signalled_through_their_pidfd_only_while_they_live():
+    """Issue 32, item 9: a pid read earlier and signalled later may belong to another process by then."""
+    sleeper, other = subprocess.Popen(['sleep', '60']), subprocess.Popen(['sleep', '60'])
+    try:
+        with _proc.Held([sleeper.pid, other.pid, 2 ** 22 + 1], lambda pid: pid != other.pid) as held:
+            assert held.pids == [sleeper.pid]    # the other one is not accepted, the last one never lived
+            assert held.signal(signal.SIGSTOP) == [sleeper.pid]
+            deadline = time.monotonic() + 5
+            while not _proc.all_stopped(sleeper.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _proc.state(sleeper.pid) == 'T'
+            assert _proc.state(other.pid) != 'T'
+            held.signal(signal.SIGCONT)
+            sleeper.kill()
+            sleeper.wait()    # reaped: its pid may now be anyone's
+            assert held.signal(signal.SIGSTOP) == []
+    finally:
+        for process in (sleeper, other):
+            process.kill()
+            process.wait()
