@@ -49,6 +49,12 @@ class BackupKey:
         """``values`` with their seal."""
         return dict(values, **{SEAL: {'algorithm': ALGORITHM, 'key_id': self.key_id, 'hmac': self._mac(values)}})
 
+    def snapshot_seal(self, instance, backup_id):
+        """The seal of an off-site snapshot of backup ``backup_id`` of ``instance``: a tag a holder of the off-site
+        password cannot make for a snapshot of their own."""
+        message = b'orthanc-ops snapshot\0%s\0%s' % (instance.encode(), backup_id.encode())
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+
     def problem(self, values):
         """Why the manifest ``values`` is not authenticated by this key, or None."""
         seal = values.get(SEAL)

@@ -17,13 +17,13 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import datetime, timezone
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock, host_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
-    ID_FORMAT, Repository, check_instance)
+    CLOCK_DRIFT, ID_FORMAT, Repository, check_instance, new_backup_id)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._restic import Restic
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept, policy
 
@@ -115,7 +115,10 @@ def push(module, restic, instance):
 def _chosen(backups, backup, instance, location):
     if not backups:
         raise OrthancOpsError('The restic repository %s holds no backup of instance "%s".' % (location, instance))
-    backup_id = max(backups) if backup == 'latest' else backup
+    # An id later than now is no backup's (see Repository.backup_ids): never the latest.
+    latest = max((found for found in backups if found <= new_backup_id(datetime.now(timezone.utc) + CLOCK_DRIFT)),
+                 default=None)
+    backup_id = latest if backup == 'latest' else backup
     if backup_id not in backups:
         raise OrthancOpsError('Backup "%s" of instance "%s" is not in the restic repository %s; backups there: %s.'
                               % (backup, instance, location, ', '.join(sorted(backups))))
@@ -195,7 +198,7 @@ def offsite(module):
     started = time.monotonic()
     instance = check_instance(params['instance'] or socket.gethostname())
     restic = Restic(module, params['offsite_repository'], params['offsite_password'], params['offsite_environment'],
-                    params['offsite_options'])
+                    params['offsite_options'], _authentication.from_params(params))
     result = OPERATIONS[params['operation']](module, restic, instance)
     result.update(operation=params['operation'], instance=instance,
                   duration_seconds=round(time.monotonic() - started, 3))

@@ -7,7 +7,9 @@
 its failures told in words an admin can act on.
 
 Snapshots of Orthanc backups carry two tags, ``orthanc-instance:<instance>`` and
-``orthanc-backup:<backup_id>``: the backups of an instance are found by the first, a backup by both.
+``orthanc-backup:<backup_id>``: the backups of an instance are found by the first, a backup by both. With a backup
+key, a third, ``orthanc-seal:<seal>``, proves that the snapshot was pushed by a holder of the key: only sealed
+snapshots are listed, pulled, taken as pushed already, counted and forgotten by a prune.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository imp
 
 INSTANCE_TAG = 'orthanc-instance:'
 BACKUP_TAG = 'orthanc-backup:'
+SEAL_TAG = 'orthanc-seal:'
 # Where restic reads a password from, besides RESTIC_PASSWORD.
 PASSWORD_SOURCES = ('RESTIC_PASSWORD', 'RESTIC_PASSWORD_FILE', 'RESTIC_PASSWORD_COMMAND')
 # restic's words for a failure, first match wins, and what the admin should do. An unreachable repository
@@ -69,12 +72,13 @@ def _moment(snapshot):
     return match.group(1), float('0.' + (match.group(2) or '0'))
 
 
-def by_backup(snapshots):
-    """{backup_id: [snapshot, ...]} of snapshots tagged with a backup id, each list oldest first."""
+def by_backup(snapshots, seal=None):
+    """{backup_id: [snapshot, ...]} of snapshots tagged with a backup id, each list oldest first; with ``seal``
+    (backup id -> its seal tag), only those that carry it."""
     found = {}
     for snapshot in sorted(snapshots, key=_moment):
         backup_id = backup_of(snapshot)
-        if backup_id:
+        if backup_id and (seal is None or seal(backup_id) in (snapshot.get('tags') or ())):
             found.setdefault(backup_id, []).append(snapshot)
     return found
 
@@ -115,8 +119,8 @@ def summary(stdout):
 class Restic:
     """restic for one repository, run by ``module`` with the password and credentials in its environment."""
 
-    def __init__(self, module, location, password, environment, options=None):
-        self.module = module
+    def __init__(self, module, location, password, environment, options=None, key=None):
+        self.module, self.key = module, key
         self.binary = module.get_bin_path('restic')
         if not self.binary:
             raise OrthancOpsError('restic is not installed on this host (looked for it on PATH). Install the restic '
@@ -169,15 +173,21 @@ class Restic:
                 return None
             raise OrthancOpsError(message, restic_rc=rc)
         try:
-            return by_backup(json.loads(out or '[]'))
+            return by_backup(json.loads(out or '[]'), self._seal(instance))
         except ValueError:
             raise OrthancOpsError('restic snapshots printed no JSON: %s' % out[-300:])
 
+    def _seal(self, instance):
+        """backup id -> the seal tag of its snapshots, or None without a key."""
+        if self.key is None:
+            return None
+        return lambda backup_id: SEAL_TAG + self.key.snapshot_seal(instance, backup_id)
+
     def backup(self, folder, instance, backup_id, taken_at, parent=None):
-        """Back up the content of ``folder`` as a snapshot of the backup; return restic's summary. Files whose
-        size, time and inode match the ``parent`` snapshot at the same path are not read."""
+        """Back up the content of ``folder`` as a snapshot of the backup (sealed, with a key); return restic's
+        summary. Files whose size, time and inode match the ``parent`` snapshot at the same path are not read."""
         args = ['backup', '--json', '--ignore-ctime', '--time', taken_at]
-        for tag in tags(instance, backup_id):
+        for tag in tags(instance, backup_id) + ([self._seal(instance)(backup_id)] if self.key else []):
             args += ['--tag', tag]
         if parent:
             args += ['--parent', parent]

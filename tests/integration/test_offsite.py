@@ -420,3 +420,44 @@ def test_two_first_pushes_at_once_create_one_repository(make_target, loaded, ans
     check, rc, output = ansible.run('orthanc_offsite', offsite(target, 'check', read_data_subset='100%'))
     assert rc == 0, output
     shutil.rmtree(second)
+
+
+def test_with_a_key_snapshots_planted_by_a_holder_of_the_password_are_left_alone(make_target, make_orthanc, ansible,
+                                                                                 tmp_path):
+    """Issue 32, item 7: whoever holds the restic password could tag a snapshot with an id to come (a pull of the
+    latest took it), pre-create the id of the next push (which then did nothing), or have a prune forget the real
+    snapshots. With a backup key, only the snapshots it sealed count."""
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    target, key = make_target('rest'), 'offsite-backup-key-of-the-tests'
+    local, elsewhere = str(tmp_path / 'local'), str(tmp_path / 'elsewhere')
+    params = orthanc.module_params(repository=local, instance='pacs', backup_key=key)
+    first, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0, output
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=local, backup_key=key,
+                                                                initialize=True))
+    assert rc == 0 and pushed['changed'], output
+    orthanc.upload(make_instances(patients=1, first_patient=1))
+    second, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0, output
+
+    forged = tmp_path / 'forged'
+    forged.mkdir()
+    (forged / 'manifest.json').write_text('{}')
+    environment = dict(os.environ, RESTIC_REPOSITORY=target.params['offsite_repository'], RESTIC_PASSWORD=PASSWORD)
+    for planted in ('29991231T235959Z', second['backup_id'], '20260101T000000Z'):
+        subprocess.run(['restic', 'backup', '--tag', 'orthanc-instance:pacs', '--tag', 'orthanc-backup:' + planted,
+                        '.'], cwd=str(forged), env=environment, check=True, capture_output=True)
+
+    held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list', backup_key=key))
+    assert rc == 0 and [copy['backup_id'] for copy in held['backups']] == [first['backup_id']], output
+    again, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=local, backup_key=key))
+    assert rc == 0 and again['backup_id'] == second['backup_id'] and again['changed'], output
+    pruned, rc, output = ansible.run('orthanc_offsite', offsite(target, 'prune', backup_key=key, keep_last=1))
+    assert rc == 0 and pruned['kept'] == [second['backup_id']] and pruned['removed'] == [first['backup_id']], output
+    pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=elsewhere, backup_key=key))
+    assert rc == 0 and pulled['backup_id'] == second['backup_id'], output
+    # The planted snapshots are all still there, untouched; without the key they are what they claim to be.
+    unkeyed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
+    assert [copy['backup_id'] for copy in unkeyed['backups']] == sorted(
+        ['20260101T000000Z', second['backup_id'], '29991231T235959Z'])
