@@ -33,7 +33,8 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import Held, alive, configuration_of, same_path
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
+    Held, alive, configuration_of, listening_pids, same_path)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._rest import OrthancRest
 
@@ -226,6 +227,13 @@ class Sandbox:
                                       'newer than this host\'s Orthanc or its plugins?'
                                       % (self.backup_folder, self._log_tail()))
             time.sleep(0.02)
+        # The port was free when it was chosen, not since: what answers must be this Orthanc, or a drill could pass
+        # on another program's answers.
+        holders = listening_pids(settings['HttpPort'])
+        if self.pid not in holders:
+            raise OrthancOpsError('Port %d of the throwaway Orthanc on the backup in %s is held by another program (pid '
+                                  '%s); its answers are not used. Run again (another port is chosen).'
+                                  % (settings['HttpPort'], self.backup_folder, ', '.join(map(str, holders)) or '?'))
         return time.monotonic() - started
 
     def _log_tail(self):

@@ -41,7 +41,7 @@ WATCHER_LOG = 'watcher.log'
 # Orthanc that is still shutting down.
 WATCHER_SOURCE = inspect.getsource(state) + inspect.getsource(alive) + r'''
 import json, os, signal, subprocess, sys, time
-spec = json.loads(sys.argv[1])
+spec = json.loads(sys.stdin.read())
 while os.path.exists(spec["token"]):
     if alive(spec["pid"]):
         time.sleep(0.02 if spec["thaw"] else 0.1)
@@ -286,10 +286,13 @@ def arm_watcher(start=None, orthanc=(), stop_timeout=0, thaw=()):
     os.close(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     spec = {'pid': os.getpid(), 'token': token, 'start': start, 'orthanc': list(orthanc), 'thaw': list(thaw),
             'stop_timeout': stop_timeout, 'log': os.path.join(folder, WATCHER_LOG)}
-    # The one process not run through run_command: it must outlive this module.
-    subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE, json.dumps(spec)],  # pylint: disable=ansible-bad-function
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     close_fds=True, start_new_session=True)
+    # The one process not run through run_command: it must outlive this module. Its orders go through a pipe,
+    # not its argv, which every local user can read (the start command may hold a secret).
+    watcher = subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE],  # pylint: disable=ansible-bad-function
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               close_fds=True, start_new_session=True)
+    with watcher.stdin:
+        watcher.stdin.write(json.dumps(spec).encode())
     return token
 
 

@@ -19,7 +19,7 @@ from uuid import uuid4
 
 import pytest
 
-from ansible_collections.orthanc_ops.backup.plugins.module_utils import _lock, _manifest, _proc, _sandbox
+from ansible_collections.orthanc_ops.backup.plugins.module_utils import _lock, _manifest, _proc, _sandbox, _service
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import load
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
@@ -556,3 +556,23 @@ def test_held_processes_are_signalled_through_their_pidfd_only_while_they_live()
         for process in (sleeper, other):
             process.kill()
             process.wait()
+
+
+def test_the_watchers_orders_are_not_on_its_command_line():
+    """Issue 32, item 11: every local user can read a process's argv, and the start command may hold a secret."""
+    token = _service.arm_watcher(start=['/bin/sh', '-c', 'echo secret-start-9731'], orthanc=[os.getpid()])
+    try:
+        seen, deadline = [], time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            for pid in filter(str.isdigit, os.listdir('/proc')):
+                try:
+                    with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                        argv = handle.read()
+                except OSError:
+                    continue
+                if b'spec = json.loads' in argv:
+                    seen.append(argv)
+            time.sleep(0.01)
+        assert seen and not any(b'secret-start-9731' in argv for argv in seen)
+    finally:
+        _service.dismiss_watcher(token)
