@@ -108,11 +108,20 @@ def private_folder(name, dir_fd):
     from then on."""
     os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
     fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    info = os.fstat(fd)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o777 != DIR_MODE:
+    if os.fstat(fd).st_uid != os.geteuid():
         os.close(fd)
         raise UnsafePath('%s was replaced as soon as it was made' % name)
+    give(fd, DIR_MODE)    # whatever the umask
     return fd
+
+
+def sync_folder(path):
+    """Make the entries of the folder ``path`` (a rename into it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def give(fd, mode, owner=None):

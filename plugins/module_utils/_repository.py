@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    DIR_MODE, create_file, make_dirs, open_regular, remove_entry)
+    DIR_MODE, create_file, make_dirs, open_regular, remove_entry, sync_folder)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import LOCK_NAME, Lock, held
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _ledger
 
@@ -135,9 +135,10 @@ class Repository:
         """True if ``backup_id`` is one of this instance's backups (see backup_ids), asked once per folder."""
         if backup_id not in self._vetted:
             problem = self._problem(backup_id)
-            self._vetted[backup_id] = problem is None
             if problem:
                 self._reject(backup_id, problem)
+            else:
+                self._vetted[backup_id] = True
         return self._vetted[backup_id]
 
     def _reject(self, backup_id, problem):
@@ -295,11 +296,7 @@ class Repository:
         os.sync()
         final = self.backup_path(backup_id)
         os.rename(partial, final)
-        dir_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_folder(self.path)
         return final
 
     def record_drill(self, drill):

@@ -13,7 +13,7 @@ import time
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import remove_entry
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import remove_entry, sync_folder
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, PARTIAL, Repository
 
 # Problems the failure message names; the result lists up to list_limit.
@@ -67,11 +67,7 @@ def _sign(folder, key):
     partial = os.path.join(os.path.dirname(folder), '.manifest-%s%s' % (os.path.basename(folder), PARTIAL))
     remove_entry(partial)
     os.rename(_manifest.write_values(partial, key.seal(values)), os.path.join(folder, _manifest.NAME))
-    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    sync_folder(folder)
     return True
 
 

@@ -576,3 +576,19 @@ def test_the_watchers_orders_are_not_on_its_command_line():
         assert seen and not any(b'secret-start-9731' in argv for argv in seen)
     finally:
         _service.dismiss_watcher(token)
+
+
+def test_a_restore_stages_under_any_umask(tmp_path):
+    source, target = tmp_path / 'backup' / 'storage', tmp_path / 'live'
+    write_backup(tmp_path / 'backup', {STORAGE_KEY: b'dicom'})
+    target.mkdir()
+    previous = os.umask(0o777)
+    try:
+        swap = stage_files(str(source), [('ab/12/' + UUID, 5, None)], str(target), 'storage', 'T',
+                           lambda name: len(name) == 2)
+        assert os.stat(swap.staging).st_mode & 0o777 == 0o700
+        swap.apply()
+        swap.discard()
+    finally:
+        os.umask(previous)
+    assert (target / 'ab' / '12' / UUID).read_bytes() == b'dicom' and os.listdir(str(target)) == ['ab']
