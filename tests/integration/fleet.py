@@ -42,6 +42,9 @@ class Sshd:
             handle.write('PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n'
                          'PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nLogLevel ERROR\n'
                          'Subsystem sftp /usr/lib/openssh/sftp-server\n')
+            # Each address stands for a host of its own: keys a role lets into one are not let into the others.
+            handle.write(''.join('Match LocalAddress %s\n    AuthorizedKeysFile %s %s\n' % (
+                address, authorized, self.authorized_keys(address)) for address in addresses))
         os.makedirs('/run/sshd', mode=0o755, exist_ok=True)
         self.process = subprocess.Popen(['/usr/sbin/sshd', '-D', '-e', '-f', self.config],
                                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(root, 'sshd.log'), 'w'))
@@ -55,6 +58,10 @@ class Sshd:
                     if time.monotonic() > deadline or self.process.poll() is not None:
                         raise RuntimeError('sshd did not start: %s' % open(os.path.join(root, 'sshd.log')).read())
                     time.sleep(0.1)
+
+    def authorized_keys(self, address):
+        """The authorized keys file of root on the host at ``address``, beside the controller's key."""
+        return os.path.join(self.root, 'authorized_keys-' + address)
 
     @property
     def ssh_args(self):
@@ -88,7 +95,11 @@ class Fleet:
         roles take the backup role's settings)."""
         for key, value in (('config', server.config), ('repository', os.path.join(self.root, name, 'repository')),
                            ('service_manager', 'command'), ('stop_command', server.stop_command),
-                           ('start_command', server.start_command)):
+                           ('start_command', server.start_command),
+                           # The backup host's own key, let into this host's own authorized keys file.
+                           ('repository_ssh_key', os.path.join(self.root, 'backup-host-ssh', 'orthanc_ops_repository')),
+                           ('authorized_keys', self.sshd.authorized_keys(address)),
+                           ('ssh_host_key', self.sshd.host_key + '.pub')):
             variables.setdefault('orthanc_backup_' + key, value)
         self.add_host(name, address, group, **variables)
 

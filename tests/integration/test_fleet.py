@@ -8,6 +8,7 @@ PostgreSQL index, MySQL index, and one whose stop command fails) and a backup ho
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -88,7 +89,6 @@ def fleet(tmp_path_factory, collections_root):
             'orthanc_backup_hosts': 'orthanc', 'orthanc_backup_serial': 2,
             'orthanc_backup_repository_host': 'backup1',
             'orthanc_backup_repository_path': os.path.join(root, 'central'),
-            'orthanc_backup_repository_ssh_args': sshd.ssh_args,
             'orthanc_backup_report_dir': os.path.join(root, 'report'),
             'orthanc_backup_rpo_hours': 24,
         }
@@ -206,6 +206,92 @@ def test_restore_another_hosts_backup_onto_a_new_host(fleet):
     rc, output, dummy = fleet.run_playbook('restore', extra)
     assert rc == 0, output
     assert fleet.servers['site-broken'].md5s() == fleet.before['site-sqlite']
+
+
+def ssh(fleet, key, address, *command):
+    """Run ``command`` on the fleet host at ``address`` as root, logged in with ``key`` only."""
+    return subprocess.run(['ssh', '-p', str(fleet.sshd.port), '-i', key, '-o', 'IdentitiesOnly=yes',
+                           '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+                           '-o', 'LogLevel=ERROR', 'root@' + address] + list(command),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def central_md5s(root, host):
+    """{path: MD5} of every file of ``host``'s copies on the backup host."""
+    found = {}
+    for current, dummy, names in os.walk(os.path.join(root, 'central', host)):
+        for name in names:
+            with open(os.path.join(current, name), 'rb') as handle:
+                found[os.path.join(current, name)] = hashlib.md5(handle.read()).hexdigest()
+    return found
+
+
+def test_root_on_an_orthanc_host_cannot_reach_the_backup_hosts_copies(fleet):
+    """The guide's layout, the default: the backup host pulls. Root on site-sqlite, with every private key that
+    host holds, cannot log in to backup1; the backup host's own key is let into site-sqlite only to read its
+    repository; after a ransomware run there (storage encrypted, local backups deleted) the copies on backup1
+    are untouched and the restore from them brings back every MD5."""
+    host, address, backup1 = 'site-sqlite', fleet.hosts['site-sqlite']['ansible_host'], fleet.hosts['backup1']['ansible_host']
+    server, before = fleet.servers[host], central_md5s(fleet.root, host)
+    assert before
+    # Every private key on the Orthanc host: its SSH host key, and any key file in its folders.
+    held = [fleet.sshd.host_key] + [os.path.join(current, name)
+                                    for current, dummy, names in os.walk(os.path.join(fleet.root, host))
+                                    for name in names if open(os.path.join(current, name), 'rb').read(40).startswith(
+                                        b'-----BEGIN OPENSSH PRIVATE KEY')]
+    assert not any(value for name, value in fleet.hosts[host].items() if name.endswith('ssh_args'))
+    for key in held:
+        attempt = ssh(fleet, key, backup1, 'rm', '-rf', os.path.join(fleet.root, 'central'))
+        assert attempt.returncode == 255 and 'Permission denied' in attempt.stderr, (key, attempt)
+    # The backup host's key, as the role let it into site-sqlite: rrsync, read-only, in the repository only.
+    pull_key = fleet.hosts[host]['orthanc_backup_repository_ssh_key']
+    with open(fleet.sshd.authorized_keys(address)) as handle:
+        assert 'restrict,command="/usr/bin/rrsync -ro %s"' % fleet.hosts[host]['orthanc_backup_repository'] in handle.read()
+    assert ssh(fleet, pull_key, address, 'id').returncode != 0
+    rsh = 'ssh -p %d -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no ' \
+          '-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR' % (fleet.sshd.port, pull_key)
+    write = subprocess.run(['rsync', '-r', '--rsh', rsh, fleet.sshd.config, 'root@%s:/%s/planted' % (address, host)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert write.returncode != 0 and not os.path.exists(
+        os.path.join(fleet.hosts[host]['orthanc_backup_repository'], host, 'planted')), write
+    outside = os.path.join(fleet.root, 'outside-copy')
+    subprocess.run(['rsync', '--rsh', rsh, 'root@%s:/etc/hostname' % address, outside],
+                   capture_output=True, timeout=60, check=False)
+    assert not os.path.exists(outside)
+
+    # The ransomware run on site-sqlite: every stored file encrypted, every local backup deleted.
+    for current, dummy, names in os.walk(server.storage_dir):
+        for name in names:
+            with open(os.path.join(current, name), 'r+b') as handle:
+                data = handle.read()
+                handle.seek(0)
+                handle.write(bytes(byte ^ 0x5A for byte in data))
+    shutil.rmtree(os.path.join(fleet.root, host, 'repository'))
+    assert central_md5s(fleet.root, host) == before
+    server.wipe()
+    server.start()
+    rc, output, dummy = fleet.run_playbook('restore', dict(fleet.common_vars, orthanc_restore_hosts=host))
+    assert rc == 0, output
+    assert server.md5s() == fleet.before[host]
+    # The restore's write access is taken back: the key reads the repository only again.
+    with open(fleet.sshd.authorized_keys(address)) as handle:
+        lines = handle.read().splitlines()
+    assert len([line for line in lines if 'orthanc-ops-repository@' in line]) == 1
+    assert [line for line in lines if 'orthanc-ops-repository@' in line][0].startswith('restrict,command="/usr/bin/rrsync -ro ')
+
+
+def test_the_old_push_layout_warns_and_lets_the_host_delete_copies(fleet):
+    """Asked for, the Orthanc host pushes with its own key to backup1: the role warns, and root on that host
+    deletes a copy on the backup host with the key it pushes with."""
+    host, backup1 = 'site-sqlite', fleet.hosts['backup1']['ansible_host']
+    rc, output, dummy = fleet.run_playbook('backup', dict(
+        fleet.common_vars, orthanc_backup_hosts=host, orthanc_backup_repository_pull=False,
+        orthanc_backup_repository_ssh_args=fleet.sshd.ssh_args))
+    assert rc == 0, output
+    assert 'WARNING: %s pushes its copy to backup1 with its own SSH access there' % host in output
+    oldest = central_ids(fleet.root, host)[0]
+    attack = ssh(fleet, fleet.sshd.client_key, backup1, 'rm', '-rf', os.path.join(fleet.root, 'central', host, oldest))
+    assert attack.returncode == 0 and oldest not in central_ids(fleet.root, host), attack
 
 
 def test_ansible_runner_keeps_the_summary_as_artifact_data(fleet):
