@@ -37,6 +37,7 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
     assert report['summary'] == {
         'hosts': 5, 'ok': 1, 'failed': 3, 'incomplete': 0, 'skipped': 1, 'planned': 0,
         'past_rpo': ['c-failed-old', 'd-never'], 'offsite_past_rpo': [], 'drill_overdue': [], 'drill_failed': [],
+        'only_local': [],
         'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
         'incomplete_hosts': [],
         'bytes': 100, 'new_bytes': 10, 'shipped_bytes': 5}
@@ -87,3 +88,12 @@ def test_hosts_without_a_recent_passed_drill_are_overdue():
     assert report['summary']['drill_overdue'] == ['never', 'old'] and report['summary']['drill_failed'] == ['failing']
     assert report['drill_max_age_days'] == 7
     assert build(outcomes, rpo_hours=24, now=NOW)['summary']['drill_overdue'] == []
+
+
+def test_hosts_whose_only_copies_are_local_are_named():
+    report = build({
+        'alone': outcome('alone', 'ok', '20261128T110000Z', copies_elsewhere=False),
+        'shipped': outcome('shipped', 'ok', '20261128T110000Z', copies_elsewhere=True),
+        'unknown': None,
+    }, rpo_hours=24, now=NOW)
+    assert report['summary']['only_local'] == ['alone']
