@@ -30,6 +30,9 @@ SPACE_MARGIN_BYTES = 64 * 1024 * 1024
 SPACE_MARGIN_RATIO = 1.1
 # Uuids of the files missing from the live storage that a result and a manifest name.
 LIVE_MISSING_LISTED = 100
+# Files linked from the previous backup whose live copy is read again, at random: a storage encrypted in place is
+# found by the next backup (all of 32 files differ), at the cost of reading 32 files.
+LIVE_SAMPLE = 32
 # Freezes, and stops, a backup may make: the last holds Orthanc quiesced until its files are taken (see
 # _capture_in_rounds). A stop costs Orthanc's shutdown and start, so a cold backup makes two at most.
 FREEZE_ROUNDS = 3
@@ -197,6 +200,8 @@ class Backup(Phase):
             'live_missing_count': manifest['live_missing_count'],
             'live_missing': manifest['live_missing'],
             'md5_mismatches': manifest['md5_mismatches'],
+            'live_checked': manifest['live_checked'],
+            'live_changed': manifest['live_changed'],
             'counts': manifest['counts'],
             'timings': manifest['timings'],
         }
@@ -216,6 +221,8 @@ class Backup(Phase):
             files[relative] = (entry['size'], entry['md5'] or file_md5(relative, beneath=partial))
         mismatches = snapshot.mismatches()
         self._warn_findings(missing, mismatches)
+        live_checked, live_changed = snapshot.live_changed(LIVE_SAMPLE)
+        self._check_changed_files(live_checked, live_changed, previous_id)
         if snapshot.unlinkable:
             self.module.warn('%d file(s) that backup %s lists are not there as listed (missing, of another size, '
                              'not a regular file): they were copied from the live storage instead. Run '
@@ -244,6 +251,8 @@ class Backup(Phase):
             'live_missing_count': live_missing.count,
             'live_missing': live_missing[:LIVE_MISSING_LISTED],
             'md5_mismatches': mismatches,
+            'live_checked': live_checked,
+            'live_changed': live_changed,
             'bytes_copied': snapshot.bytes_copied + sum(size for size, dummy in files.values()),
             'bytes_linked': snapshot.bytes_linked,
             'timings': dict((name, round(value, 3)) for name, value in timings.items()),
@@ -408,6 +417,23 @@ class Backup(Phase):
                                   live_missing_count=live_missing.count, live_missing=list(live_missing))
         self.module.warn('%s; backed up anyway (allow_missing_files), with those taken from an earlier backup where '
                          'one holds them.' % what)
+
+    def _check_changed_files(self, checked, changed, previous_id):
+        """A live storage whose files were rewritten since the previous backup took them (Orthanc never rewrites
+        one) is not backed up over the backups made before, unless told so."""
+        if not changed:
+            return
+        what = ('%d of the %d file(s) of the live storage checked at random differ from the MD5 they had when backup '
+                '%s took them (first: %s). Orthanc never rewrites a file: something else changed them, such as '
+                'ransomware encrypting the storage or a failing disk'
+                % (len(changed), checked, previous_id, ', '.join(changed[:5])))
+        if not self.params['allow_missing_files']:
+            raise OrthancOpsError('%s. The backup was not completed: the earlier backups stay as they are, and '
+                                  'retention removes none. Check the storage (orthanc_audit) before anything else; '
+                                  'set allow_missing_files to back up a damaged Orthanc knowingly.' % what,
+                                  live_checked=checked, live_changed=changed)
+        self.module.warn('%s; backed up anyway (allow_missing_files), with those files as backup %s holds them.'
+                         % (what, previous_id))
 
 
 def main(module):

@@ -22,10 +22,11 @@ import itertools
 import os
 import re
 import stat
+import uuid as uuids
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, UnsafePath, batches, copy_file, io_workers, make_dirs, map_runs)
+    TreeReader, UnsafePath, batches, copy_file, file_md5, io_workers, make_dirs, map_runs)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import BATCH, Ledger
 
 _LEVEL = re.compile(r'^[0-9a-f]{2}$')
@@ -219,6 +220,29 @@ class StorageSnapshot:
         return [uuid for uuid, in self.db.execute(
             'SELECT r.uuid FROM referenced r JOIN taken t ON t.uuid = r.uuid '
             'WHERE r.size != t.size OR (r.md5 IS NOT NULL AND r.md5 != t.md5) ORDER BY r.uuid')]
+
+    def live_changed(self, count):
+        """(files checked, uuids of those changed): up to ``count`` files linked from the previous backup, picked at
+        random, whose live copy no longer has the MD5 the backup holds for them. Orthanc never rewrites a file, so
+        one that changed was changed by something else: ransomware encrypting the storage in place, or a failing
+        disk. A file deleted since it was listed is not counted."""
+        checked, changed = set(), []
+        for dummy in range(count):
+            row = self.db.execute('SELECT uuid, md5 FROM taken WHERE linked AND uuid >= ? ORDER BY uuid LIMIT 1',
+                                  (str(uuids.uuid4()),)).fetchone()
+            if row is None or row[0] in checked:
+                continue
+            checked.add(row[0])
+            try:
+                live_md5 = file_md5(relative_path(row[0]), beneath=self.live_root)
+            except FileNotFoundError:
+                checked.discard(row[0])
+                continue
+            except OSError:     # a link or a device where Orthanc wrote a file
+                live_md5 = None
+            if live_md5 != row[1]:
+                changed.append(row[0])
+        return len(checked), sorted(changed)
 
     def orphans(self):
         """How many files of the live listing the index does not reference and are still there."""

@@ -94,8 +94,12 @@ options:
         files that the index references (a storage that did not mount, a wrong C(StorageDirectory), a replaced
         disk): such a backup could not restore Orthanc. An empty storage folder under an Orthanc that holds
         instances is refused before Orthanc is stopped."
+      - The backup fails likewise when files it links from the previous backup have changed in the live storage
+        (RV(live_changed)): Orthanc never rewrites a file, so a storage encrypted in place by ransomware, or a
+        failing disk, does not become the newest backup and lets retention remove none of the earlier ones.
       - V(true) backs up a damaged Orthanc knowingly; the missing files are taken from an earlier backup where
-        one holds them, counted in RV(live_missing_count) and named in the manifest.
+        one holds them, counted in RV(live_missing_count) and named in the manifest; changed files are kept as the
+        previous backup holds them.
     type: bool
     default: false
 attributes:
@@ -229,6 +233,20 @@ live_missing:
 md5_mismatches:
   description: Uuids whose file differs in size or MD5 from what Orthanc recorded.
   returned: success and not check mode
+  type: list
+  elements: str
+live_checked:
+  description:
+    - How many files linked from the previous backup were read again in the live storage, picked at random (up to
+      32), to find a storage rewritten in place (Orthanc never rewrites a file; ransomware does).
+  returned: success and not check mode, or when the backup failed for changed files
+  type: int
+live_changed:
+  description:
+    - Uuids of those whose live file no longer has the MD5 the previous backup holds. Empty unless
+      O(allow_missing_files=true); otherwise the backup fails, the earlier backups stay as they are, and this
+      names them.
+  returned: success and not check mode, or when the backup failed for changed files
   type: list
   elements: str
 counts:
