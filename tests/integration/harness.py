@@ -772,17 +772,20 @@ def wait_for_port(port, process, name):
 
 
 class RestServer:
-    """A restic REST server: ``rclone serve restic`` on a folder; ``bwlimit`` slows its transfers."""
+    """A restic REST server: ``rclone serve restic`` on a folder; ``bwlimit`` slows its transfers, and
+    ``append_only`` refuses every deletion but of locks. Two servers on one ``root`` serve the same repository."""
 
-    def __init__(self, root, bwlimit=None):
+    def __init__(self, root, bwlimit=None, append_only=False):
         self.folder = os.path.join(root, 'rest-server')
         os.makedirs(self.folder, exist_ok=True)
         self.port = free_port()
+        self.append_only = append_only
         self.params = {'offsite_repository': 'rest:http://127.0.0.1:%d/pacs/' % self.port}
         self.start(bwlimit)
 
     def start(self, bwlimit=None):
-        command = ['rclone', 'serve', 'restic', '--addr', '127.0.0.1:%d' % self.port, self.folder]
+        command = ['rclone', 'serve', 'restic', '--addr', '127.0.0.1:%d' % self.port, self.folder] + (
+            ['--append-only'] if self.append_only else [])
         self.process = subprocess.Popen(command + (['--bwlimit', bwlimit] if bwlimit else []),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.process, 'rclone serve restic')

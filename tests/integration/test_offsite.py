@@ -399,6 +399,43 @@ def test_the_roles_push_report_restore_from_off_site_and_check(make_target, load
     assert 'The off-site repository passed restic check (data read: 50%)' in output
 
 
+def test_copies_pushed_to_an_append_only_repository_survive_the_push_credential(loaded, ansible, repository,
+                                                                              tmp_path):
+    """The pushes go through an append-only REST server, the retention through another endpoint of the same
+    repository that may delete: the role keeps exactly its policy, and whoever holds the push credential (root on
+    the host that pushes) cannot forget a copy."""
+    orthanc, dummy = loaded
+    pushing = RestServer(str(tmp_path), append_only=True)
+    deleting = RestServer(str(tmp_path))
+    try:
+        common = {'orthanc_backup_hosts': 'localhost', 'orthanc_backup_config': orthanc.config,
+                  'orthanc_backup_repository': repository, 'orthanc_backup_instance': 'pacs',
+                  'orthanc_backup_service_manager': 'command', 'orthanc_backup_stop_command': orthanc.stop_command,
+                  'orthanc_backup_start_command': orthanc.start_command,
+                  'orthanc_backup_report_dir': repository + '-report',
+                  'orthanc_backup_offsite_repository': pushing.params['offsite_repository'],
+                  'orthanc_backup_offsite_prune_repository': deleting.params['offsite_repository'],
+                  'orthanc_backup_offsite_password': PASSWORD, 'orthanc_backup_keep_last': 1}
+        for dummy in range(2):
+            rc, output = ansible.run_playbook('backup', common)
+            assert rc == 0, output
+            time.sleep(1)       # backup ids are seconds
+        held, rc, output = ansible.run('orthanc_offsite', offsite(pushing, 'list'))
+        assert rc == 0 and len(held['backups']) == 1, output
+
+        rc, output = ansible.run_playbook('backup', dict(common, orthanc_backup_offsite_keep_last=0))
+        assert rc == 0, output
+        held, rc, output = ansible.run('orthanc_offsite', offsite(pushing, 'list'))
+        assert len(held['backups']) == 2
+        refused, rc, output = ansible.run('orthanc_offsite', offsite(pushing, 'prune', keep_last=1))
+        assert rc != 0, output
+        after, rc, output = ansible.run('orthanc_offsite', offsite(pushing, 'list'))
+        assert after['backups'] == held['backups']
+    finally:
+        pushing.stop()
+        deleting.stop()
+
+
 def test_two_first_pushes_at_once_create_one_repository(make_target, loaded, ansible, repository):
     """restic's init is not atomic on a REST server: two at once leave a repository neither key opens. Pushes
     on one host take turns to create it."""
