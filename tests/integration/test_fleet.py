@@ -229,8 +229,9 @@ def central_md5s(root, host):
 def test_root_on_an_orthanc_host_cannot_reach_the_backup_hosts_copies(fleet):
     """The guide's layout, the default: the backup host pulls. Root on site-sqlite, with every private key that
     host holds, cannot log in to backup1; the backup host's own key is let into site-sqlite only to read its
-    repository; after a ransomware run there (storage encrypted, local backups deleted) the copies on backup1
-    are untouched and the restore from them brings back every MD5."""
+    repository; after a ransomware run there (storage encrypted, the local copy of a backup forged) the copies on
+    backup1 are untouched, the forged copy does not stand in for them, and the restore from them brings back
+    every MD5."""
     host, address, backup1 = 'site-sqlite', fleet.hosts['site-sqlite']['ansible_host'], fleet.hosts['backup1']['ansible_host']
     server, before = fleet.servers[host], central_md5s(fleet.root, host)
     assert before
@@ -259,17 +260,34 @@ def test_root_on_an_orthanc_host_cannot_reach_the_backup_hosts_copies(fleet):
                    capture_output=True, timeout=60, check=False)
     assert not os.path.exists(outside)
 
-    # The ransomware run on site-sqlite: every stored file encrypted, every local backup deleted.
+    # The ransomware run on site-sqlite: every stored file encrypted, and the local copy of the newest backup
+    # rewritten and signed again (root there sees the backup key when the modules run).
     for current, dummy, names in os.walk(server.storage_dir):
         for name in names:
             with open(os.path.join(current, name), 'r+b') as handle:
                 data = handle.read()
                 handle.seek(0)
                 handle.write(bytes(byte ^ 0x5A for byte in data))
-    shutil.rmtree(os.path.join(fleet.root, host, 'repository'))
+    latest = central_ids(fleet.root, host)[-1]
+    local = os.path.join(fleet.root, host, 'repository', host)
+    if not os.path.isdir(os.path.join(local, latest)):      # the wiped host's restore left one there
+        shutil.copytree(os.path.join(fleet.root, 'central', host, latest), os.path.join(local, latest))
+    with open(os.path.join(local, latest, 'manifest.json')) as handle:
+        manifest = json.load(handle)
+    manifest.pop('authentication')
+    manifest['host'] = 'forged'
+    with open(os.path.join(fleet.root, 'backup.key')) as handle:
+        forged = BackupKey(handle.read().strip()).seal(manifest)
+    with open(os.path.join(local, latest, 'manifest.json'), 'w') as handle:
+        json.dump(forged, handle)
     assert central_md5s(fleet.root, host) == before
     server.wipe()
     server.start()
+    rc, output, dummy = fleet.run_playbook('restore', dict(fleet.common_vars, orthanc_restore_hosts=host))
+    assert rc == 2 and 'has another manifest than the backup on backup1' in output, output
+    assert server.md5s() == {}
+    # As the message says: the forged copy moved away, the restore copies the backup host's.
+    os.rename(local, local + '-forged')
     rc, output, dummy = fleet.run_playbook('restore', dict(fleet.common_vars, orthanc_restore_hosts=host))
     assert rc == 0, output
     assert server.md5s() == fleet.before[host]
