@@ -127,6 +127,10 @@ class Held:
                 continue
         return reached
 
+    def processes(self):
+        """[pid, pidfd or None] of each held process, for a process that inherits the pidfds."""
+        return [[pid, fd] for pid, fd in sorted(self._fds.items())]
+
     def _close(self, pid):
         fd = self._fds.pop(pid)
         if fd is not None:

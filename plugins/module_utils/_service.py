@@ -34,16 +34,36 @@ FREEZE_TIMEOUT = 5
 WATCHER_LOG = 'watcher.log'
 
 
-# Runs detached with the interpreter of the module; argv[1] is a JSON spec. Whoever
+# Runs detached with the interpreter of the module; its JSON spec comes on stdin. Whoever
 # removes the token first (the module when it is done, or this watcher when the
 # module is gone) owns the restart, or the thaw of a frozen Orthanc. Orthanc's
 # processes are waited for first, so that the start command does not meet an
-# Orthanc that is still shutting down.
+# Orthanc that is still shutting down. Processes come as [pid, pidfd]: the watcher
+# inherits the pidfds, which never name another process once theirs has ended
+# (a pid may, pid_max is often 32768); [pid, null] where the kernel has no pidfds.
 WATCHER_SOURCE = inspect.getsource(state) + inspect.getsource(alive) + r'''
-import json, os, signal, subprocess, sys, time
+import json, os, select, signal, subprocess, sys, time
 spec = json.loads(sys.stdin.read())
+
+
+def running(process):
+    pid, fd = process
+    return alive(pid) if fd is None else not select.select([fd], [], [], 0)[0]
+
+
+def send(process, signum):
+    pid, fd = process
+    try:
+        if fd is None:
+            os.kill(pid, signum)
+        else:
+            signal.pidfd_send_signal(fd, signum)
+    except OSError:
+        pass
+
+
 while os.path.exists(spec["token"]):
-    if alive(spec["pid"]):
+    if running(spec["module"]):
         time.sleep(0.02 if spec["thaw"] else 0.1)
         continue
     try:
@@ -52,23 +72,21 @@ while os.path.exists(spec["token"]):
         break
     # The log sits in the module's private folder, created here and never through a link.
     with os.fdopen(os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "ab") as log:
+        module = spec["module"][0]
         if spec["thaw"]:
-            for pid in spec["thaw"]:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except OSError:
-                    pass
+            for process in spec["thaw"]:
+                send(process, signal.SIGCONT)
             log.write(("module %d vanished while Orthanc was frozen; continued pids %s\n"
-                       % (spec["pid"], spec["thaw"])).encode())
+                       % (module, [pid for pid, fd in spec["thaw"]])).encode())
             break
         deadline = time.monotonic() + spec["stop_timeout"]
-        while any(alive(pid) for pid in spec["orthanc"]) and time.monotonic() < deadline:
+        while any(running(process) for process in spec["orthanc"]) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if any(alive(pid) for pid in spec["orthanc"]):
+        if any(running(process) for process in spec["orthanc"]):
             log.write(("module %d vanished; Orthanc (pids %s) still runs: nothing to do\n"
-                       % (spec["pid"], spec["orthanc"])).encode())
+                       % (module, [pid for pid, fd in spec["orthanc"]])).encode())
             break
-        log.write(("module %d vanished while Orthanc was stopped; running %s\n" % (spec["pid"], spec["start"])).encode())
+        log.write(("module %d vanished while Orthanc was stopped; running %s\n" % (module, spec["start"])).encode())
         log.flush()
         rc = subprocess.call(spec["start"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.write(("exit code %d\n" % rc).encode())
@@ -115,7 +133,7 @@ class Service:
             self.unusable = None
         except OrthancOpsError as exc:
             self.manager, self.stop_argv, self.start_argv, self.unusable = None, None, None, exc
-        self._token = None
+        self._token = self._held = None
 
     def _resolve_manager(self, manager):
         if self.container:
@@ -163,8 +181,9 @@ class Service:
         if self.manager == 'none':
             raise OrthancOpsError('Orthanc is running and service_manager is none, so it cannot be stopped. '
                                   'Stop Orthanc first or set service_manager.')
-        self.pids = listening_pids(self.port)
-        self._token = arm_watcher(self.start_argv, self.pids, self.stop_timeout)
+        self._held = Held(listening_pids(self.port), lambda pid: True)
+        self.pids = self._held.pids
+        self._token = arm_watcher(self.start_argv, self._held, self.stop_timeout)
         rc, out, err = self.module.run_command(self.stop_argv)
         if rc != 0:
             raise OrthancOpsError('The stop command "%s" failed (%s). Fix the service setup '
@@ -216,6 +235,9 @@ class Service:
         finally:
             dismiss_watcher(self._token)
             self._token = None
+            if self._held:
+                self._held.close()
+                self._held = None
 
     def impostor(self):
         """The pids listening on Orthanc's port when none of them is an Orthanc (see _proc.is_orthanc), else []: a
@@ -257,7 +279,7 @@ def frozen(port, container=None):
         held.close()
         raise OrthancOpsError('No Orthanc process %s, so there is nothing to freeze. Use mode=cold, or check the '
                               'configuration\'s HttpPort.' % where)
-    token = arm_watcher(thaw=pids)
+    token = arm_watcher(thaw=held)
     pause = Pause()
     try:
         held.signal(signal.SIGSTOP)
@@ -276,21 +298,26 @@ def frozen(port, container=None):
         dismiss_watcher(token)
 
 
-def arm_watcher(start=None, orthanc=(), stop_timeout=0, thaw=()):
-    """Start the detached watcher that runs ``start`` once the ``orthanc`` pids are gone, or continues
-    the ``thaw`` pids, if this module's process dies first; return its token for dismiss_watcher."""
+def arm_watcher(start=None, orthanc=None, stop_timeout=0, thaw=None):
+    """Start the detached watcher that runs ``start`` once the ``orthanc`` processes (a Held) are gone, or
+    continues the ``thaw`` ones (a Held), if this module's process dies first; return its token for
+    dismiss_watcher."""
     # A private folder (mkdtemp: 0700, a new name) for the token and the watcher's log: nothing
     # planted in the temporary folder can redirect either.
     folder = tempfile.mkdtemp(prefix='orthanc-ops-watch-')
     token = os.path.join(folder, 'token')
     os.close(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    spec = {'pid': os.getpid(), 'token': token, 'start': start, 'orthanc': list(orthanc), 'thaw': list(thaw),
-            'stop_timeout': stop_timeout, 'log': os.path.join(folder, WATCHER_LOG)}
-    # The one process not run through run_command: it must outlive this module. Its orders go through a pipe,
-    # not its argv, which every local user can read (the start command may hold a secret).
-    watcher = subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE],  # pylint: disable=ansible-bad-function
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               close_fds=True, start_new_session=True)
+    with Held([os.getpid()], lambda pid: True) as module:
+        processes = dict((name, held.processes() if held else []) for name, held in
+                         (('module', module), ('orthanc', orthanc), ('thaw', thaw)))
+        spec = dict(processes, module=processes['module'][0], token=token, start=start, stop_timeout=stop_timeout,
+                    log=os.path.join(folder, WATCHER_LOG))
+        # The one process not run through run_command: it must outlive this module. Its orders go through a
+        # pipe, not its argv, which every local user can read (the start command may hold a secret).
+        watcher = subprocess.Popen([sys.executable, '-c', WATCHER_SOURCE],  # pylint: disable=ansible-bad-function
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   close_fds=True, start_new_session=True,
+                                   pass_fds=[fd for held in processes.values() for dummy, fd in held if fd is not None])
     with watcher.stdin:
         watcher.stdin.write(json.dumps(spec).encode())
     return token

@@ -560,7 +560,8 @@ def test_held_processes_are_signalled_through_their_pidfd_only_while_they_live()
 
 def test_the_watchers_orders_are_not_on_its_command_line():
     """Issue 32, item 11: every local user can read a process's argv, and the start command may hold a secret."""
-    token = _service.arm_watcher(start=['/bin/sh', '-c', 'echo secret-start-9731'], orthanc=[os.getpid()])
+    with _proc.Held([os.getpid()], lambda pid: True) as orthanc:
+        token = _service.arm_watcher(start=['/bin/sh', '-c', 'echo secret-start-9731'], orthanc=orthanc)
     try:
         seen, deadline = [], time.monotonic() + 5
         while not seen and time.monotonic() < deadline:
