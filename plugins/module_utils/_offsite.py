@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -125,6 +126,23 @@ def _chosen(backups, backup, instance, location):
     return backup_id
 
 
+def _made_private(folder):
+    """restic restores a snapshot's owners and modes, which a holder of the off-site password chooses (setuid
+    bits, another user's files, device files): what it wrote into ``folder`` (made for it, 0700, so nobody else
+    reaches inside) becomes this user's, folders 0700 and files 0600, and anything else is removed (the manifest's
+    check then names it if it was listed)."""
+    uid, gid = os.geteuid(), os.getegid()
+    for parent, folders, names in os.walk(folder):
+        for name in folders + names:
+            path = os.path.join(parent, name)
+            kind = stat.S_IFMT(os.lstat(path).st_mode)
+            if kind not in (stat.S_IFDIR, stat.S_IFREG):
+                os.unlink(path)
+                continue
+            os.chown(path, uid, gid, follow_symlinks=False)
+            os.chmod(path, 0o700 if kind == stat.S_IFDIR else 0o600)
+
+
 def pull(module, restic, instance):
     """Pull one backup from the restic repository into the local one, as a .partial folder that becomes a
     backup only once checked against its manifest and synced to disk (synced while it is checked)."""
@@ -140,6 +158,7 @@ def pull(module, restic, instance):
     with repository.locked('off-site pull'):
         partial = repository.fresh_partial(backup_id)
         restic.run(['restore', result['snapshot_id'], '--target', partial], 'pull from')
+        _made_private(partial)
         with ThreadPoolExecutor(1) as syncer:
             # The copy goes to the disk while it is checked, which reads it from memory (the page cache).
             synced = syncer.submit(os.sync)

@@ -257,6 +257,31 @@ def test_a_backup_holding_planted_files_or_a_linked_folder_is_refused(make_targe
     assert not [name for name in os.listdir(os.path.join(repository, 'pacs')) if name.startswith('.pinned-')]
 
 
+def test_a_pulled_backup_is_private_whatever_its_snapshot_says(make_target, loaded, ansible, repository):
+    """Issue 32, item 7: restic restores a snapshot's owners and modes, which a holder of the off-site password
+    chooses. A snapshot whose file is setuid and another user's, in a folder anyone may write, is pulled as the
+    module's own: folders 0700, files 0600."""
+    orthanc, dummy = loaded
+    target = make_target('rest')
+    taken = backup(ansible, orthanc, repository)
+    storage = os.path.join(taken['path'], 'storage')
+    folder = os.path.join(storage, sorted(os.listdir(storage))[0])
+    victim = os.path.join(folder, sorted(os.listdir(folder))[0])
+    victim = os.path.join(victim, sorted(os.listdir(victim))[0]) if os.path.isdir(victim) else victim
+    os.chown(victim, 65534, 65534)
+    os.chmod(victim, 0o4755)
+    os.chmod(folder, 0o777)
+    pushed, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
+    assert rc == 0 and pushed['changed'], output
+    elsewhere = repository + '-elsewhere'
+    pulled, rc, output = ansible.run('orthanc_offsite', offsite(target, 'pull', repository=elsewhere))
+    assert rc == 0 and pulled['files'] == taken['files'], output
+    state = tree_state(pulled['path'])
+    assert set((stat.S_ISDIR(mode), mode & 0o7777) for dummy, dummy, mode in state.values()) == {
+        (True, 0o700), (False, 0o600)}
+    assert set(os.lstat(os.path.join(pulled['path'], path)).st_uid for path in state) == {os.geteuid()}
+
+
 def test_failures_leave_local_backups_and_the_repository_sound(make_target, loaded, ansible, repository, tmp_path):
     orthanc, before = loaded
     orthanc.upload(make_instances(patients=1, pixels=256))    # 0.5 MB of DICOM: more than the full disk below
