@@ -19,9 +19,9 @@ hold the very same bytes under the same uuid.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from urllib.parse import urlparse
@@ -33,7 +33,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    copy_file, create_file, folder_beneath, hash_tree, hashing_workers, make_dirs)
+    DIR_MODE, copy_file, create_file, folder_beneath, hash_tree, hashing_workers, private_folder)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
@@ -197,6 +197,7 @@ class Audit(Context):
         self.storage_dir = self.config.storage_dir
         self.quarantine = self.params['quarantine'] or self.storage_dir.rstrip('/') + '-quarantine'
         self.audit_id = new_backup_id()
+        self._quarantined = None    # the descriptor of <quarantine>/<audit id>, once made
         for option in ('min_age', 'list_limit'):
             if self.params[option] < 0:
                 raise OrthancOpsError('%s cannot be negative (%d).' % (option, self.params[option]))
@@ -273,30 +274,80 @@ class Audit(Context):
 
     def clean(self, orphans):
         """Move the orphans to ``<quarantine>/<audit id>/`` (with a list of them), or delete them."""
-        if self.params['orphans'] == 'delete':
-            removed = 0
-            for orphan in orphans:
-                try:
-                    os.unlink(orphan['path'])
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-            return {'removed': removed}
+        # Each orphan is reached through its folder's descriptor, the folders through no link: the Orthanc user may
+        # swap a folder of the storage for a link at any time.
+        deleting = self.params['orphans'] == 'delete'
         target = os.path.join(self.quarantine, self.audit_id)
         moved = []
         for orphan in orphans:
-            destination = os.path.join(target, relative_path(orphan['uuid']))
-            make_dirs(os.path.dirname(destination))
+            relative = relative_path(orphan['uuid'])
+            folder, name = os.path.split(relative)
             try:
-                shutil.move(orphan['path'], destination)
+                source = folder_beneath(self.storage_dir, folder)
+            except OSError:     # gone, or a folder on the way is now a link: left alone
+                continue
+            try:
+                if deleting:
+                    os.unlink(name, dir_fd=source)
+                else:
+                    self._quarantine_from(source, relative)
             except FileNotFoundError:
                 continue
-            moved.append(dict(orphan, quarantined_to=destination))
+            finally:
+                os.close(source)
+            moved.append(dict(orphan, quarantined_to=None if deleting else os.path.join(target, relative)))
+        if deleting:
+            return {'removed': len(moved)}
         if not moved:
             return {}
-        with create_file(os.path.join(target, ORPHANS_LIST)) as handle:
+        with create_file(ORPHANS_LIST, dir_fd=self._quarantine_folder()) as handle:
             handle.write(json.dumps({'storage_dir': self.storage_dir, 'orphans': moved}, indent=1).encode())
         return {'quarantined': len(moved), 'quarantine_path': target}
+
+    def _quarantine_folder(self):
+        """A descriptor of ``<quarantine>/<audit id>``, made for this audit, 0700. The quarantine usually sits beside
+        the storage, where the Orthanc user may write: it is reached through no link and must be this user's own and
+        writable by no one else, or nothing is moved there."""
+        if self._quarantined is None:
+            parent, name = os.path.split(self.quarantine.rstrip('/'))
+            parent_fd = os.open(parent or '/', os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                try:
+                    quarantine = private_folder(name, parent_fd)
+                except FileExistsError:
+                    quarantine = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+            except OSError as exc:
+                raise OrthancOpsError('The quarantine folder %s cannot be used (%s): it must be a folder, not a '
+                                      'symbolic link. Nothing was moved; remove it or choose another quarantine.'
+                                      % (self.quarantine, exc.strerror or exc))
+            finally:
+                os.close(parent_fd)
+            try:
+                info = os.fstat(quarantine)
+                if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                    raise OrthancOpsError('The quarantine folder %s belongs to uid %d with mode %o: another account '
+                                          'could steer what is moved into it. Nothing was moved; make it this '
+                                          "account's own and writable by no one else (chown, chmod 0700), or choose "
+                                          'another quarantine.' % (self.quarantine, info.st_uid, info.st_mode & 0o777))
+                self._quarantined = private_folder(self.audit_id, quarantine)
+            finally:
+                os.close(quarantine)
+        return self._quarantined
+
+    def _quarantine_from(self, source, relative):
+        """Move the storage file ``relative`` (its folder open as ``source``) to the same place in the quarantine:
+        renamed between the descriptors, or copied and removed when the quarantine is on another file system."""
+        folder, name = os.path.split(relative)
+        destination = folder_beneath('/proc/self/fd/%d' % self._quarantine_folder(), folder, DIR_MODE)
+        try:
+            os.rename(name, name, src_dir_fd=source, dst_dir_fd=destination)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            copy_file(name, name, beneath='/proc/self/fd/%d' % source, hashed=False, dir_fd=destination)
+            os.unlink(name, dir_fd=source)
+        finally:
+            os.close(destination)
 
     def repair(self, broken):
         """Put back, from the repository's backups, the files Orthanc references that are missing or damaged."""
@@ -332,9 +383,11 @@ class Audit(Context):
         temporary = name + '.orthanc-ops-repair'
         try:
             if exists_in(folder_fd, name):
-                kept = os.path.join(self.quarantine, self.audit_id, 'damaged', relative)
-                make_dirs(os.path.dirname(kept))
-                copy_file(relative, kept, beneath=self.storage_dir)
+                kept = folder_beneath('/proc/self/fd/%d' % self._quarantine_folder(), 'damaged/' + folder, DIR_MODE)
+                try:
+                    copy_file(name, name, beneath='/proc/self/fd/%d' % folder_fd, dir_fd=kept)
+                finally:
+                    os.close(kept)
             if copy_file(source[1], temporary, mode=0o644, beneath=source[0], owner=(owner.st_uid, owner.st_gid),
                          dir_fd=folder_fd)[1] != md5:
                 raise OrthancOpsError('The copy of %s in the backup %s does not have the MD5 Orthanc recorded; verify '

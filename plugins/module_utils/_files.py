@@ -131,17 +131,20 @@ def give(fd, mode, owner=None):
         os.fchown(fd, *owner)
 
 
-def folder_beneath(root, relative, mode, owner=None):
+def folder_beneath(root, relative, mode=None, owner=None):
     """A descriptor of the folder ``root/relative``, each folder on the way reached through no symbolic link
-    (OSError ELOOP otherwise) and, when missing, created with exactly ``mode`` and (as root) ``owner``."""
+    (OSError ELOOP otherwise) and, when missing, created with exactly ``mode`` and (as root) ``owner``
+    (FileNotFoundError without a ``mode``)."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for part in safe_parts(relative):
-            try:
-                os.mkdir(part, mode, dir_fd=fd)
-                made = True
-            except FileExistsError:
-                made = False
+            made = False
+            if mode is not None:
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
             child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = child

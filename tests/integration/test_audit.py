@@ -168,6 +168,33 @@ def test_delete_orphans(make_orthanc, ansible):
     assert result['healthy'] is True and every_instance_intact(orthanc)
 
 
+def test_a_quarantine_another_account_planted_is_refused(make_orthanc, ansible, tmp_path):
+    """Issue 32: the quarantine sits beside the storage, where the Orthanc user may write. A link planted there
+    (to a folder of the attacker's choice, such as /etc/cron.d), or a folder another account owns, would have root
+    move files the Orthanc user wrote wherever it says: refused, nothing moved."""
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1, studies=1))
+    orphan, path = plant_orphan(orthanc, age=600)
+    quarantine, elsewhere = orthanc.storage_dir + '-quarantine', str(tmp_path / 'cron.d')
+    os.mkdir(elsewhere)
+    os.symlink(elsewhere, quarantine)
+    params = {'config': orthanc.config, 'orphans': 'quarantine', 'min_age': 60}
+    result, rc, output = ansible.run('orthanc_audit', params)
+    assert rc != 0 and 'The quarantine folder %s cannot be used' % quarantine in result['msg'], output
+    assert os.path.exists(path) and os.listdir(elsewhere) == []
+    os.unlink(quarantine)
+    os.mkdir(quarantine)
+    os.chown(quarantine, 65534, 65534)
+    result, rc, output = ansible.run('orthanc_audit', params)
+    assert rc != 0 and 'belongs to uid 65534' in result['msg'] and os.path.exists(path), output
+    os.rmdir(quarantine)
+    result, rc, output = ansible.run('orthanc_audit', params, umask=0)
+    assert rc == 0 and result['quarantined'] == 1 and not os.path.exists(path), output
+    assert os.stat(quarantine).st_mode & 0o777 == 0o700 and os.stat(result['quarantine_path']).st_mode & 0o777 == 0o700
+    assert os.path.isfile(os.path.join(result['quarantine_path'], orphan[0:2], orphan[2:4], orphan))
+    assert every_instance_intact(orthanc)
+
+
 def test_another_orthanc_is_refused_and_nothing_moves(make_orthanc, ansible):
     orthanc = make_orthanc('audited')
     other = make_orthanc('other')
