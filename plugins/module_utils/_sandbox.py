@@ -51,10 +51,16 @@ LAUNCH = 'umask 077 && cd "$1" && shift && exec "$@" </dev/null >/dev/null 2>&1 
 
 def backup_source(module):
     """(repository or None, backup folder, its manifest, work folder for sandboxes) of the backup the options
-    name: ``src``, or ``backup`` of ``instance`` in ``repository``."""
+    name: ``src``, or ``backup`` of ``instance`` in ``repository``. The work folder is the backup's parent, where
+    the backup's files can be linked, when it is this user's own and nobody else can write there (nobody can then
+    swap the sandbox's folder for a link while root writes into it); else the module's private temporary
+    folder, where they are copied."""
     if module.params['src']:
         folder = os.path.abspath(module.params['src'])
-        return None, folder, _manifest.read(folder, key=_authentication.from_params(module.params)), os.path.dirname(folder)
+        parent = os.stat(os.path.dirname(folder))
+        private = parent.st_uid == os.geteuid() and not parent.st_mode & 0o022
+        return (None, folder, _manifest.read(folder, key=_authentication.from_params(module.params)),
+                os.path.dirname(folder) if private else module.tmpdir)
     repository = Repository.from_params(module)
     folder, manifest = repository.open_backup(module.params['backup'])
     return repository, folder, manifest, repository.path

@@ -42,8 +42,10 @@ options:
     default: latest
   src:
     description:
-      - A backup folder to drill, instead of O(repository), O(instance) and O(backup); nothing is recorded. Its parent
-        folder must be writable.
+      - A backup folder to drill, instead of O(repository), O(instance) and O(backup); nothing is recorded.
+      - The throwaway Orthanc's folder is made in its parent folder, where the backup's files are linked, when that
+        folder is the module user's own and no one else can write it; else in the module's temporary folder, where
+        they are copied.
     type: path
   check_instances:
     description:

@@ -46,8 +46,10 @@ options:
     default: latest
   src:
     description:
-      - A backup folder to recover from, instead of O(repository), O(instance) and O(backup). Its parent folder
-        must be writable (the throwaway Orthanc's folder is made there).
+      - A backup folder to recover from, instead of O(repository), O(instance) and O(backup).
+      - The throwaway Orthanc's folder is made in its parent folder, where the backup's files are linked, when that
+        folder is the module user's own and no one else can write it; else in the module's temporary folder, where
+        they are copied.
     type: path
   resources:
     description:

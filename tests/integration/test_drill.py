@@ -10,6 +10,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
+import threading
+import time
 
 import pytest
 
@@ -115,3 +118,31 @@ def test_the_verify_role_drills_and_the_report_shows_it(make_orthanc, ansible, r
     with open(tmp_path / 'report' / 'report.html') as handle:
         assert '%s\npassed, RTO' % row['last_drill']['drilled_at'] in handle.read()
     assert_torn_down(repository)
+
+
+def test_a_backup_where_others_can_write_is_drilled_in_a_private_folder(make_orthanc, ansible, repository, tmp_path):
+    """Issue 32: root makes the throwaway Orthanc's folder beside the backup and writes into it by name. Where another
+    account can write there, it could swap that folder for a link meanwhile: the sandbox then goes to the module's
+    private temporary folder (the files copied, not linked), and the drill still passes."""
+    orthanc = make_orthanc()
+    backup = backed_up(orthanc, ansible, repository)
+    shared = str(tmp_path / 'shared')
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)
+    copy = shutil.copytree(backup['path'], os.path.join(shared, backup['backup_id']))
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(name for name in os.listdir(shared) if name.startswith('.orthanc-sandbox-'))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        drill, rc, output = ansible.run('orthanc_drill', {'config': orthanc.config, 'src': copy})
+    finally:
+        done.set()
+        watcher.join()
+    assert rc == 0 and drill['passed'] is True, output
+    assert not seen and os.listdir(shared) == [backup['backup_id']]
