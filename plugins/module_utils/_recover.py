@@ -17,6 +17,7 @@ import os
 import re
 import time
 from contextlib import ExitStack
+from urllib.parse import quote
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError, exit_with
@@ -91,12 +92,17 @@ class Recover(Phase):
             if self.module.check_mode:
                 result.update(changed=bool(wanted), recovered_instances=len(wanted),
                               recovered_studies=self._studies(sandbox.rest, wanted, wanted),
+                              recovered_labels=len(self._labels(sandbox, wanted, wanted, planned=True)),
                               msg='check mode: %d instance(s) would be recovered' % len(wanted))
                 return result
             recovered, problems = self._transfer(sandbox, wanted)
+            labels = self._labels(sandbox, wanted, recovered)
+            for level, resource, label in labels:
+                self.rest.request('/%s/%s/labels/%s' % (level, resource, quote(label, safe='')), method='PUT')
             result.update(changed=bool(recovered), recovered_instances=len(recovered),
                           skipped_instances=result['skipped_instances'] + len(wanted) - len(recovered) - problems.count,
-                          recovered_studies=self._studies(sandbox.rest, wanted, recovered))
+                          recovered_studies=self._studies(sandbox.rest, wanted, recovered),
+                          recovered_labels=len(labels))
         result['duration_seconds'] = round(time.monotonic() - started, 3)
         if problems.count:
             raise OrthancOpsError('%d instance(s) of the backup in %s could not be recovered (%s); the %d others were.'
@@ -192,6 +198,20 @@ class Recover(Phase):
                 continue
             recovered.append(instance)
         return recovered, problems
+
+    def _labels(self, sandbox, wanted, instances, planned=False):
+        """The labels the backup holds on ``instances`` (ids of ``wanted``), their series, studies and patients,
+        where the live Orthanc has the resource (the instance recovered, its study not deleted meanwhile), or
+        will have it once they are recovered (``planned``): [(level, id, label)]."""
+        labels = self.backend.labels(self.folder, sandbox.name)
+        if not labels:
+            return []
+        resources = set(instances)
+        for study in set(wanted[instance] for instance in instances):
+            details = sandbox.rest.get('/studies/%s' % study)
+            resources.update([study, details['ParentPatient']] + details.get('Series', []))
+        return [(level, resource, label) for level, resource, label in labels
+                if resource in resources and (planned or self.rest.read('/%s/%s' % (level, resource)) is not None)]
 
     @staticmethod
     def _studies(sandbox, wanted, instances):

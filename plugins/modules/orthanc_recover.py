@@ -22,7 +22,8 @@ description:
     into it, each checked against the manifest's size and MD5.
   - Each chosen instance the live Orthanc lacks is read from the throwaway Orthanc, checked against the MD5
     the backup's index recorded, uploaded to the live Orthanc over REST as a modality would send it, and
-    checked again there.
+    checked again there. Then the labels (Orthanc 1.12 and later) the backup's index held on the recovered
+    instances, their series, studies and patients are put back on them: they live in the index only.
   - The throwaway Orthanc, its folder C(.orthanc-sandbox-<name>) (in the instance's folder of the repository, or
     beside O(src)) and its database are removed at the end, also on failure. If the module is killed, the
     next recovery from the same folder removes them first.
@@ -138,6 +139,14 @@ skipped_instances:
   returned: success
   type: int
   sample: 0
+recovered_labels:
+  description:
+    - How many labels (Orthanc 1.12 and later) the backup held on the recovered instances, their series, studies
+      and patients, and that were put back on them (in check mode, would be). Orthanc keeps labels in its index
+      only, so the DICOM files do not bring them back.
+  returned: success
+  type: int
+  sample: 1
 recovered_studies:
   description: The studies of the recovered instances.
   returned: success

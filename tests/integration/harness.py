@@ -265,24 +265,38 @@ def machine_lock(name):
         yield
 
 
-def container_image():
-    """Build the test image unless the machine has it: a minbase bookworm with Orthanc, its plugins and
-    PostgreSQL (for a database in a second container)."""
+# Debian releases whose Orthanc the tests run in containers: (Orthanc version, what the image holds beyond Orthanc
+# and its plugins, mmdebstrap options). testing's Release files on the mirror are past their Valid-Until date.
+RELEASES = {
+    'bookworm': ('1.10', ',postgresql', []),     # PostgreSQL for a database in a second container
+    'trixie': ('1.12', '', []),
+    'forky': ('1.13', '', ['--aptopt=Acquire::Check-Valid-Until "false"']),
+}
+
+
+def container_image(release='bookworm'):
+    """Build the test image of a Debian ``release`` (see RELEASES) unless the machine has it: a minbase system
+    with Orthanc and its plugins."""
+    image = CONTAINER_IMAGE if release == 'bookworm' else 'localhost/orthanc-ops-test:%s-1' % release
+    dummy, extra, options = RELEASES[release]
     with machine_lock('image'):
         if not os.path.exists('/etc/containers/containers.conf'):
             # What the admin of such a host sets up: host networking, runc, cgroupfs, limits it may keep.
             os.makedirs('/etc/containers', exist_ok=True)
             with open('/etc/containers/containers.conf', 'w') as handle:
                 handle.write(CONTAINERS_CONF)
-        if subprocess.run(['podman', 'image', 'exists', CONTAINER_IMAGE], check=False).returncode != 0:
-            rootfs = subprocess.Popen(['mmdebstrap', '--quiet', '--variant=minbase', '--include='
-                                       'orthanc,orthanc-postgresql,orthanc-mysql,postgresql', 'bookworm', '-'],
-                                      stdout=subprocess.PIPE)
-            subprocess.run(['podman', 'import', '--quiet', '-', CONTAINER_IMAGE], stdin=rootfs.stdout, check=True,
-                           stdout=subprocess.DEVNULL)
+        if subprocess.run(['podman', 'image', 'exists', image], check=False).returncode != 0:
+            rootfs = subprocess.Popen(['mmdebstrap', '--quiet', '--variant=minbase'] + options + [
+                '--include=orthanc,orthanc-postgresql,orthanc-mysql' + extra, release, '-'], stdout=subprocess.PIPE)
+            imported = subprocess.run(['podman', 'import', '--quiet', '-', image], stdin=rootfs.stdout, check=False,
+                                      stdout=subprocess.DEVNULL)
             rootfs.stdout.close()
-            assert rootfs.wait() == 0, 'mmdebstrap failed'
-    return CONTAINER_IMAGE
+            # A failed mmdebstrap still feeds the import an empty stream: that image must not stay.
+            if rootfs.wait() != 0 or imported.returncode != 0:
+                subprocess.run(['podman', 'rmi', '--force', image], check=False, capture_output=True)
+                raise AssertionError('the %s image could not be built (mmdebstrap %d, podman import %d)'
+                                     % (release, rootfs.returncode, imported.returncode))
+    return image
 
 
 class ContainerOrthanc(Orthanc):

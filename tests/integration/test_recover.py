@@ -17,7 +17,8 @@ import urllib.error
 
 import pytest
 
-from harness import LAYOUTS, Orthanc, kill_module, make_instances, sandbox_pids
+from harness import (
+    LAYOUTS, RELEASES, ContainerOrthanc, Orthanc, container_image, kill_module, make_instances, sandbox_pids)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import alive
 
 # Each takes several seconds or more: make quick leaves them out.
@@ -254,3 +255,40 @@ def test_a_sandbox_another_run_holds_is_left_alone_until_it_is_released(make_ort
         assert not alive(pid) and not os.path.lexists(folder) and orthanc.answers()
     finally:
         other.stop()
+
+
+@pytest.mark.parametrize('release', ['trixie', 'forky'])
+def test_a_recovered_study_gets_its_labels_back(release, ansible, repository, tmp_path):
+    """Issue 33: Orthanc 1.12 and later keep labels in the index only, so the DICOM files of a recovered study do
+    not bring them back. Debian 13's Orthanc (1.12) and testing's (1.13), in a container on SQLite: the study, its
+    series and its patient get theirs back, and another study keeps its own."""
+    orthanc = ContainerOrthanc(str(tmp_path / release), container_image(release))
+    try:
+        orthanc.start()
+        assert orthanc.api('GET', '/system')['Version'].startswith(RELEASES[release][0])
+        orthanc.upload(make_instances(patients=2, studies=1, series=2, instances=2))
+        study, other = orthanc.api('GET', '/studies')
+        details = orthanc.api('GET', '/studies/%s' % study)
+        series, patient = details['Series'][0], details['ParentPatient']
+        for level, resource, label in (('studies', study, 'urgent'), ('studies', study, 'teaching'),
+                                       ('series', series, 'reviewed'), ('patients', patient, 'vip'),
+                                       ('studies', other, 'kept')):
+            orthanc.api('PUT', '/%s/%s/labels/%s' % (level, resource, label), b'')
+        before = orthanc.md5s()
+        backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository,
+                                                                                 instance='pacs', mode='cold'))
+        assert rc == 0, output
+        orthanc.api('DELETE', '/studies/%s' % study)    # its patient, who had no other study, goes with it
+
+        recover = {'service_name': orthanc.name, 'repository': repository, 'instance': 'pacs', 'resources': [study]}
+        plan, rc, output = ansible.run('orthanc_recover', recover, check=True)
+        assert rc == 0 and plan['recovered_labels'] == 4 and study not in orthanc.api('GET', '/studies'), output
+        recovered, rc, output = ansible.run('orthanc_recover', recover)
+        assert rc == 0 and recovered['recovered_instances'] == 4 and recovered['recovered_labels'] == 4, output
+        assert orthanc.md5s() == before
+        assert sorted(orthanc.api('GET', '/studies/%s/labels' % study)) == ['teaching', 'urgent']
+        assert orthanc.api('GET', '/series/%s/labels' % series) == ['reviewed']
+        assert orthanc.api('GET', '/patients/%s/labels' % patient) == ['vip']
+        assert orthanc.api('GET', '/studies/%s/labels' % other) == ['kept']
+    finally:
+        orthanc.remove()

@@ -130,6 +130,13 @@ class Backend(ABC):
         """Remove what ``sandbox`` made outside its folder; called also for a sandbox that a killed module left,
         or never made."""
 
+    @abstractmethod
+    def labels(self, backup_folder, name):
+        """The labels the backup holds (in ``backup_folder``, whose index files are checked, or in the database of
+        its sandbox ``name``): [(resource level as REST names it, public id, label)]. Orthanc keeps them (1.12 and
+        later) in the index only, so a recovery that sends DICOM files does not bring them back; [] for an index
+        without labels."""
+
 
 class DatabaseBackend(Backend):
     """What the database backends share: one-statement reads on a connection of their own.
@@ -168,6 +175,27 @@ class DatabaseBackend(Backend):
 
     def _sandbox_database(self, name):
         return '%s_sandbox_%s' % (self.database, name)
+
+    # The SQL function naming the database (PostgreSQL: its schema) a connection uses.
+    current_schema = None
+
+    def labels(self, backup_folder, name):
+        """The labels of the dump, read from the database of its sandbox (see Backend.labels)."""
+        connection = self.connect(self._sandbox_database(name))
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*) FROM information_schema.tables WHERE LOWER(table_name) = 'labels' "
+                               'AND table_schema = %s' % self.current_schema)
+                if not cursor.fetchone()[0]:
+                    return []
+                cursor.execute('SELECT r.resourceType, r.publicId, l.label FROM Labels l '
+                               'JOIN Resources r ON r.internalId = l.id ORDER BY r.publicId, l.label')
+                return [(PLUGIN_RESOURCE_TYPES[kind], public_id, label) for kind, public_id, label in cursor.fetchall()]
+        except self.driver_error as exc:
+            raise OrthancOpsError('Reading the labels of the backup from the %s failed: %s'
+                                  % (self._where(), str(exc).strip()))
+        finally:
+            connection.close()
 
     def sandbox(self, backup_folder, name, manifest, folder):
         """The dump loaded into the database ``<db>_sandbox_<name>`` of the same server, and the plugin section

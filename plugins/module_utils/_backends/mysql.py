@@ -162,6 +162,7 @@ class MySQLBackend(DatabaseBackend):
     plugin_marker = 'OrthancMySQL'
     section_name = SECTION
     swap_class = TableSwap
+    current_schema = 'DATABASE()'
 
     @staticmethod
     def missing(module):

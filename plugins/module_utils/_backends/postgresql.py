@@ -117,6 +117,7 @@ class PostgreSQLBackend(DatabaseBackend):
     plugin_marker = 'OrthancPostgreSQL'
     section_name = SECTION
     swap_class = DatabaseSwap
+    current_schema = 'current_schema()'
 
     @staticmethod
     def missing(module):

@@ -188,5 +188,23 @@ class SQLiteBackend(Backend):
                                       % (self.folder, relative, backup_folder, copied, md5))
         return {'IndexDirectory': folder}
 
+    def labels(self, backup_folder, name):
+        """The labels of the backup's own index file (see Backend.labels), read as an immutable file: its sandbox's
+        copy is held by the throwaway Orthanc, and the backup's has been checked against the manifest."""
+        path = os.path.join(backup_folder, self.folder, 'index')
+        try:
+            connection = sqlite3.connect('file:%s?mode=ro&immutable=1' % quote(path), uri=True)
+            try:
+                if not connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                                          "AND name = 'Labels'").fetchone()[0]:
+                    return []
+                return [(CORE_RESOURCE_TYPES[kind], public_id, label) for kind, public_id, label in connection.execute(
+                    'SELECT r.resourceType, r.publicId, l.label FROM Labels l JOIN Resources r '
+                    'ON r.internalId = l.id ORDER BY r.publicId, l.label')]
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            raise OrthancOpsError('Cannot read the labels of the backup in %s: %s.' % (backup_folder, exc))
+
     def drop_sandbox(self, name):
         """Nothing of a sandbox lives outside its folder."""
