@@ -14,8 +14,8 @@ from operator import itemgetter
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import walk_sorted
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import sort_key
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._manifest import read_values, sort_key
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._retention import kept, policy
 
 _PATH = itemgetter(0)
@@ -39,6 +39,19 @@ def freed_bytes(folders):
     return freed
 
 
+def disappeared(repository, backup_ids, keep_policy):
+    """Backups removed by something else than retention: each backup names, in its (signed) manifest, the backup it
+    was taken after; one of those that is gone although the policy, counting it, would keep it was removed by a
+    person, a program (ransomware) or a failing disk. Sorted ids."""
+    named = set()
+    for backup_id in backup_ids:
+        previous = read_values(repository.backup_path(backup_id)).get('previous_backup')
+        if isinstance(previous, str) and ID_PATTERN.match(previous):
+            named.add(previous)
+    gone = named.difference(backup_ids)
+    return sorted(gone.intersection(kept(sorted(gone.union(backup_ids)), **keep_policy))) if gone else []
+
+
 def prune(module):
     """Remove the backups the retention policy no longer keeps, holding the repository's lock (check mode:
     which ones)."""
@@ -56,7 +69,12 @@ def prune(module):
         remove = [backup_id for backup_id in backup_ids if backup_id not in keep]
         folders = [repository.backup_path(backup_id) for backup_id in remove]
         result = {'changed': bool(remove), 'kept': sorted(keep), 'reasons': keep, 'removed': remove,
-                  'left_alone': repository.rejected, 'bytes_freed': freed_bytes(folders)}
+                  'left_alone': repository.rejected, 'bytes_freed': freed_bytes(folders),
+                  'disappeared': disappeared(repository, backup_ids, keep_policy)}
+        if result['disappeared']:
+            module.warn('Backup(s) %s of instance "%s" are gone from %s although the retention policy keeps them: '
+                        'something else removed them (a person, ransomware, a failing disk). Find out what.'
+                        % (', '.join(result['disappeared']), repository.instance, repository.path))
         if not module.check_mode:
             partials = repository.clean_partials()
             for folder in folders:

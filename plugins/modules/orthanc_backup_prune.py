@@ -74,6 +74,15 @@ removed:
   returned: success
   type: list
   elements: str
+disappeared:
+  description:
+    - Backups that are gone although the policy keeps them, so something else than retention removed them (a
+      person, ransomware, a failing disk): each backup's manifest names the backup it was taken after, and one of
+      those that is missing while the policy, counting it, would keep it is listed here, with a warning.
+  returned: success
+  type: list
+  elements: str
+  sample: ["20261201T020000Z"]
 left_alone:
   description:
     - Folders named as backups that are none of this instance's, each with the reason, neither counted nor

@@ -24,7 +24,7 @@ def backup_time(backup_id):
 COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'authenticated', 'size_bytes', 'new_bytes',
            'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'live_missing',
            'missing_attachments', 'md5_mismatches', 'verification', 'last_good_backup', 'offsite', 'offsite_backup',
-           'offsite_bytes_added', 'last_drill', 'last_passed_drill', 'copies_elsewhere')
+           'offsite_bytes_added', 'last_drill', 'last_passed_drill', 'copies_elsewhere', 'disappeared')
 
 
 def _age_hours(backup_id, now):
@@ -75,6 +75,8 @@ def build(outcomes, rpo_hours, now=None, drill_max_age_days=0):
         'drill_failed': sorted(item['host'] for item in rows if (item['last_drill'] or {}).get('passed') is False),
         # Neither a backup host nor an off-site repository: the copies go with the host (ransomware, fire).
         'only_local': sorted(item['host'] for item in rows if item['copies_elsewhere'] is False),
+        # Backups gone although retention keeps them: removed by a person, ransomware or a failing disk.
+        'disappeared': sorted(item['host'] for item in rows if item['disappeared']),
         'failed_hosts': sorted(item['host'] for item in rows if item['status'] == 'failed'),
         'incomplete_hosts': sorted(item['host'] for item in rows if item['status'] == 'incomplete'),
         'bytes': sum(item.get('size_bytes') or 0 for item in rows),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -16,15 +17,17 @@ from harness import make_instances
 
 
 def fake_backups(repository, ids, shared):
-    """Complete backups (manifest status complete) that all hard-link one shared file, plus one own file each."""
+    """Complete backups (manifest status complete) that all hard-link one shared file, plus one own file each; each
+    names the one before as the backup it was taken after."""
     folder = os.path.join(repository, 'pacs')
     os.makedirs(folder)
     with open(shared, 'wb') as handle:
         handle.write(b's' * 1000)
-    for backup_id in ids:
+    for previous, backup_id in zip([None] + ids, ids):
         os.makedirs(os.path.join(folder, backup_id, 'storage'))
         with open(os.path.join(folder, backup_id, 'manifest.json'), 'w') as handle:
-            json.dump({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'counts': {}, 'files': {}}, handle)
+            json.dump({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'counts': {}, 'files': {},
+                       'previous_backup': previous}, handle)
         with open(os.path.join(folder, backup_id, 'storage', 'own'), 'wb') as handle:
             handle.write(b'o' * 100)
         os.link(shared, os.path.join(folder, backup_id, 'storage', 'shared'))
@@ -55,6 +58,22 @@ def test_prune_keeps_exactly_the_policy(ansible, repository, tmp_path):
 
     again, rc, output = ansible.run('orthanc_backup_prune', params)
     assert rc == 0 and again['changed'] is False and again['removed'] == []
+    assert result['disappeared'] == again['disappeared'] == []      # what retention removed is not reported
+
+
+def test_backups_removed_outside_retention_are_reported(ansible, repository, tmp_path):
+    """Issue 37: a backup the policy keeps that something else removed (ransomware on the backup host, a person)
+    is named by the next prune, from the chain of backups their signed manifests name."""
+    ids = ['2026%02d%02dT010000Z' % (month, day) for month in (10, 11) for day in (1, 10, 20)]
+    folder = fake_backups(repository, ids, str(tmp_path / 'shared'))
+    params = {'repository': repository, 'instance': 'pacs', 'keep_last': 3}
+    result, rc, output = ansible.run('orthanc_backup_prune', params)
+    assert rc == 0 and result['removed'] == ids[:3] and result['disappeared'] == [], output
+    shutil.rmtree(os.path.join(folder, ids[4]))
+    result, rc, output = ansible.run('orthanc_backup_prune', params)
+    assert rc == 0 and result['disappeared'] == [ids[4]], output
+    assert 'Backup(s) %s of instance "pacs" are gone from %s although the retention policy keeps them' % (
+        ids[4], folder) in output
 
 
 @pytest.mark.slow

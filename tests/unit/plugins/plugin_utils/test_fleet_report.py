@@ -37,7 +37,7 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
     assert report['summary'] == {
         'hosts': 5, 'ok': 1, 'failed': 3, 'incomplete': 0, 'skipped': 1, 'planned': 0,
         'past_rpo': ['c-failed-old', 'd-never'], 'offsite_past_rpo': [], 'drill_overdue': [], 'drill_failed': [],
-        'only_local': [],
+        'only_local': [], 'disappeared': [],
         'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
         'incomplete_hosts': [],
         'bytes': 100, 'new_bytes': 10, 'shipped_bytes': 5}
