@@ -19,7 +19,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import h
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import new_backup_id
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_storage_entry
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import is_pending_deletions, is_storage_entry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._swap import StagedDamage, stage_files
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import too_old
 
@@ -138,8 +138,8 @@ class Restore(Phase):
             if restore_storage:
                 swaps.append(stage_files(os.path.join(self.folder, 'storage'), _manifest.area_entries(manifest, 'storage'),
                                          self.config.storage_dir, 'storage', self.stamp, is_storage_entry,
-                                         check_md5=self.params['verify'],
-                                         workers=hashing_workers(manifest['files'])))
+                                         check_md5=self.params['verify'], workers=hashing_workers(manifest['files']),
+                                         stale=is_pending_deletions))
             swaps.append(self.backend.stage(self.folder, self.stamp, manifest))
             if restore_config:
                 swaps.append(self._stage_config(manifest))

@@ -55,6 +55,17 @@ def is_storage_entry(name):
     return bool(_LEVEL.match(name))
 
 
+# The queue of the DelayedDeletion plugin (Orthanc 1.12 and later), in the storage directory: the files Orthanc
+# removed from its index, which the plugin deletes in the background.
+_PENDING_DELETIONS = re.compile(r'^pending-deletions\..+\.db(-wal|-shm|-journal)?$')
+
+
+def is_pending_deletions(name):
+    """True for the files of DelayedDeletion's queue. They name files of the data they were made with: a restore
+    that left them would have the plugin delete files it brought back."""
+    return bool(_PENDING_DELETIONS.match(name))
+
+
 def relative_path(uuid):
     return os.path.join(uuid[0:2], uuid[2:4], uuid)
 

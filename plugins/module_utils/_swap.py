@@ -46,7 +46,8 @@ class Swap(ABC):
 
 
 class FolderSwap(Swap):
-    """Replace the entries of ``target`` that ``owned(name)`` selects by those of a staging folder made in it.
+    """Replace the entries of ``target`` that ``owned(name)`` selects by those of a staging folder made in it; the
+    entries ``stale(name)`` selects are put aside too, and nothing takes their place.
 
     ``target`` is a live folder that the Orthanc user can write. So the staging folder (named ``name``) and the
     folder that keeps the replaced entries (``aside``) are root's, 0700, reached from their making through
@@ -57,8 +58,9 @@ class FolderSwap(Swap):
     brought.
     """
 
-    def __init__(self, target, name, aside, owned):
+    def __init__(self, target, name, aside, owned, stale=None):
         self.target, self.name, self.aside, self.owned = target, name, aside, owned
+        self.stale = stale or (lambda name: False)
         self.kept_at = os.path.join(target, aside)
         self.moved_aside, self.moved_in = [], []
         self.kept_fd = None
@@ -78,7 +80,7 @@ class FolderSwap(Swap):
             raise OrthancOpsError('Something is already at %s, where this restore keeps the data it replaces (it was '
                                   'not followed); nothing was replaced. Remove it and restore again.' % self.kept_at)
         for name in sorted(os.listdir(self.target_fd)):
-            if self.owned(name):
+            if self.owned(name) or self.stale(name):
                 os.rename(name, name, src_dir_fd=self.target_fd, dst_dir_fd=self.kept_fd)
                 self.moved_aside.append(name)
         for name in sorted(os.listdir(self.staging_fd)):
@@ -174,10 +176,10 @@ def _with_folders(files, staging, owner, dir_mode, refuse):
         yield entry
 
 
-def stage_files(source, files, target, label, stamp, owned, check_md5=False, workers=1):
+def stage_files(source, files, target, label, stamp, owned, check_md5=False, workers=1, stale=None):
     """Copy ``files`` ((path relative to ``source``, size, MD5), as a manifest lists them, in its order) into a
     staging folder inside ``target`` (root's, see FolderSwap), each owned like ``target``, and return the
-    FolderSwap that puts them in place of the entries ``owned`` selects.
+    FolderSwap that puts them in place of the entries ``owned`` selects (and puts aside those ``stale`` selects).
 
     Only those files are read, each a regular file reached through no symbolic link; a listed file whose
     top-level name the swap does not own is refused and the staging removed. Each copy is checked as it is
@@ -191,7 +193,7 @@ def stage_files(source, files, target, label, stamp, owned, check_md5=False, wor
     info = os.stat(target)
     owner, dir_mode = (info.st_uid, info.st_gid), info.st_mode & 0o777
     swap = FolderSwap(target, '%s%s-%s' % (STAGING_PREFIX, label, stamp), '%s%s-%s' % (ASIDE_PREFIX, label, stamp),
-                      owned)
+                      owned, stale)
     staging = swap.staging
     damage = Findings(PROBLEMS_KEPT)
 

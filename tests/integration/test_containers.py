@@ -9,13 +9,15 @@ the container is stopped and started through the engine."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
-from harness import ContainerPostgres, complete_backups, make_instances
+from harness import ContainerOrthanc, ContainerPostgres, complete_backups, container_image, make_instances
 
 # Each takes several seconds or more: make quick leaves them out.
 pytestmark = pytest.mark.slow
@@ -186,3 +188,30 @@ def test_postgresql_on_a_compose_network_through_the_database_container(
         assert complete_backups(repository) == [backup['backup_id']]
     finally:
         database.remove()
+
+
+def test_a_restore_puts_the_delayed_deletion_queue_aside(ansible, repository, tmp_path):
+    """Issue 33: Orthanc 1.12's DelayedDeletion plugin keeps, in the storage folder, a queue of the files Orthanc
+    removed from its index, and deletes them in the background. A restore just after a deletion brings those files
+    back; left in place, the queue would have the plugin delete them under the restored Orthanc. It is put aside
+    with the data it belongs to (Debian 13's Orthanc 1.12 and its plugin, in a container)."""
+    orthanc = ContainerOrthanc(str(tmp_path / 'trixie'), container_image('trixie'), settings={
+        'Plugins': ['/usr/share/orthanc/plugins/libDelayedDeletion.so'],
+        'DelayedDeletion': {'Enable': True, 'ThrottleDelayMs': 1000}})
+    try:
+        orthanc.start()
+        orthanc.upload(make_instances(patients=1, studies=2, series=1, instances=12))
+        before = orthanc.md5s()
+        backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository,
+                                                                                 instance='pacs', mode='cold'))
+        assert rc == 0, output
+        orthanc.api('DELETE', '/studies/%s' % orthanc.api('GET', '/studies')[0])    # 12 files, one a second
+        assert glob.glob(os.path.join(orthanc.storage_dir, 'pending-deletions.*.db'))
+        restored, rc, output = ansible.run('orthanc_restore', orthanc.module_params(repository=repository,
+                                                                                    instance='pacs'))
+        assert rc == 0 and orthanc.md5s() == before, output
+        time.sleep(6)
+        for instance in before:     # Orthanc reads each file again
+            orthanc.api('POST', '/instances/%s/attachments/dicom/verify-md5' % instance, b'')
+    finally:
+        orthanc.remove()
