@@ -52,7 +52,7 @@ options:
       - Defaults to the storage folder's path with C(-quarantine) appended, usually on the same file system,
         so that moving a file there is a rename.
       - It is made 0700 when missing. It must be a folder of the user running the module that no one else can
-        write (not a symbolic link), or nothing is moved: it usually sits where the Orthanc user may write.
+        write (not a symbolic link), or nothing is moved, since it usually sits where the Orthanc user may write.
     type: path
   min_age:
     description:

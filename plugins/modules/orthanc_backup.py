@@ -95,7 +95,7 @@ options:
         disk): such a backup could not restore Orthanc. An empty storage folder under an Orthanc that holds
         instances is refused before Orthanc is stopped."
       - The backup fails likewise when files it links from the previous backup have changed in the live storage
-        (RV(live_changed)): Orthanc never rewrites a file, so a storage encrypted in place by ransomware, or a
+        (RV(live_changed)). Orthanc never rewrites a file, so a storage encrypted in place by ransomware, or a
         failing disk, does not become the newest backup and lets retention remove none of the earlier ones.
       - V(true) backs up a damaged Orthanc knowingly; the missing files are taken from an earlier backup where
         one holds them, counted in RV(live_missing_count) and named in the manifest; changed files are kept as the

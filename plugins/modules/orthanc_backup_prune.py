@@ -77,7 +77,7 @@ removed:
 disappeared:
   description:
     - Backups that are gone although the policy keeps them, so something else than retention removed them (a
-      person, ransomware, a failing disk): each backup's manifest names the backup it was taken after, and one of
+      person, ransomware, a failing disk). Each backup's manifest names the backup it was taken after, and one of
       those that is missing while the policy, counting it, would keep it is listed here, with a warning.
   returned: success
   type: list

@@ -84,7 +84,7 @@ options:
     description:
       - Extended options of restic, each given as C(-o name=value), for example C(sftp.command) for an SFTP
         repository reached with a key of its own, or C(s3.storage-class).
-      - restic takes them only on its command line, which every local user can read while it runs: never put a
+      - restic takes them only on its command line, which every local user can read while it runs, so never put a
         secret here (a password or a key belongs in O(offsite_environment) or a file the option names).
     type: dict
     default: {}

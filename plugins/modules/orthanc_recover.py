@@ -23,7 +23,7 @@ description:
   - Each chosen instance the live Orthanc lacks is read from the throwaway Orthanc, checked against the MD5
     the backup's index recorded, uploaded to the live Orthanc over REST as a modality would send it, and
     checked again there. Then the labels (Orthanc 1.12 and later) the backup's index held on the recovered
-    instances, their series, studies and patients are put back on them: they live in the index only.
+    instances, their series, studies and patients are put back on them, as they live in the index only.
   - The throwaway Orthanc, its folder C(.orthanc-sandbox-<name>) (in the instance's folder of the repository, or
     beside O(src)) and its database are removed at the end, also on failure. If the module is killed, the
     next recovery from the same folder removes them first.

@@ -424,8 +424,8 @@ def test_the_roles_push_report_restore_from_off_site_and_check(make_target, load
     assert 'The off-site repository passed restic check (data read: 50%)' in output
 
 
-def test_copies_pushed_to_an_append_only_repository_survive_the_push_credential(loaded, ansible, repository,
-                                                                              tmp_path):
+def test_copies_pushed_to_an_append_only_repository_survive_the_push_credential(
+        loaded, ansible, repository, tmp_path):
     """The pushes go through an append-only REST server, the retention through another endpoint of the same
     repository that may delete: the role keeps exactly its policy, and whoever holds the push credential (root on
     the host that pushes) cannot forget a copy."""
