@@ -31,7 +31,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends impor
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import Context
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
     DIR_MODE, copy_file, create_file, folder_beneath, hash_tree, hashing_workers, private_folder)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
@@ -360,7 +360,7 @@ class Audit(Context):
         if linked:
             raise OrthancOpsError('Nothing was put back: in the storage %s, a folder on the way to the files to repair is '
                                   'a symbolic link, which a repair never follows (%s). Replace each link by the folder '
-                                  'it stands for, then audit again.' % (self.storage_dir, ', '.join(linked[:10])))
+                                  'it stands for, then audit again.' % (self.storage_dir, ', '.join(linked[:PROBLEMS_SHOWN])))
         if not self.module.check_mode:
             owner = os.stat(self.storage_dir)
             for uuid in repaired:

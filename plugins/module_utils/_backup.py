@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import describe_deployment
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import Findings, OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, Findings, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, file_md5, make_dirs
@@ -309,10 +309,10 @@ class Backup(Phase):
         """Say what the index references and the backup could not take as Orthanc recorded it."""
         if missing:
             self.module.warn('%d attachment(s) referenced by the index are not in the storage: %s'
-                             % (len(missing), ', '.join(missing[:10])))
+                             % (len(missing), ', '.join(missing[:PROBLEMS_SHOWN])))
         if mismatches:
             self.module.warn('%d file(s) in the storage differ from the size or MD5 that Orthanc recorded: %s'
-                             % (len(mismatches), ', '.join(mismatches[:10])))
+                             % (len(mismatches), ', '.join(mismatches[:PROBLEMS_SHOWN])))
 
     def _capture_frozen(self, partial, snapshot, timings):
         """The index copied while every Orthanc thread is stopped by the kernel: what a crash at that instant

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 # Problems a result lists word for word; its count covers all of them.
 PROBLEMS_KEPT = 1000
+# Problems (or names) a failure message or a warning names, the first of them.
+PROBLEMS_SHOWN = 10
 
 
 class OrthancOpsError(Exception):

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock, host_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import (
     CLOCK_DRIFT, ID_FORMAT, Repository, check_instance, new_backup_id)
@@ -172,7 +172,7 @@ def pull(module, restic, instance):
         if problems.count:
             raise OrthancOpsError('The copy of backup "%s" pulled from %s does not match its manifest (%d problem(s): '
                                   '%s). It was left in %s and is not used; run "check" on the restic repository.'
-                                  % (backup_id, restic.location, problems.count, '; '.join(problems[:10]), partial))
+                                  % (backup_id, restic.location, problems.count, '; '.join(problems[:PROBLEMS_SHOWN]), partial))
         result.update(path=repository.complete(backup_id, partial), files=manifest['files'],
                       bytes=manifest['bytes'])
     return dict(result, changed=True)

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from urllib.parse import quote
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, PROBLEMS_SHOWN, Findings, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._sandbox import Sandbox, backup_source
@@ -106,7 +106,7 @@ class Recover(Phase):
         result['duration_seconds'] = round(time.monotonic() - started, 3)
         if problems.count:
             raise OrthancOpsError('%d instance(s) of the backup in %s could not be recovered (%s); the %d others were.'
-                                  % (problems.count, self.folder, '; '.join(problems[:10]), len(recovered)),
+                                  % (problems.count, self.folder, '; '.join(problems[:PROBLEMS_SHOWN]), len(recovered)),
                                   problems=list(problems), problems_count=problems.count, **result)
         return result
 
@@ -120,7 +120,7 @@ class Recover(Phase):
         problems = _manifest.area_problems(self.folder, self.manifest, self.backend.folder)
         if problems.count:
             raise OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; recover '
-                                  'from another backup.' % (self.folder, problems.count, '; '.join(problems[:10])),
+                                  'from another backup.' % (self.folder, problems.count, '; '.join(problems[:PROBLEMS_SHOWN])),
                                   problems=list(problems), problems_count=problems.count)
 
     def _choose(self, sandbox):

@@ -8,19 +8,21 @@
 from __future__ import annotations
 
 import base64
+import http.client as http_client
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlparse
 
-from ansible.module_utils.six.moves import http_client
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import quote, urlparse
 from ansible.module_utils.urls import Request, make_context
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 
 PROBE_TIMEOUT = 2
+# Seconds a request may take: Orthanc answers a REST call in milliseconds, a large download in seconds.
+TIMEOUT = 30
 POLL_INTERVAL = 0.05
 RESOURCE_LEVELS = ('patients', 'studies', 'series', 'instances')
 
@@ -45,10 +47,10 @@ class OrthancRest:
             self._headers['Authorization'] = 'Basic ' + token
         self._local = threading.local()
 
-    def _open(self, path, method='GET', data=None, timeout=30):
+    def _open(self, path, method='GET', data=None, timeout=TIMEOUT):
         return self._session.open(method, self.url + path, data=data, timeout=timeout)
 
-    def request(self, path, method='GET', body=None, timeout=30, missing_ok=False):
+    def request(self, path, method='GET', body=None, timeout=TIMEOUT, missing_ok=False):
         """A JSON document (None for a 404 when ``missing_ok``); OrthancOpsError with the reason on failure.
 
         ``body`` is sent as it is when it is bytes, else as JSON.
@@ -79,9 +81,9 @@ class OrthancRest:
         if connection is None:
             parts = urlparse(self.url)
             if parts.scheme == 'https':
-                connection = http_client.HTTPSConnection(parts.hostname, parts.port, timeout=30, context=self._context)
+                connection = http_client.HTTPSConnection(parts.hostname, parts.port, timeout=TIMEOUT, context=self._context)
             else:
-                connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+                connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
             self._local.connection = connection
         return connection
 
@@ -128,10 +130,10 @@ class OrthancRest:
             raise self._refused('POST', path, status, orthanc_body_reason(body))
         return json.loads(body)
 
-    def get(self, path, timeout=30):
+    def get(self, path, timeout=TIMEOUT):
         return self.request(path, timeout=timeout)
 
-    def post(self, path, body, timeout=30):
+    def post(self, path, body, timeout=TIMEOUT):
         return self.request(path, method='POST', body=body, timeout=timeout)
 
     def attachments(self, threads=4):

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._backends import registry
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancDown, OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, OrthancDown, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import hashing_workers, set_owner
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
@@ -64,7 +64,7 @@ class Restore(Phase):
 
     def _damaged(self, problems):
         return OrthancOpsError('The backup in %s is damaged (%d problem(s): %s). Nothing was changed; restore '
-                               'another backup.' % (self.folder, problems.count, '; '.join(problems[:10])),
+                               'another backup.' % (self.folder, problems.count, '; '.join(problems[:PROBLEMS_SHOWN])),
                                problems=list(problems), problems_count=problems.count)
 
     def run(self):

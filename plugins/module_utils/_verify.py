@@ -12,12 +12,9 @@ import os
 import time
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import remove_entry, sync_folder
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, PARTIAL, Repository
-
-# Problems the failure message names; the result lists up to list_limit.
-MESSAGE_PROBLEMS = 10
 
 
 def _incoming_folder(repository, backup):
@@ -80,7 +77,7 @@ def verify(module):
     repository = Repository.from_params(module)
     folder, manifest = _opened(module, repository)
     problems = _manifest.problems(folder, manifest, check_md5=params['check_md5'],
-                                  keep=max(params['list_limit'], MESSAGE_PROBLEMS))
+                                  keep=max(params['list_limit'], PROBLEMS_SHOWN))
     result = {
         'changed': False,
         'backup_id': manifest['backup_id'],
@@ -96,7 +93,7 @@ def verify(module):
     if problems.count:
         raise OrthancOpsError('The backup in %s does not match its manifest (%d problem(s): %s). Do not rely on it; '
                               'copy or take the backup again.' % (folder, problems.count,
-                                                                  '; '.join(problems[:MESSAGE_PROBLEMS])),
+                                                                  '; '.join(problems[:PROBLEMS_SHOWN])),
                               **result)
     if params['sign'] and not module.check_mode:
         with repository.locked('verify'):
