@@ -221,8 +221,8 @@ class Backup(Phase):
             files[relative] = (entry['size'], entry['md5'] or file_md5(relative, beneath=partial))
         mismatches = snapshot.mismatches()
         self._warn_findings(missing, mismatches)
-        live_checked, live_changed = snapshot.live_changed(LIVE_SAMPLE)
-        self._check_changed_files(live_checked, live_changed, previous_id)
+        live_checked, live_changed, backup_changed = snapshot.changed_since(LIVE_SAMPLE)
+        self._check_changed_files(live_checked, live_changed, backup_changed, previous_id)
         if snapshot.unlinkable:
             self.module.warn('%d file(s) that backup %s lists are not there as listed (missing, of another size, '
                              'not a regular file): they were copied from the live storage instead. Run '
@@ -418,9 +418,18 @@ class Backup(Phase):
         self.module.warn('%s; backed up anyway (allow_missing_files), with those taken from an earlier backup where '
                          'one holds them.' % what)
 
-    def _check_changed_files(self, checked, changed, previous_id):
+    def _check_changed_files(self, checked, changed, backup_changed, previous_id):
         """A live storage whose files were rewritten since the previous backup took them (Orthanc never rewrites
-        one) is not backed up over the backups made before, unless told so."""
+        one) is not backed up over the backups made before, unless told so; a previous backup whose files were
+        rewritten is never linked from."""
+        if backup_changed:
+            raise OrthancOpsError('%d of the %d file(s) of backup %s checked at random no longer have the MD5 its '
+                                  'listing holds (first: %s): the backup was changed after it was taken, by someone '
+                                  'who can write the repository or by a failing disk. The new backup was not '
+                                  'completed, so as not to link those files. Check that backup with '
+                                  'orthanc_backup_verify, and back up with link=false until it is removed.'
+                                  % (len(backup_changed), checked, previous_id,
+                                     ', '.join(backup_changed[:PROBLEMS_SHOWN])), backup_changed=backup_changed)
         if not changed:
             return
         what = ('%d of the %d file(s) of the live storage checked at random differ from the MD5 they had when backup '

@@ -232,28 +232,30 @@ class StorageSnapshot:
             'SELECT r.uuid FROM referenced r JOIN taken t ON t.uuid = r.uuid '
             'WHERE r.size != t.size OR (r.md5 IS NOT NULL AND r.md5 != t.md5) ORDER BY r.uuid')]
 
-    def live_changed(self, count):
-        """(files checked, uuids of those changed): up to ``count`` files linked from the previous backup, picked at
-        random, whose live copy no longer has the MD5 the backup holds for them. Orthanc never rewrites a file, so
-        one that changed was changed by something else: ransomware encrypting the storage in place, or a failing
-        disk. A file deleted since it was listed is not counted."""
-        checked, changed = set(), []
+    def changed_since(self, count):
+        """(files checked, uuids of those changed in the live storage, uuids of those changed in the backups): up to
+        ``count`` files linked from the previous backup, picked at random, read again in the live storage and in the
+        backup, each against the MD5 the previous backup's listing holds. Orthanc never rewrites a file, and a
+        backup's files are never rewritten either: one that changed was changed by something else (ransomware
+        encrypting in place, a failing disk, someone who can write the repository). A file deleted from the live
+        storage since it was listed is not counted."""
+        checked, live, kept = set(), [], []
         for dummy in range(count):
             row = self.db.execute('SELECT uuid, md5 FROM taken WHERE linked AND uuid >= ? ORDER BY uuid LIMIT 1',
                                   (str(uuids.uuid4()),)).fetchone()
             if row is None or row[0] in checked:
                 continue
-            checked.add(row[0])
+            uuid, md5 = row
             try:
-                live_md5 = file_md5(relative_path(row[0]), beneath=self.live_root)
+                live_md5 = _md5_or_none(relative_path(uuid), self.live_root)
             except FileNotFoundError:
-                checked.discard(row[0])
                 continue
-            except OSError:     # a link or a device where Orthanc wrote a file
-                live_md5 = None
-            if live_md5 != row[1]:
-                changed.append(row[0])
-        return len(checked), sorted(changed)
+            checked.add(uuid)
+            if live_md5 != md5:
+                live.append(uuid)
+            if _md5_or_none(relative_path(uuid), self.target_root) != md5:
+                kept.append(uuid)
+        return len(checked), sorted(live), sorted(kept)
 
     def orphans(self):
         """How many files of the live listing the index does not reference and are still there."""
@@ -314,6 +316,17 @@ def _take_run(live_root, target_root, previous_backup, run):
             if reader:
                 reader.close()
     return outcomes
+
+
+def _md5_or_none(relative, root):
+    """The MD5 of the regular file ``relative`` in ``root``, None for a link or a device there (FileNotFoundError
+    when it is gone)."""
+    try:
+        return file_md5(relative, beneath=root)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return None
 
 
 def _reader(root):

@@ -237,8 +237,10 @@ md5_mismatches:
   elements: str
 live_checked:
   description:
-    - How many files linked from the previous backup were read again in the live storage, picked at random (up to
-      32), to find a storage rewritten in place (Orthanc never rewrites a file; ransomware does).
+    - How many files linked from the previous backup were read again, picked at random (up to 32), in the live
+      storage and in the backup, to find a storage or a backup rewritten in place (Orthanc never rewrites a file,
+      and a backup's files are never rewritten; ransomware does). A previous backup whose files changed is never
+      linked from - the backup fails and names them (RV(backup_changed)).
   returned: success and not check mode, or when the backup failed for changed files
   type: int
 live_changed:
@@ -247,6 +249,11 @@ live_changed:
       O(allow_missing_files=true); otherwise the backup fails, the earlier backups stay as they are, and this
       names them.
   returned: success and not check mode, or when the backup failed for changed files
+  type: list
+  elements: str
+backup_changed:
+  description: Uuids of the files of the previous backup that no longer have the MD5 its listing holds.
+  returned: when the backup failed for them
   type: list
   elements: str
 counts:

@@ -122,3 +122,27 @@ def test_orphans_missing_and_altered_files_are_reported(make_orthanc, ansible, r
     backed_up = set(f for d, dummy, files in os.walk(os.path.join(result['path'], 'storage')) for f in files)
     assert os.path.basename(orphan) not in backed_up and os.path.basename(missing) not in backed_up
     assert os.path.basename(altered) in backed_up and len(backed_up) == 7
+
+
+def test_a_previous_backup_rewritten_in_place_is_not_linked(make_orthanc, ansible, repository):
+    """Issue 32 item 6 and issue 37: the next backup links the files the previous one holds, by their listing. Files
+    of that backup rewritten in place with the same size (ransomware encrypting the repository, someone who can
+    write it) are found among those read again at random: the new backup is not completed, and one with link=false
+    takes every file from the live storage."""
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=2))
+    params = orthanc.module_params(repository=repository, instance='pacs')
+    first, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0, output
+    for current, dummy, names in os.walk(os.path.join(first['path'], 'storage')):
+        for name in names:
+            with open(os.path.join(current, name), 'r+b') as handle:
+                data = handle.read()
+                handle.seek(0)
+                handle.write(bytes(byte ^ 0x5A for byte in data))
+    refused, rc, output = ansible.run('orthanc_backup', params)
+    assert rc != 0 and 'no longer have the MD5 its listing holds' in refused['msg'] and refused['backup_changed'], output
+    assert sorted(name for name in os.listdir(os.path.join(repository, 'pacs')) if not name.startswith('.')) == [
+        first['backup_id']] and orthanc.answers()
+    fresh, rc, output = ansible.run('orthanc_backup', dict(params, link=False))
+    assert rc == 0 and fresh['bytes_linked'] == 0, output
