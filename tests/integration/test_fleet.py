@@ -410,6 +410,12 @@ def test_the_backup_host_pushes_the_copies_off_site(fleet, tmp_path):
         # restic read the backup folders in the backup host's repository: the copies verified there went off site.
         assert sorted(path for snapshot in snapshots for path in snapshot['paths']) == [
             os.path.join(fleet.root, 'central', host, rows[host]['backup_id']) for host in ('centre-pg', 'site-sqlite')]
+        # Root on an Orthanc host finds no off-site credential there to forget the snapshots with (issue 37).
+        for host in ('centre-pg', 'site-sqlite'):
+            for current, dummy, names in os.walk(os.path.join(fleet.root, host)):
+                for name in names:
+                    with open(os.path.join(current, name), 'rb') as handle:
+                        assert password.encode() not in handle.read(), os.path.join(current, name)
     finally:
         server.stop()
 
