@@ -14,6 +14,7 @@ import shlex
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _config, _container
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._service import host_manager
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
     configuration_of, listening_pids, process_environment, running_orthanc, same_path, shown)
 
@@ -43,8 +44,7 @@ def describe_deployment(module, config):
     params = module.params
     manager = params.get('service_manager') or 'auto'
     if manager == 'auto':
-        systemd = os.path.isdir('/run/systemd/system') and module.get_bin_path('systemctl')
-        manager = 'systemd' if systemd else 'sysvinit' if os.path.exists('/etc/init.d/%s' % params['service_name']) else None
+        manager = host_manager(module, params['service_name'])
     if manager in ('systemd', 'sysvinit'):
         return {'kind': 'service', 'manager': manager, 'name': params['service_name']}
     return {'kind': manager or 'unknown'}
@@ -65,7 +65,8 @@ def environment_of(module, config_path):
     sources = []
     systemctl = module.get_bin_path('systemctl')
     name = params.get('service_name') or 'orthanc'
-    if params.get('service_manager', 'auto') in ('auto', 'systemd') and systemctl and os.path.isdir('/run/systemd/system'):
+    manager = params.get('service_manager') or 'auto'
+    if systemctl and (host_manager(module, name) if manager == 'auto' else manager) == 'systemd':
         rc, out, dummy = module.run_command([systemctl, 'show', '--property=Environment', '--property=EnvironmentFiles',
                                              name])
         if rc == 0:

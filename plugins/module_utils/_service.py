@@ -94,6 +94,16 @@ while os.path.exists(spec["token"]):
 '''
 
 
+def host_manager(module, service_name):
+    """What ``service_manager: auto`` finds on this host for the service ``service_name``: systemd when it runs the
+    host, else an init script of that name; None when neither."""
+    if os.path.isdir('/run/systemd/system') and module.get_bin_path('systemctl'):
+        return 'systemd'
+    if os.path.exists('/etc/init.d/%s' % service_name):
+        return 'sysvinit'
+    return None
+
+
 class Pause:
     """How long Orthanc was frozen: ``seconds`` so far, or in all once it was continued."""
 
@@ -140,10 +150,9 @@ class Service:
             return self.container.engine
         if manager != 'auto':
             return manager
-        if os.path.isdir('/run/systemd/system') and self.module.get_bin_path('systemctl'):
-            return 'systemd'
-        if os.path.exists('/etc/init.d/%s' % self.name):
-            return 'sysvinit'
+        found = host_manager(self.module, self.name)
+        if found:
+            return found
         raise OrthancOpsError('Cannot tell how to stop and start Orthanc: no systemd and no /etc/init.d/%s. '
                               'Set service_manager (systemd, sysvinit, or command with stop_command and '
                               'start_command).' % self.name)
