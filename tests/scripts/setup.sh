@@ -44,6 +44,7 @@ make_venv() {
   fi
 }
 make_venv "$venv" "$python" "$here/tests/requirements.txt"
+make_venv "$venv-newest" "$python" "$here/tests/requirements-newest.txt"
 # ansible-core 2.16 runs on Python 3.10 to 3.12.
 oldest_python=""
 for candidate in "$HOME"/.pyenv/versions/3.12*/bin/python3 "$(command -v python3.12 || true)"; do
