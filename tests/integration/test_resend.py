@@ -18,12 +18,12 @@ from harness import free_port, make_instances
 pytestmark = pytest.mark.slow
 
 
-def days_ago(days):
-    return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days)).strftime('%Y%m%d')
+def days_ago(days, since=None):
+    since = since or datetime.datetime.now(datetime.timezone.utc)
+    return (since - datetime.timedelta(days=days)).strftime('%Y%m%d')
 
 
-# Studies of yesterday: a resend since a backup taken today looks back one day, so it fetches them.
-RECENT, OLD = days_ago(1), '20250101'
+OLD = '20250101'
 
 
 def pixels(orthanc):
@@ -34,7 +34,9 @@ def pixels(orthanc):
 
 @pytest.fixture
 def pacs_and_scanner(make_orthanc):
-    """A restored Orthanc ('pacs') that lacks recent studies, and the modality that still has them.
+    """A restored Orthanc ('pacs') that lacks recent studies, and the modality that still has them, and the day of
+    those studies: yesterday, as the test starts (not as the session started: a run that crosses midnight), so a
+    resend since a backup taken today, which looks back one day, fetches them.
 
     The pacs also knows a modality nobody answers for.
     """
@@ -44,19 +46,20 @@ def pacs_and_scanner(make_orthanc):
     scanner = make_orthanc('scanner', settings={'DicomAet': 'SCANNER', 'DicomPort': scanner_port,
                                                 'DicomModalities': {'pacs': ['PACS', '127.0.0.1', pacs_port]}})
     old = make_instances(patients=2, studies=1, series=1, instances=2, study_date=OLD)
-    recent = make_instances(patients=2, studies=1, series=2, instances=2, study_date=RECENT, first_patient=10)
+    day = days_ago(1)
+    recent = make_instances(patients=2, studies=1, series=2, instances=2, study_date=day, first_patient=10)
     scanner.upload(old + recent)
     pacs.upload(old + recent[:1])
-    return pacs, scanner
+    return pacs, scanner, day
 
 
 def test_resend_fetches_what_the_restore_lacks(pacs_and_scanner, ansible):
-    pacs, scanner = pacs_and_scanner
+    pacs, scanner, recent = pacs_and_scanner
     before = pacs.md5s()
-    params = {'config': pacs.config, 'since': RECENT + 'T020000Z', 'modalities': ['scanner']}
+    params = {'config': pacs.config, 'since': recent + 'T020000Z', 'modalities': ['scanner']}
 
     plan, rc, output = ansible.run('orthanc_resend', params, check=True)
-    assert rc == 0 and plan['changed'] is True and plan['study_date_range'] == days_ago(2) + '-', output
+    assert rc == 0 and plan['changed'] is True and plan['study_date_range'] == days_ago(1, datetime.datetime.strptime(recent, '%Y%m%d')) + '-', output
     assert sorted((study['patient_id'], study['local_instances'], study['remote_instances'], study['action'])
                   for study in plan['studies']) == [('P0010', 1, 4, 'would retrieve'), ('P0011', 0, 4, 'would retrieve')]
     assert pacs.md5s() == before
@@ -73,8 +76,8 @@ def test_resend_fetches_what_the_restore_lacks(pacs_and_scanner, ansible):
 
 
 def test_a_dead_modality_does_not_stop_the_others(pacs_and_scanner, ansible):
-    pacs, scanner = pacs_and_scanner
-    result, rc, output = ansible.run('orthanc_resend', {'config': pacs.config, 'since': '%s-%s-%s' % (RECENT[:4], RECENT[4:6], RECENT[6:])})
+    pacs, scanner, recent = pacs_and_scanner
+    result, rc, output = ansible.run('orthanc_resend', {'config': pacs.config, 'since': '%s-%s-%s' % (recent[:4], recent[4:6], recent[6:])})
     assert rc != 0 and 'Could not resend from gone' in result['msg'], output
     assert list(result['failed_modalities']) == ['gone'] and result['retrieved'] == 2
     assert pixels(pacs) == pixels(scanner) and pacs.answers()
@@ -86,16 +89,16 @@ def test_a_dead_modality_does_not_stop_the_others(pacs_and_scanner, ansible):
     ({'since': 'yesterday'}, "since 'yesterday' is neither a date"),
 ])
 def test_bad_input_is_explained(pacs_and_scanner, ansible, params, message):
-    pacs, dummy = pacs_and_scanner
+    pacs, dummy, recent = pacs_and_scanner
     before = pacs.md5s()
-    result, rc, output = ansible.run('orthanc_resend', dict({'config': pacs.config, 'since': RECENT}, **params))
+    result, rc, output = ansible.run('orthanc_resend', dict({'config': pacs.config, 'since': recent}, **params))
     assert rc != 0 and message in result['msg'], output
     assert pacs.md5s() == before
 
 
 def test_restore_playbook_resends_and_audits(pacs_and_scanner, ansible, repository):
     """The disaster: a restore brings back the backup; what arrived since comes back from the modality."""
-    pacs, scanner = pacs_and_scanner
+    pacs, scanner, dummy = pacs_and_scanner
     common = {'orthanc_backup_config': pacs.config, 'orthanc_backup_repository': repository,
               'orthanc_backup_instance': 'pacs', 'orthanc_backup_service_manager': 'command',
               'orthanc_backup_stop_command': pacs.stop_command, 'orthanc_backup_start_command': pacs.start_command}
