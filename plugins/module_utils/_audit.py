@@ -33,7 +33,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._context import
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    DIR_MODE, copy_file, create_file, folder_beneath, hash_tree, hashing_workers, private_folder)
+    DIR_MODE, copy_file, create_file, fd_path, folder_beneath, hash_tree, hashing_workers, private_folder)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
@@ -338,13 +338,13 @@ class Audit(Context):
         """Move the storage file ``relative`` (its folder open as ``source``) to the same place in the quarantine:
         renamed between the descriptors, or copied and removed when the quarantine is on another file system."""
         folder, name = os.path.split(relative)
-        destination = folder_beneath('/proc/self/fd/%d' % self._quarantine_folder(), folder, DIR_MODE)
+        destination = folder_beneath(fd_path(self._quarantine_folder()), folder, DIR_MODE)
         try:
             os.rename(name, name, src_dir_fd=source, dst_dir_fd=destination)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            copy_file(name, name, beneath='/proc/self/fd/%d' % source, hashed=False, dir_fd=destination)
+            copy_file(name, name, beneath=fd_path(source), hashed=False, dir_fd=destination)
             os.unlink(name, dir_fd=source)
         finally:
             os.close(destination)
@@ -383,9 +383,9 @@ class Audit(Context):
         temporary = name + '.orthanc-ops-repair'
         try:
             if exists_in(folder_fd, name):
-                kept = folder_beneath('/proc/self/fd/%d' % self._quarantine_folder(), 'damaged/' + folder, DIR_MODE)
+                kept = folder_beneath(fd_path(self._quarantine_folder()), 'damaged/' + folder, DIR_MODE)
                 try:
-                    copy_file(name, name, beneath='/proc/self/fd/%d' % folder_fd, dir_fd=kept)
+                    copy_file(name, name, beneath=fd_path(folder_fd), dir_fd=kept)
                 finally:
                     os.close(kept)
             if copy_file(source[1], temporary, mode=0o644, beneath=source[0], owner=(owner.st_uid, owner.st_gid),

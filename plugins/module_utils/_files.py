@@ -115,6 +115,12 @@ def private_folder(name, dir_fd):
     return fd
 
 
+def fd_path(fd):
+    """A path to the folder open as ``fd``, for calls that take paths: it stays that folder whatever is renamed or
+    planted at its name (this process's own descriptor table)."""
+    return '/proc/self/fd/%d' % fd
+
+
 def sync_folder(path):
     """Make the entries of the folder ``path`` (a rename into it) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, copy_file, give, make_dirs, map_runs, private_folder, remove_beneath)
+    TreeReader, copy_file, fd_path, give, make_dirs, map_runs, private_folder, remove_beneath)
 
 STAGING_PREFIX = '.orthanc-restore-'
 ASIDE_PREFIX = '.orthanc-pre-restore-'
@@ -71,7 +71,7 @@ class FolderSwap(Swap):
             os.close(self.target_fd)
             raise
         # Forked copying workers inherit the descriptor, so the path holds for them too.
-        self.staging = '/proc/self/fd/%d' % self.staging_fd
+        self.staging = fd_path(self.staging_fd)
 
     def apply(self):
         try:
