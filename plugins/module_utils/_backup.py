@@ -21,7 +21,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment imp
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, Findings, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import orthanc_lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, file_md5, make_dirs
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, file_md5, make_dirs, others_can_write
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import TABLES, StorageSnapshot
 
@@ -80,6 +80,10 @@ class Backup(Phase):
             return None
 
         def load(manifest):
+            # A file is linked by its size, unread: only from a backup nobody else can have rewritten since.
+            problem = others_can_write(manifest.folder)
+            if problem:
+                raise OrthancOpsError('no file is linked from it, others can change it (%s)' % problem)
             # Every entry read, so that the listing's checks at its end run before any file is linked.
             snapshot.load_previous(manifest.storage_files())
 

@@ -121,6 +121,46 @@ def fd_path(fd):
     return '/proc/self/fd/%d' % fd
 
 
+# Symbolic links followed on the way to a path before it counts as a loop (the kernel's limit).
+MAX_LINKS = 40
+
+
+def others_can_write(path):
+    """Why someone but root or this user could change what ``path`` holds, or None when nobody can: ``path`` and
+    every folder on the way to it (links followed, and the folders holding them) belong to root or this user and
+    nobody else may write them. A sticky folder on the way (``/tmp``) lets others add entries there, not replace
+    ours; ``path`` itself may not be one. Inside such a folder only its owners can have made anything."""
+    trusted = (0, os.geteuid())
+    todo = [part for part in os.path.abspath(path).split('/') if part][::-1]
+    current, links = '/', 0
+    while True:
+        info = os.lstat(current)
+        if info.st_uid not in trusted:
+            return '%s belongs to uid %d' % (current, info.st_uid)
+        if info.st_mode & 0o022 and not (todo and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX):
+            return '%s may be written by %s (mode %04o)' % (
+                current, 'others' if info.st_mode & 0o002 else 'its group', info.st_mode & 0o7777)
+        if not todo:
+            return None
+        part = todo.pop()
+        following = os.path.join(current, part)
+        if part == '..':
+            current = os.path.dirname(current)
+            continue
+        entry = os.lstat(following)
+        if stat.S_ISLNK(entry.st_mode):
+            if entry.st_uid not in trusted:    # the owner of a link in a sticky folder may replace it
+                return '%s belongs to uid %d' % (following, entry.st_uid)
+            links += 1
+            if links > MAX_LINKS:
+                raise OSError(errno.ELOOP, 'Too many levels of symbolic links', path)
+            target = os.readlink(following)
+            todo.extend([name for name in target.split('/') if name and name != '.'][::-1])
+            current = '/' if target.startswith('/') else current
+        else:
+            current = following
+
+
 def sync_folder(path):
     """Make the entries of the folder ``path`` (a rename into it) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -28,8 +28,8 @@ import zlib
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_KEPT, Findings, OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    CHUNK, FILE_MODE, TreeReader, UnsafePath, create_file, file_md5, hash_tree, hashing_workers, open_regular,
-    safe_parts, walk_sorted)
+    CHUNK, DIR_MODE, FILE_MODE, TreeReader, UnsafePath, copy_file, create_file, file_md5, hash_tree, hashing_workers,
+    make_dirs, open_regular, others_can_write, safe_parts, walk_sorted)
 
 FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
@@ -428,15 +428,24 @@ def read_values(folder):
     return values
 
 
+def trust_problem(folder, values, key):
+    """Why the backup ``folder``, whose manifest holds ``values``, is not to be believed, or None: with ``key`` (a
+    BackupKey), it must be signed with it; without, nobody but root (this user) may be able to write it."""
+    if key:
+        problem = key.problem(values)
+        return problem and 'it is not authenticated by backup_key: %s' % problem
+    problem = others_can_write(folder)
+    return problem and 'it is not authenticated (no backup_key) and others can change it: %s' % problem
+
+
 def authenticate(folder, values, key):
-    """Refuse the manifest ``values`` of ``folder`` unless ``key`` (a BackupKey, or None: nothing checked) signed
-    it."""
-    problem = key.problem(values) if key else None
+    """Refuse the manifest ``values`` of ``folder`` unless it is to be believed (see trust_problem)."""
+    problem = trust_problem(folder, values, key)
     if problem:
-        raise OrthancOpsError('Backup %s is not authenticated by backup_key: %s. It was not made with this key, or '
-                              'someone who can write the repository made or changed it; it is left alone. Use '
-                              'another backup, or check it and sign it with orthanc_backup_verify (sign=true).'
-                              % (folder, problem))
+        raise OrthancOpsError('Backup %s is left alone: %s. Someone who can write the repository may have made or '
+                              'changed it. Use another backup. Without backup_key, only backups in folders nobody '
+                              'but root can write are used; with it (the roles make one), only those it signed: '
+                              'orthanc_backup_verify (sign=true) checks a backup and signs it.' % (folder, problem))
 
 
 def read(folder, checked=True, key=None):
@@ -546,6 +555,25 @@ def area_problems(folder, manifest, area, keep=PROBLEMS_KEPT):
 def area_entries(manifest, area):
     """(path relative to the area's folder, size, md5) of the files the manifest lists in ``area``, in order."""
     return ((relative[len(area) + 1:], size, md5) for relative, size, md5 in manifest.entries(area))
+
+
+def private_area(folder, manifest, area, scratch):
+    """The folder to read the ``area`` of the backup ``folder`` from: the backup itself when nobody else can change
+    it, else the new private folder ``scratch``, where the area's files are copied, each checked against the listing
+    as it is read. A tool reads a dump by name, after its MD5 was checked: in a folder others can write, the file it
+    reads might not be the one checked."""
+    if others_can_write(folder) is None:
+        return folder
+    os.mkdir(scratch, DIR_MODE)
+    with TreeReader(folder) as tree:
+        for relative, size, md5 in manifest.entries(area):
+            target = os.path.join(scratch, relative)
+            make_dirs(os.path.dirname(target))
+            found = copy_file(relative, target, beneath=tree)
+            if found != (size, md5):
+                raise OrthancOpsError('%s in %s has size %d and MD5 %s, expected %d and %s: the backup is damaged; '
+                                      'use another backup.' % (relative, folder, found[0], found[1], size, md5))
+    return scratch
 
 
 # The manifest's counts and the keys of Orthanc's /statistics that hold them.

@@ -203,7 +203,7 @@ class Recover(Phase):
         """The labels the backup holds on ``instances`` (ids of ``wanted``), their series, studies and patients,
         where the live Orthanc has the resource (the instance recovered, its study not deleted meanwhile), or
         will have it once they are recovered (``planned``): [(level, id, label)]."""
-        labels = self.backend.labels(self.folder, sandbox.name)
+        labels = self.backend.labels(sandbox.source, sandbox.name)
         if not labels:
             return []
         resources = set(instances)

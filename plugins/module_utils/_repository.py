@@ -39,8 +39,8 @@ DRILL_RECORD_LIMIT = 64 * 1024
 INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 # A backup's id is the UTC time it started: one later than now by more than a clock's drift was planted.
 CLOCK_DRIFT = timedelta(hours=1)
-UNAUTHENTICATED = ('No backup_key was given: backups are neither signed nor checked, so whoever can write %s can '
-                   'make a backup that is used as this instance\'s. Give backup_key (the roles make one).')
+UNAUTHENTICATED = ('No backup_key was given: backups are neither signed nor checked, and only those in folders nobody '
+                   'but root can write are used from %s. Give backup_key (the roles make one).')
 
 
 def new_backup_id(now=None):
@@ -159,7 +159,7 @@ class Repository:
             return 'its manifest is that of instance %r' % values['instance']
         if backup_id > new_backup_id(datetime.now(timezone.utc) + CLOCK_DRIFT):
             return 'its id is a time to come'
-        return self.key.problem(values) if self.key else None
+        return _manifest.trust_problem(self.backup_path(backup_id), values, self.key)
 
     def latest(self, load=None):
         """(backup_id, manifest) of the newest complete backup, or (None, None).

@@ -140,7 +140,9 @@ class Restore(Phase):
                                          self.config.storage_dir, 'storage', self.stamp, is_storage_entry,
                                          check_md5=self.params['verify'], workers=hashing_workers(manifest['files']),
                                          stale=is_pending_deletions))
-            swaps.append(self.backend.stage(self.folder, self.stamp, manifest))
+            swaps.append(self.backend.stage(_manifest.private_area(self.folder, manifest, self.backend.folder,
+                                                                   os.path.join(self.module.tmpdir, 'backup')),
+                                            self.stamp, manifest))
             if restore_config:
                 swaps.append(self._stage_config(manifest))
         except BaseException as exc:
@@ -164,7 +166,7 @@ class Restore(Phase):
             # Orthanc reads every *.json of a configuration folder: none may stay beside the restored ones.
             return name.endswith('.json') if folder else name in names
         swap = stage_files(os.path.join(self.folder, 'config'), _manifest.area_entries(manifest, 'config'),
-                           self.config.base_dir, 'config', self.stamp, owned)
+                           self.config.base_dir, 'config', self.stamp, owned, check_md5=True)
         for name in os.listdir(swap.staging):
             live = os.path.join(self.config.base_dir, name)
             if os.path.exists(live):    # the live file's mode and owner (credentials are often 0640)

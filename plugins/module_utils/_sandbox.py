@@ -173,6 +173,8 @@ class Sandbox:
         self.password = secrets.token_urlsafe(24)
         module.no_log_values.add(self.password)
         self.rest, self.pid, self._lock, self._reader = None, None, None, None
+        # Where the backend's files of the backup are read from (see _manifest.private_area).
+        self.source = backup_folder
 
     def __enter__(self):
         remove_stale(self.work_dir, self.backend)
@@ -184,6 +186,8 @@ class Sandbox:
         self._lock = Lock(os.path.join(self.folder, LOCK), 'The sandbox %s' % self.folder).acquire('sandbox')
         for folder in (self.index, self.storage):
             os.mkdir(folder, 0o700)
+        self.source = _manifest.private_area(self.backup_folder, self.manifest, self.backend.folder,
+                                             os.path.join(self.folder, 'backup'))
         return self
 
     def __exit__(self, *exc_info):
@@ -213,7 +217,7 @@ class Sandbox:
             'DicomServerEnabled': False, 'DicomModalities': {}, 'OrthancPeers': {}, 'LuaScripts': [],
             'Plugins': plugins, 'StorageAccessOnFind': 'Never', 'SaveJobs': False, 'MaximumStorageSize': 0,
             'MaximumPatientCount': 0, 'ExecuteLuaEnabled': False, 'RestApiWriteToFileSystemEnabled': False}
-        settings.update(self.backend.sandbox(self.backup_folder, self.name, self.manifest, self.index))
+        settings.update(self.backend.sandbox(self.source, self.name, self.manifest, self.index))
         config_path = os.path.join(self.folder, CONFIG)
         with create_file(config_path) as handle:
             handle.write(json.dumps(settings, indent=1).encode())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -165,5 +166,91 @@ def test_with_a_key_only_signed_backups_are_linked_used_and_signed_ones_restore(
     orthanc.wipe()
     orthanc.start()
     restored, rc, output = ansible.run('orthanc_restore', dict(keyed, backup=unsigned['backup_id']))
+    assert rc == 0 and restored['authenticated'], output
+    assert orthanc.md5s() == live
+
+
+# Run by a forged dump as it is loaded (a CHECK constraint is evaluated for each row COPY loads): as the owner of
+# the Orthanc database, who owns the live database too, it changes that one's settings.
+HOSTILE_SQL = r"""
+CREATE FUNCTION hostile(x int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_database() LIKE '%\_restore\_%' THEN
+    EXECUTE format('ALTER DATABASE %I SET work_mem = %L', split_part(current_database(), '_restore_', 1), '77kB');
+  END IF;
+  RETURN true;
+END $$;
+CREATE TABLE hostile (x int CHECK (hostile(x)));
+INSERT INTO hostile VALUES (1);
+"""
+
+
+def forge_postgresql_dump(database, backup_path):
+    """The backup's dump with HOSTILE_SQL added, made as the database's owner would, listed again."""
+    forged = database.name + '_forged'
+    database.admin('CREATE DATABASE %s OWNER %s' % (forged, database.user))
+    dump = os.path.join(backup_path, 'db', 'orthanc.dump')
+    login = dict(os.environ, PGPASSWORD=database.password)
+    for argv in (['pg_restore', '--no-owner', '-d', forged, dump], ['psql', '-v', 'ON_ERROR_STOP=1', '-qd', forged,
+                                                                   '-c', HOSTILE_SQL],
+                 ['pg_dump', '-Fc', '-f', dump, forged]):
+        subprocess.run(argv[:1] + ['-h', '127.0.0.1', '-U', database.user] + argv[1:], env=login, check=True)
+    database.admin('DROP DATABASE %s' % forged)
+    with open(dump, 'rb') as handle:
+        data = handle.read()
+    rewrite_listing(backup_path, lambda files: files['db/orthanc.dump'].update(
+        size=len(data), md5=hashlib.md5(data).hexdigest()))
+
+
+def live_database_settings(database):
+    """The settings of the Orthanc database, or of the one a restore kept aside in its place."""
+    return database.admin("SELECT setconfig FROM pg_db_role_setting JOIN pg_database d ON d.oid = setdatabase "
+                          "WHERE datname LIKE '%s%%'" % database.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('database_orthanc', ['postgresql-index'], indirect=True)
+def test_a_forged_postgresql_dump_is_loaded_only_where_nobody_else_can_write(database_orthanc, ansible, repository):
+    """Item 1: pg_restore runs the SQL of a dump as the Orthanc database's owner. Without a key, a backup in a
+    folder someone else can write is never loaded; the same dump in root's own folder shows what it would do."""
+    orthanc, database = database_orthanc
+    orthanc.upload(make_instances(patients=1))
+    live = orthanc.md5s()
+    params = orthanc.module_params(repository=repository, instance='pacs')
+    backup, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0, output
+    forge_postgresql_dump(database, backup['path'])
+    os.chown(backup['path'], 65534, 65534)    # as the account that receives copies owns what it receives
+
+    drill = dict(config=orthanc.config, repository=repository, instance='pacs')
+    for module, arguments in (('orthanc_restore', params), ('orthanc_drill', drill)):
+        result, rc, output = ansible.run(module, dict(arguments, backup=backup['backup_id']))
+        assert rc != 0 and 'cannot be used: it is not authenticated (no backup_key)' in result['msg'], output
+        assert backup['backup_id'] in result['msg'] and 'belongs to uid 65534' in result['msg'], output
+    assert live_database_settings(database) == '' and orthanc.md5s() == live
+    assert database.databases() == [database.name]
+
+    os.chown(backup['path'], 0, 0)    # root's own again: believed, and the forged dump does what it was made for
+    result, rc, output = ansible.run('orthanc_restore', params)
+    assert rc == 0 and live_database_settings(database) == '{work_mem=77kB}', output
+
+
+def test_with_a_key_a_backup_others_can_write_is_never_linked_and_restores_from_what_was_checked(
+        loaded, ansible, repository):
+    """Item 6: files are linked from the previous backup by their size, unread; where someone else can write that
+    backup, they may have rewritten one in place."""
+    orthanc, live = loaded
+    keyed = orthanc.module_params(repository=repository, instance='pacs', backup_key=KEY)
+    first, rc, output = ansible.run('orthanc_backup', keyed)
+    assert rc == 0, output
+    os.chown(first['path'], 65534, 65534)
+    second, rc, output = ansible.run('orthanc_backup', keyed)
+    assert rc == 0 and second['previous_backup'] is None and second['bytes_linked'] == 0, output
+    assert any(first['backup_id'] in warning and 'no file is linked from it, others can change it' in warning
+               for warning in second['warnings']), output
+
+    orthanc.wipe()
+    orthanc.start()
+    restored, rc, output = ansible.run('orthanc_restore', dict(keyed, backup=first['backup_id']))
     assert rc == 0 and restored['authenticated'], output
     assert orthanc.md5s() == live

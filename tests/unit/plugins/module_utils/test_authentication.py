@@ -93,7 +93,23 @@ def test_with_a_key_an_unsigned_backup_is_left_alone(tmp_path):
     make_backup(repository, '20260101T000000Z')
     make_backup(repository, '20260102T000000Z', key=None)
     assert repository.backup_ids() == ['20260101T000000Z'] and repository.latest()[0] == '20260101T000000Z'
-    assert repository.rejected == {'20260102T000000Z': 'it is not signed'}
+    assert repository.rejected == {'20260102T000000Z': 'it is not authenticated by backup_key: it is not signed'}
+
+
+def test_without_a_key_only_backups_nobody_else_can_write_are_believed(tmp_path):
+    os.chmod(str(tmp_path), 0o700)
+    repository = Repository(str(tmp_path), 'pacs')
+    kept, planted = (make_backup(repository, backup_id, key=None) for backup_id in ('20260101T000000Z',
+                                                                                    '20260102T000000Z'))
+    os.chown(planted, 65534, 65534)    # as the account that can write there would have made it
+    repository = Repository(str(tmp_path), 'pacs')
+    assert repository.backup_ids() == ['20260101T000000Z'] and repository.latest()[0] == '20260101T000000Z'
+    assert repository.rejected['20260102T000000Z'].endswith('belongs to uid 65534')
+    os.chmod(repository.path, 0o777)
+    with pytest.raises(OrthancOpsError, match='not authenticated .no backup_key. and others can change it: .*pacs may '
+                                              'be written by others'):
+        read(kept)
+    assert Repository(str(tmp_path), 'pacs').counted_ids() == []
 
 
 @pytest.mark.parametrize('change, message', [

@@ -593,3 +593,49 @@ def test_a_restore_stages_under_any_umask(tmp_path):
     finally:
         os.umask(previous)
     assert (target / 'ab' / '12' / UUID).read_bytes() == b'dicom' and os.listdir(str(target)) == ['ab']
+
+
+def _folders(tmp_path, *modes):
+    """Nested folders a/b/... under tmp_path, one per mode, made with exactly those modes."""
+    path = tmp_path
+    for name, mode in zip('abcdef', modes):
+        path = path / name
+        path.mkdir()
+        os.chmod(str(path), mode)
+    return str(path)
+
+
+@pytest.mark.parametrize('modes, owner, culprit', [
+    ((0o755, 0o700), None, None),
+    ((0o1777, 0o700), None, None),                      # a sticky folder on the way, as /tmp
+    ((0o777, 0o700), None, 'a may be written by others (mode 0777)'),
+    ((0o775, 0o700), None, 'a may be written by its group (mode 0775)'),
+    ((0o755, 0o1777), None, 'b may be written by others (mode 1777)'),    # the folder itself
+    ((0o755, 0o700), 'a', 'a belongs to uid 65534'),
+    ((0o1777, 0o700), 'b', 'b belongs to uid 65534'),
+])
+def test_a_folder_is_only_ours_when_nobody_else_can_write_on_the_way_to_it(tmp_path, modes, owner, culprit):
+    from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import others_can_write
+    os.chmod(str(tmp_path), 0o700)
+    target = _folders(tmp_path, *modes)
+    if owner:
+        os.chown(str(tmp_path / owner) if owner == 'a' else target, 65534, 65534)
+    problem = others_can_write(target)
+    assert (problem is None) if culprit is None else problem.endswith(culprit)
+
+
+def test_a_link_on_the_way_is_followed_and_judged_with_the_folders_it_leads_through(tmp_path):
+    from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import others_can_write
+    os.chmod(str(tmp_path), 0o700)
+    real = _folders(tmp_path, 0o777, 0o700)            # a/b, a open to everyone
+    (tmp_path / 'safe').mkdir(mode=0o700)
+    os.symlink('../a/b', str(tmp_path / 'safe' / 'link'))
+    assert others_can_write(str(tmp_path / 'safe' / 'link')).endswith('a may be written by others (mode 0777)')
+    os.chmod(os.path.dirname(real), 0o755)
+    assert others_can_write(str(tmp_path / 'safe' / 'link')) is None
+    sticky = tmp_path / 'sticky'
+    sticky.mkdir()
+    os.chmod(str(sticky), 0o1777)
+    os.symlink(real, str(sticky / 'theirs'))
+    os.lchown(str(sticky / 'theirs'), 65534, 65534)    # its owner may replace it, sticky or not
+    assert others_can_write(str(sticky / 'theirs')).endswith('theirs belongs to uid 65534')
