@@ -20,10 +20,11 @@ CLONE_NEWNET = 0x40000000
 SYSTEM_UID_MAX = 999
 
 
-def listening_pids(port):
-    """PIDs of the processes listening on TCP ``port``: Orthanc itself, whatever its backend."""
+def listening_pids(port, network_of='self'):
+    """PIDs of the processes listening on TCP ``port`` (in the network namespace of the process ``network_of``):
+    Orthanc itself, whatever its backend."""
     sockets = set()
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+    for table in ('/proc/%s/net/tcp' % network_of, '/proc/%s/net/tcp6' % network_of):
         try:
             with open(table) as handle:
                 rows = handle.read().splitlines()[1:]

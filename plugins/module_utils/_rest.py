@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client as http_client
 import json
 import threading
@@ -29,10 +30,12 @@ RESOURCE_LEVELS = ('patients', 'studies', 'series', 'instances')
 
 class OrthancRest:
     """Orthanc's REST API on ansible.module_utils.urls, with one TLS context and HTTP Basic credentials for
-    all requests."""
+    all requests. ``network``: the context every connection is opened in (see _proc.network_namespace), for an
+    Orthanc in the network of a container."""
 
-    def __init__(self, url, username=None, password=None, validate_certs=True):
+    def __init__(self, url, username=None, password=None, validate_certs=True, network=contextlib.nullcontext):
         self.url = url.rstrip('/')
+        self._network = network
         # One TLS context for every request: open_url would build one per request (about 20 ms each,
         # which the start/stop polling would pay).
         self._context = make_context(validate_certs=validate_certs)
@@ -48,7 +51,8 @@ class OrthancRest:
         self._local = threading.local()
 
     def _open(self, path, method='GET', data=None, timeout=TIMEOUT):
-        return self._session.open(method, self.url + path, data=data, timeout=timeout)
+        with self._network():
+            return self._session.open(method, self.url + path, data=data, timeout=timeout)
 
     def request(self, path, method='GET', body=None, timeout=TIMEOUT, missing_ok=False):
         """A JSON document (None for a 404 when ``missing_ok``); OrthancOpsError with the reason on failure.
@@ -98,8 +102,9 @@ class OrthancRest:
         for attempt in (1, 2):
             connection = self._connection()
             try:
-                connection.request(method, full_path, body=body, headers=headers)
-                response = connection.getresponse()
+                with self._network():    # http.client opens its connection again when Orthanc closed it
+                    connection.request(method, full_path, body=body, headers=headers)
+                    response = connection.getresponse()
                 return response.status, response.read()
             except (http_client.HTTPException, OSError) as exc:
                 connection.close()
@@ -162,7 +167,7 @@ class OrthancRest:
     def answers(self):
         """True when an HTTP server answers at the URL (any status: 401 still means Orthanc is up)."""
         try:
-            with self._anonymous.open('GET', self.url + '/system', timeout=PROBE_TIMEOUT):
+            with self._network(), self._anonymous.open('GET', self.url + '/system', timeout=PROBE_TIMEOUT):
                 return True
         except HTTPError:
             return True

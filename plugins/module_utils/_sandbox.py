@@ -210,9 +210,11 @@ class Sandbox:
                                   'Orthanc on the backup needs one. Install the orthanc package (and its database '
                                   'plugin) of the version that wrote the backup; nothing was changed.')
         plugins = plugin_libraries(self.backend.plugin_marker) if self.backend.plugin_marker else []
+        with self.backend.network():
+            port = free_port()
         settings = {
             'Name': 'orthanc-ops sandbox %s' % self.name, 'StorageDirectory': self.storage, 'IndexDirectory': self.index,
-            'HttpPort': free_port(), 'RemoteAccessAllowed': False, 'SslEnabled': False,
+            'HttpPort': port, 'RemoteAccessAllowed': False, 'SslEnabled': False,
             'AuthenticationEnabled': True, 'RegisteredUsers': {USER: self.password},
             'DicomServerEnabled': False, 'DicomModalities': {}, 'OrthancPeers': {}, 'LuaScripts': [],
             'Plugins': plugins, 'StorageAccessOnFind': 'Never', 'SaveJobs': False, 'MaximumStorageSize': 0,
@@ -222,14 +224,17 @@ class Sandbox:
         with create_file(config_path) as handle:
             handle.write(json.dumps(settings, indent=1).encode())
         started = time.monotonic()
-        rc, out, err = self.module.run_command(['/bin/sh', '-c', LAUNCH, 'sh', self.folder, orthanc,
-                                                '--logfile=' + os.path.join(self.folder, LOG), config_path])
+        # In the database's network, where the index is reached at the address the backend connects to: the
+        # same address on the host may be served by anyone, who would get the password.
+        with self.backend.network():
+            rc, out, err = self.module.run_command(['/bin/sh', '-c', LAUNCH, 'sh', self.folder, orthanc,
+                                                    '--logfile=' + os.path.join(self.folder, LOG), config_path])
         if rc != 0 or not out.strip().isdigit():
             raise OrthancOpsError('Cannot start a throwaway Orthanc: %s' % (err.strip() or out.strip()))
         self.pid = int(out.strip())
         with create_file(os.path.join(self.folder, PID)) as handle:
             handle.write(str(self.pid).encode())
-        self.rest = OrthancRest('http://127.0.0.1:%d' % settings['HttpPort'], USER, self.password)
+        self.rest = OrthancRest('http://127.0.0.1:%d' % port, USER, self.password, network=self.backend.network)
         deadline = started + START_TIMEOUT
         while not self.rest.answers():
             if not alive(self.pid) or time.monotonic() > deadline:
@@ -239,11 +244,11 @@ class Sandbox:
             time.sleep(0.02)
         # The port was free when it was chosen, not since: what answers must be this Orthanc, or a drill could pass
         # on another program's answers.
-        holders = listening_pids(settings['HttpPort'])
+        holders = listening_pids(port, network_of=self.pid)
         if self.pid not in holders:
             raise OrthancOpsError('Port %d of the throwaway Orthanc on the backup in %s is held by another program (pid '
                                   '%s); its answers are not used. Run again (another port is chosen).'
-                                  % (settings['HttpPort'], self.backup_folder, ', '.join(map(str, holders)) or '?'))
+                                  % (port, self.backup_folder, ', '.join(map(str, holders)) or '?'))
         return time.monotonic() - started
 
     def _log_tail(self):

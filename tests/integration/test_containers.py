@@ -174,6 +174,20 @@ def test_postgresql_on_a_compose_network_through_the_database_container(
         assert backup['downtime_seconds'] == 0 and orthanc.pid() == pid
         assert database.password not in output and database.password not in json.dumps(backup)
 
+        # The throwaway Orthanc of a drill or a recovery runs in the database container's network, where the
+        # index is reached at 127.0.0.1 (on the host, that address is another server's: this host's PostgreSQL).
+        sandbox = dict(service_name=orthanc.name, repository=repository, instance='pacs',
+                       database_container=database.name)
+        drill, rc, output = ansible.run('orthanc_drill', dict(sandbox, check_instances=2))
+        assert rc == 0 and drill['passed'] is True and drill['checked_instances'] == 2, output
+        assert drill['statistics']['CountInstances'] == len(before)
+        study = orthanc.api('GET', '/studies')[0]
+        uid = orthanc.api('GET', '/studies/%s' % study)['MainDicomTags']['StudyInstanceUID']
+        orthanc.api('DELETE', '/studies/%s' % study)
+        recovered, rc, output = ansible.run('orthanc_recover', dict(sandbox, study_instance_uids=[uid]))
+        assert rc == 0 and recovered['recovered_instances'] > 0 and orthanc.md5s() == before, output
+        assert database.password not in output
+
         orthanc.wipe()
         database.recreate()
         orthanc.start()

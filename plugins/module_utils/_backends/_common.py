@@ -8,6 +8,7 @@ connection settings."""
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
@@ -83,6 +84,9 @@ class Backend(ABC):
     capture_takes_quiesced = False
     folder = None
     plugin_marker = None
+    # The network connections to the index start from (a database container's, see _container.database_network);
+    # a throwaway Orthanc on a backup runs there too.
+    network = staticmethod(contextlib.nullcontext)
 
     @staticmethod
     @abstractmethod
