@@ -75,22 +75,29 @@ def orthanc_pids():
     return [int(name) for name in os.listdir('/proc') if name.isdigit() and is_orthanc(int(name))]
 
 
-def is_orthanc(pid):
-    """True when ``pid`` runs an Orthanc root can believe: an executable named Orthanc*, owned and writable by root
-    only, in a folder writable by root only (as the process's own root sees it), run by root or a system account.
-    Anyone can name a program Orthanc, or start Orthanc with an environment of their own."""
+def runs_orthanc(pid):
+    """True when ``pid`` runs root's own Orthanc: an executable named Orthanc*, owned and writable by root only, in a
+    folder writable by root only (as the process's own root sees it). Anyone can name a program Orthanc."""
     try:
         exe = os.readlink('/proc/%d/exe' % pid)
         if not os.path.basename(exe).startswith('Orthanc'):
             return False
         binary = os.stat('/proc/%d/exe' % pid)
         folder = os.stat(os.path.join('/proc/%d/root' % pid, os.path.dirname(exe).lstrip('/')))
+    except OSError:
+        return False
+    return all(info.st_uid == 0 and not info.st_mode & 0o022 for info in (binary, folder))
+
+
+def is_orthanc(pid):
+    """True when ``pid`` runs an Orthanc root can believe: root's own Orthanc (see runs_orthanc), run by root or a
+    system account; anyone can start Orthanc with an environment of their own."""
+    try:
         with open('/proc/%d/status' % pid) as handle:
             uids = next(line.split()[1:] for line in handle if line.startswith('Uid:'))
     except (OSError, StopIteration):
         return False
-    return (all(info.st_uid == 0 and not info.st_mode & 0o022 for info in (binary, folder))
-            and max(int(uid) for uid in uids) <= SYSTEM_UID_MAX)
+    return runs_orthanc(pid) and max(int(uid) for uid in uids) <= SYSTEM_UID_MAX
 
 
 class Held:
@@ -158,8 +165,11 @@ def configuration_of(pid):
     """The configuration file or folder Orthanc ``pid`` was started with, as a path this host can open
     (through the process's own root, so a container's too); None when it is not an Orthanc (a proxy
     that publishes a container's port), names none, or is gone."""
-    if not is_orthanc(pid):
-        return None
+    return started_with(pid) if is_orthanc(pid) else None
+
+
+def started_with(pid):
+    """The last path on the command line of ``pid`` (see configuration_of), whoever runs it."""
     try:
         with open('/proc/%d/cmdline' % pid, 'rb') as handle:
             argv = handle.read().split(b'\0')

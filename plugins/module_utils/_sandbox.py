@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -31,10 +32,10 @@ import time
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs)
+    TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs, set_owner)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
-    Held, alive, configuration_of, listening_pids, same_path)
+    Held, alive, listening_pids, runs_orthanc, same_path, started_with)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._rest import OrthancRest
 
@@ -47,6 +48,12 @@ KILL_TIMEOUT = 10
 # Started through sh so that it outlives run_command, which waits for the output it captures; what
 # Orthanc writes (its log, the index) is private whatever the module's umask.
 LAUNCH = 'umask 077 && cd "$1" && shift && exec "$@" </dev/null >/dev/null 2>&1 &\necho $!'
+# The account a throwaway Orthanc runs as: it parses files that came from a backup (DICOM from modalities, an
+# index), and as root a flaw there would be root's. It keeps one capability, reading any file (the backup's
+# files it is given are root's, 0600), and may write only its own index, log and temporary folder.
+ACCOUNT = 'nobody'
+CONFINED = ['--clear-groups', '--no-new-privs'] + ['--%s=-all,+dac_read_search' % caps for caps in (
+    'inh-caps', 'ambient-caps', 'bounding-set')]
 
 
 def backup_source(module):
@@ -107,7 +114,8 @@ def _kill(pid, config_path):
     # live Orthanc's configuration, and its orthanc.pid the live Orthanc's pid.
     def ours(candidate):
         root = '/proc/%d/root' % candidate
-        return configuration_of(candidate) == os.path.join(root, config_path.lstrip('/')) and same_path(root, '/')
+        return (runs_orthanc(candidate) and started_with(candidate) == os.path.join(root, config_path.lstrip('/'))
+                and same_path(root, '/'))
 
     with Held([pid], ours) as held:
         if not held.signal(signal.SIGKILL):
@@ -223,12 +231,15 @@ class Sandbox:
         config_path = os.path.join(self.folder, CONFIG)
         with create_file(config_path) as handle:
             handle.write(json.dumps(settings, indent=1).encode())
+        confined, temporary = self._confinement()
         started = time.monotonic()
         # In the database's network, where the index is reached at the address the backend connects to: the
         # same address on the host may be served by anyone, who would get the password.
         with self.backend.network():
-            rc, out, err = self.module.run_command(['/bin/sh', '-c', LAUNCH, 'sh', self.folder, orthanc,
-                                                    '--logfile=' + os.path.join(self.folder, LOG), config_path])
+            rc, out, err = self.module.run_command(
+                ['/bin/sh', '-c', LAUNCH, 'sh', self.folder] + confined
+                + [orthanc, '--logfile=' + os.path.join(self.folder, LOG), config_path],
+                environ_update={'TMPDIR': temporary})
         if rc != 0 or not out.strip().isdigit():
             raise OrthancOpsError('Cannot start a throwaway Orthanc: %s' % (err.strip() or out.strip()))
         self.pid = int(out.strip())
@@ -250,6 +261,28 @@ class Sandbox:
                                   '%s); its answers are not used. Run again (another port is chosen).'
                                   % (port, self.backup_folder, ', '.join(map(str, holders)) or '?'))
         return time.monotonic() - started
+
+    def _confinement(self):
+        """(the command that runs Orthanc as ACCOUNT, its temporary folder), once what it writes is the account's:
+        its index, its log and that folder, inside the sandbox's folder (root's, 0700, which it may only read)."""
+        setpriv = self.module.get_bin_path('setpriv')
+        try:
+            account = pwd.getpwnam(ACCOUNT)
+        except KeyError:
+            account = None
+        if not setpriv or account is None:
+            raise OrthancOpsError('A throwaway Orthanc runs as the account "%s" through setpriv (util-linux); this '
+                                  'host lacks %s. Nothing was changed.'
+                                  % (ACCOUNT, 'setpriv' if account else 'the account'))
+        temporary = os.path.join(self.folder, 'tmp')
+        os.mkdir(temporary, 0o700)
+        with create_file(os.path.join(self.folder, LOG)):
+            pass
+        owner = (account.pw_uid, account.pw_gid)
+        for path in [temporary, os.path.join(self.folder, LOG), self.index] + [
+                os.path.join(self.index, name) for name in os.listdir(self.index)]:
+            set_owner(path, *owner)
+        return [setpriv, '--reuid=%d' % owner[0], '--regid=%d' % owner[1]] + CONFINED + ['--'], temporary
 
     def _log_tail(self):
         try:

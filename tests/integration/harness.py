@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import orthanc_pids, process_tree
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import process_tree, runs_orthanc
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -454,7 +454,7 @@ def sandbox_pids(folder):
     """Orthanc processes whose configuration is a throwaway Orthanc's (orthanc_recover, orthanc_drill) below
     ``folder`` (a test's own: other tests' sandboxes may run meanwhile)."""
     found = []
-    for pid in orthanc_pids():
+    for pid in [int(name) for name in os.listdir('/proc') if name.isdigit() and runs_orthanc(int(name))]:
         try:
             with open('/proc/%d/cmdline' % pid, 'rb') as handle:
                 command = handle.read()

@@ -146,3 +146,28 @@ def test_a_backup_where_others_can_write_is_drilled_in_a_private_folder(make_ort
         watcher.join()
     assert rc == 0 and drill['passed'] is True, output
     assert not seen and os.listdir(shared) == [backup['backup_id']]
+
+
+def test_the_throwaway_orthanc_runs_as_nobody_keeping_only_the_right_to_read(make_orthanc, ansible, repository):
+    """It parses what came from a backup: as root, a flaw in a DICOM or index parser would be root's."""
+    orthanc = make_orthanc()
+    backed_up(orthanc, ansible, repository)
+    process, out = ansible.start('orthanc_drill', drill_params(orthanc, repository, check_instances=5))
+    status, deadline = None, time.monotonic() + 120
+    while status is None and process.poll() is None and time.monotonic() < deadline:
+        for pid_file in glob.glob(os.path.join(repository, 'pacs', '.orthanc-sandbox-*', 'orthanc.pid')):
+            try:
+                with open(pid_file) as handle, open('/proc/%d/status' % int(handle.read()), 'rb') as proc:
+                    seen = dict(line.decode().split(':\t', 1) for line in proc if b':\t' in line)
+            except (OSError, ValueError):
+                continue
+            if seen['Name'].startswith('Orthanc'):    # not the shell or setpriv that start it
+                status = seen
+        time.sleep(0.005)
+    output, dummy = process.communicate(timeout=300)
+    assert process.returncode == 0 and ansible.result(out)['passed'] is True, output
+    assert status is not None, 'the drill\'s Orthanc was never seen'
+    assert status['Uid'].split() == ['65534'] * 4 and status['Gid'].split() == ['65534'] * 4
+    # CAP_DAC_READ_SEARCH (bit 2) alone, and no way to regain more.
+    assert [int(status[key], 16) for key in ('CapEff', 'CapPrm', 'CapBnd')] == [4, 4, 4]
+    assert status['NoNewPrivs'].strip() == '1'
