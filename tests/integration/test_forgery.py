@@ -191,8 +191,8 @@ def forge_postgresql_dump(database, backup_path):
     database.admin('CREATE DATABASE %s OWNER %s' % (forged, database.user))
     dump = os.path.join(backup_path, 'db', 'orthanc.dump')
     login = dict(os.environ, PGPASSWORD=database.password)
-    for argv in (['pg_restore', '--no-owner', '-d', forged, dump], ['psql', '-v', 'ON_ERROR_STOP=1', '-qd', forged,
-                                                                   '-c', HOSTILE_SQL],
+    for argv in (['pg_restore', '--no-owner', '-d', forged, dump],
+                 ['psql', '-v', 'ON_ERROR_STOP=1', '-qd', forged, '-c', HOSTILE_SQL],
                  ['pg_dump', '-Fc', '-f', dump, forged]):
         subprocess.run(argv[:1] + ['-h', '127.0.0.1', '-U', database.user] + argv[1:], env=login, check=True)
     database.admin('DROP DATABASE %s' % forged)

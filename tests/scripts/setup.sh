@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need on a Debian 12 machine: Debian packages
 # (Orthanc and its database plugins, the database servers and clients, rsync, sshd, Chromium
-# for the report screenshot, Podman for containers, restic and rclone for off-site copies) and a
+# for the report screenshot, Podman for containers, restic and rclone for off-site copies,
+# Prometheus for promtool, which checks the alerting rules; no service is started) and a
 # Python virtual environment with the pinned requirements (moto's S3-compatible server among them), and
 # a second one with the oldest ansible-core the collection claims, for its sanity tests. Safe to run again.
 set -euo pipefail
@@ -10,7 +11,7 @@ venv=${ORTHANC_OPS_VENV:-$HOME/.cache/orthanc-ops/venv}
 
 packages=(orthanc orthanc-postgresql orthanc-mysql postgresql mariadb-server postgresql-client
           mariadb-client rsync sqlite3 openssh-server openssh-client python3 python3-psycopg2 python3-pymysql
-          python3-apt make shellcheck chromium podman runc mmdebstrap restic rclone)
+          python3-apt make shellcheck chromium podman runc mmdebstrap restic rclone prometheus)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
