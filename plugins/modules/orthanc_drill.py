@@ -16,8 +16,10 @@ description:
     everything. No production Orthanc is involved.
   - The backup is checked against its manifest (sizes, nothing unlisted, the MD5 of the index or dump); every
     storage file is hard-linked into the throwaway Orthanc, checked against the manifest's size and MD5.
-  - The throwaway Orthanc is this host's C(Orthanc) program with only the database plugin the configuration
-    O(config) loads, on a free loopback port, with a random password, no DICOM server, no Lua scripts and no
+  - The throwaway Orthanc is this host's C(Orthanc) program with only this host's own plugin of the database
+    O(config) uses (from C(/usr/share/orthanc/plugins), never a path a configuration names), run as C(nobody)
+    through C(setpriv) with no privilege but reading files, on a free loopback port (in the network of
+    O(database_container) when it is set), with a random password, no DICOM server, no Lua scripts and no
     peers. Its index is a copy of the backup's SQLite index, or the dump restored into a database
     C(<db>_sandbox_<name>) of the database server the configuration's plugin section or the login_* options name.
   - The drill passes when Orthanc starts on it, is the version that wrote the backup with the same database plugin

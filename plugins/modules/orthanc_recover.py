@@ -14,9 +14,10 @@ description:
   - Recovers patients, studies, series or instances from a backup made by M(orthanc_ops.backup.orthanc_backup)
     into the live Orthanc while it keeps serving, for example a study deleted by mistake. Nothing live is
     stopped, locked, replaced or overwritten; instances the live Orthanc holds are left alone.
-  - A throwaway Orthanc (this host's C(Orthanc) program, with the database plugin the configuration loads) is
-    started on the backup on a free loopback port, with a random password, no DICOM server, no Lua scripts
-    and no peers. Its index is a copy of the backup's SQLite index, or the backup's dump restored into a
+  - A throwaway Orthanc (this host's C(Orthanc) program, with this host's own plugin of the database the
+    configuration uses, run as C(nobody) with no privilege but reading files) is started on the backup on a free
+    loopback port (in the network of O(database_container) when it is set), with a random password, no DICOM
+    server, no Lua scripts and no peers. Its index is a copy of the backup's SQLite index, or the backup's dump restored into a
     database C(<db>_sandbox_<name>) of the live database server (the O(login_user) needs the rights of
     M(orthanc_ops.backup.orthanc_restore)). Only the storage files of the chosen instances are hard-linked
     into it, each checked against the manifest's size and MD5.
