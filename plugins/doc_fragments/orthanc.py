@@ -119,6 +119,17 @@ options:
     type: str
 '''
 
+    # The backup a module acts on (restores, drills, recoveries; others describe it in their own words).
+    BACKUP = r'''
+options:
+  backup:
+    description:
+      - The backup of O(instance) in O(repository) to use, V(latest) for the newest complete backup that can be
+        believed (see O(backup_key)), or a backup id (C(YYYYMMDDTHHMMSSZ)).
+    type: str
+    default: latest
+'''
+
     # Database login for the PostgreSQL and MySQL/MariaDB backends.
     # The retention policy of orthanc_backup_prune and orthanc_offsite.
     RETENTION = r'''

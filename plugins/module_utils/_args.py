@@ -42,6 +42,11 @@ def repository_argument_spec(required=False):
     )
 
 
+def backup_argument_spec():
+    """The backup a module acts on: V(latest) or an id (the BACKUP doc fragment)."""
+    return dict(backup=dict(type='str', default='latest'))
+
+
 def retention_argument_spec():
     return dict((name, dict(type='int', default=0)) for name in POLICY)
 
@@ -74,5 +79,6 @@ def sandbox_argument_spec():
     spec = orthanc_argument_spec()
     spec.update(database_argument_spec())
     spec.update(repository_argument_spec())
-    spec.update(dump_jobs=dict(type='int', default=1), backup=dict(type='str', default='latest'), src=dict(type='path'))
+    spec.update(backup_argument_spec())
+    spec.update(dump_jobs=dict(type='int', default=1), src=dict(type='path'))
     return spec

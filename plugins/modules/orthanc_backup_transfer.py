@@ -158,13 +158,13 @@ files_transferred:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _transfer
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import repository_argument_spec
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import backup_argument_spec, repository_argument_spec
 
 
 def main():
     argument_spec = repository_argument_spec(required=True)
+    argument_spec.update(backup_argument_spec())
     argument_spec.update(
-        backup=dict(type='str', default='latest'),
         direction=dict(type='str', choices=['push', 'pull'], default='push'),
         remote_host=dict(type='str', required=True),
         remote_user=dict(type='str'),

@@ -142,13 +142,13 @@ duration_seconds:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _verify
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import repository_argument_spec
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import backup_argument_spec, repository_argument_spec
 
 
 def main():
     argument_spec = repository_argument_spec(required=True)
+    argument_spec.update(backup_argument_spec())
     argument_spec.update(
-        backup=dict(type='str', default='latest'),
         incoming=dict(type='bool', default=False),
         check_md5=dict(type='bool', default=True),
         list_limit=dict(type='int', default=1000),

@@ -33,15 +33,11 @@ author:
 extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.orthanc.BACKUP
   - orthanc_ops.backup.orthanc.DATABASE
   - orthanc_ops.backup.orthanc.DUMP
   - orthanc_ops.backup.attributes
 options:
-  backup:
-    description:
-      - Backup of O(instance) in O(repository) to drill, V(latest) or a backup id.
-    type: str
-    default: latest
   src:
     description:
       - A backup folder to drill, instead of O(repository), O(instance) and O(backup); nothing is recorded.

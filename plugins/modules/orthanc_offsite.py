@@ -281,11 +281,12 @@ restic_rc:
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _offsite
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import repository_argument_spec, retention_argument_spec
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import backup_argument_spec, repository_argument_spec, retention_argument_spec
 
 
 def main():
     argument_spec = repository_argument_spec()
+    argument_spec.update(backup_argument_spec())
     argument_spec.update(retention_argument_spec())
     argument_spec.update(
         operation=dict(type='str', required=True, choices=list(_offsite.OPERATIONS)),
@@ -293,7 +294,6 @@ def main():
         offsite_password=dict(type='str', no_log=True, fallback=(env_fallback, ['RESTIC_PASSWORD'])),
         offsite_environment=dict(type='dict', default={}, no_log=True),
         offsite_options=dict(type='dict', default={}),
-        backup=dict(type='str', default='latest'),
         initialize=dict(type='bool', default=True),
         read_data_subset=dict(type='str'),
     )

@@ -30,15 +30,11 @@ extends_documentation_fragment:
   - orthanc_ops.backup.orthanc
   - orthanc_ops.backup.orthanc.SERVICE
   - orthanc_ops.backup.orthanc.REPOSITORY
+  - orthanc_ops.backup.orthanc.BACKUP
   - orthanc_ops.backup.orthanc.DATABASE
   - orthanc_ops.backup.orthanc.DUMP
   - orthanc_ops.backup.attributes
 options:
-  backup:
-    description:
-      - Backup of O(instance) in O(repository) to restore, V(latest) or a backup id.
-    type: str
-    default: latest
   src:
     description:
       - A backup folder to restore, instead of O(repository), O(instance) and O(backup).
@@ -168,13 +164,13 @@ plan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _restore
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import operation_argument_spec
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import backup_argument_spec, operation_argument_spec
 
 
 def main():
     argument_spec = operation_argument_spec(repository_required=False)
+    argument_spec.update(backup_argument_spec())
     argument_spec.update(
-        backup=dict(type='str', default='latest'),
         src=dict(type='path'),
         keep_previous=dict(type='bool', default=True),
         verify=dict(type='bool', default=True),
