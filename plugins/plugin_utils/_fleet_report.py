@@ -53,16 +53,51 @@ def row(outcome, rpo_hours, now, drill_max_age_days=0):
 NO_OUTCOME = 'no outcome: the host was unreachable, or the run stopped before it'
 
 
+def reasons(item, rpo_hours):
+    """What needs attention in a host's row, in words, most urgent first."""
+    found = []
+    if item['status'] == 'failed':
+        found.append('backup failed')
+    if item['status'] == 'incomplete':
+        found.append('files missing from its storage')
+    if item['past_rpo']:
+        found.append('no good backup within %s h' % ('%g' % rpo_hours))
+    if item['disappeared']:
+        found.append('backups gone outside retention')
+    if item['offsite_past_rpo']:
+        found.append('off-site copy older than %s h' % ('%g' % rpo_hours))
+    if (item['last_drill'] or {}).get('passed') is False:
+        found.append('last drill failed')
+    elif item['drill_overdue']:
+        found.append('drill overdue')
+    if item['copies_elsewhere'] is False:
+        found.append('only local copies')
+    return found
+
+
+def attention(rows, rpo_hours):
+    """One sentence saying which hosts need attention and why, as a notification can send it as is."""
+    needing = [(item['host'], item['attention']) for item in rows if item['attention']]
+    if not needing:
+        return 'All %d host(s) are fine: each has a good backup within the %s h RPO.' % (len(rows), '%g' % rpo_hours)
+    return '%d of %d host(s) need attention: %s.' % (len(needing), len(rows), '; '.join(
+        '%s (%s)' % (host, ', '.join(why)) for host, why in needing))
+
+
 def build(outcomes, rpo_hours, now=None, drill_max_age_days=0):
     """The report from {host: outcome or None}: a summary and one row per host, hosts past the
     RPO (here or off site) first, then failed ones. A host without an outcome never got to record one: it failed."""
     now = now or datetime.now(timezone.utc)
     outcomes = [outcome or {'host': host, 'status': 'failed', 'error': NO_OUTCOME}
                 for host, outcome in outcomes.items()]
-    rows = sorted((row(outcome, rpo_hours, now, drill_max_age_days) for outcome in outcomes),
-                  key=lambda item: (not (item['past_rpo'] or item['offsite_past_rpo']), STATUS_ORDER.get(item['status'], 0), item['host']))
+    rows = [row(outcome, rpo_hours, now, drill_max_age_days) for outcome in outcomes]
+    for item in rows:
+        item['attention'] = reasons(item, rpo_hours)
+    rows.sort(key=lambda item: (not (item['past_rpo'] or item['offsite_past_rpo']), not item['attention'],
+                                STATUS_ORDER.get(item['status'], 0), item['host']))
     count = dict((status, sum(1 for item in rows if item['status'] == status)) for status in STATUS_ORDER)
     summary = {
+        'attention': attention(rows, rpo_hours),
         'hosts': len(rows),
         'ok': count['ok'],
         'failed': count['failed'],

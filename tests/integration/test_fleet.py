@@ -120,6 +120,7 @@ def test_first_run_backs_up_good_hosts_and_reports_the_broken_one(fleet):
     assert report['summary']['ok'] == 3 and report['summary']['failed_hosts'] == ['site-broken']
     assert rows['site-broken']['status'] == 'failed' and 'stop' in rows['site-broken']['error'].lower()
     assert rows['site-broken']['past_rpo'] and report['hosts'][0]['host'] == 'site-broken'
+    assert report['summary']['attention'].startswith('1 of 4 host(s) need attention: site-broken (backup failed, ')
     assert fleet.servers['site-broken'].answers()
     assert {rows[host]['backend'] for host in ('site-sqlite', 'centre-pg', 'centre-mysql')} == {
         'sqlite', 'postgresql', 'mysql'}
@@ -172,6 +173,7 @@ def test_html_report_renders_one_row_per_host(fleet):
                          timeout=120, check=True).stdout
     assert dom.count('<tr class=') == len(ORTHANC_HOSTS)
     assert '<tr class="failed past-rpo">' in dom and dom.index('site-broken') < dom.index('site-sqlite')
+    assert '<p class="attention">1 of 4 host(s) need attention: site-broken (backup failed' in dom
     subprocess.run(chromium + ['--window-size=1400,500', '--screenshot=' + screenshot, 'file://' + html],
                    capture_output=True, timeout=120, check=True)
     with open(screenshot, 'rb') as handle:

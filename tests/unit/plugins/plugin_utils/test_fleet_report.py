@@ -35,6 +35,8 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
     assert rows['e-skipped']['backup_id'] is None and rows['e-skipped']['verification'] is None
     assert rows['b-failed-recent']['age_hours'] == 11 and not rows['b-failed-recent']['past_rpo']
     assert report['summary'] == {
+        'attention': '3 of 5 host(s) need attention: c-failed-old (backup failed, no good backup within 24 h); '
+                     'd-never (backup failed, no good backup within 24 h); b-failed-recent (backup failed).',
         'hosts': 5, 'ok': 1, 'failed': 3, 'incomplete': 0, 'skipped': 1, 'planned': 0,
         'past_rpo': ['c-failed-old', 'd-never'], 'offsite_past_rpo': [], 'drill_overdue': [], 'drill_failed': [],
         'only_local': [], 'disappeared': [],
@@ -97,3 +99,19 @@ def test_hosts_whose_only_copies_are_local_are_named():
         'unknown': None,
     }, rpo_hours=24, now=NOW)
     assert report['summary']['only_local'] == ['alone']
+
+
+def test_one_sentence_says_which_hosts_need_attention_and_why_and_they_come_first():
+    failed = drill('20261128T060000Z', False, None, 'damaged')
+    report = build({
+        'a-fine': outcome('a-fine', 'ok', '20261128T110000Z', copies_elsewhere=True),
+        'b-alone': outcome('b-alone', 'ok', '20261128T110000Z', copies_elsewhere=False),
+        'c-drill': outcome('c-drill', 'ok', '20261128T110000Z', copies_elsewhere=True, last_drill=failed),
+        'd-gone': outcome('d-gone', 'incomplete', '20261128T110000Z', disappeared=['20261120T010000Z (local)']),
+    }, rpo_hours=26, now=NOW)
+    assert [row['host'] for row in report['hosts']] == ['d-gone', 'b-alone', 'c-drill', 'a-fine']
+    assert report['summary']['attention'] == (
+        '3 of 4 host(s) need attention: d-gone (files missing from its storage, backups gone outside retention); '
+        'b-alone (only local copies); c-drill (last drill failed).')
+    fine = build({'a-fine': outcome('a-fine', 'ok', '20261128T110000Z')}, rpo_hours=26, now=NOW)
+    assert fine['summary']['attention'] == 'All 1 host(s) are fine: each has a good backup within the 26 h RPO.'
