@@ -23,6 +23,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import or
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._phase import Phase
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import copy_file, file_md5, make_dirs, others_can_write
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._ledger import private_ledger
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import new_backup_id
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._snapshot import TABLES, StorageSnapshot
 
 # Room kept free beyond the estimate: the index may grow and new files may arrive meanwhile.
@@ -30,6 +31,8 @@ SPACE_MARGIN_BYTES = 64 * 1024 * 1024
 SPACE_MARGIN_RATIO = 1.1
 # Uuids of the files missing from the live storage that a result and a manifest name.
 LIVE_MISSING_LISTED = 100
+# The most of a failed run's reason kept in the instance's history.
+RUN_ERROR_LENGTH = 300
 # Files linked from the previous backup whose live copy is read again, at random: a storage encrypted in place is
 # found by the next backup (all of 32 files differ), at the cost of reading 32 files.
 LIVE_SAMPLE = 32
@@ -134,11 +137,34 @@ class Backup(Phase):
 
     def run(self):
         started = time.monotonic()
-        self.check_target()
         if self.module.check_mode:
+            self.check_target()
             with self._snapshot() as snapshot:
                 return {'changed': True, 'plan': self._listed(snapshot)[0],
                         'msg': 'check mode: nothing was stopped or written'}
+        started_id = new_backup_id()
+        try:
+            result = self._run(started)
+        except Exception as exc:
+            self._record(started_id, started, {'status': 'failed', 'error': str(exc)[:RUN_ERROR_LENGTH]})
+            raise
+        self._record(started_id, started, {
+            'status': 'incomplete' if result['live_missing_count'] else 'complete', 'backup_id': result['backup_id'],
+            'pause_seconds': result['pause_seconds'], 'bytes': result['bytes_copied'] + result['bytes_linked'],
+            'new_bytes': result['bytes_copied']})
+        return result
+
+    def _record(self, started_id, started, run):
+        """Keep this run in the instance's history, which the fleet report shows; one that cannot be kept is said,
+        never the run's failure."""
+        run.update(started=started_id, duration_seconds=round(time.monotonic() - started, 3))
+        try:
+            self.repository.record_run(run)
+        except OSError as exc:
+            self.module.warn('This backup run could not be kept in the history of %s: %s.' % (self.repository.path, exc))
+
+    def _run(self, started):
+        self.check_target()
         with self.repository.locked('backup'), orthanc_lock(self.config.identity, 'backup'):
             self.repository.clean_partials()
             with self._snapshot() as snapshot:

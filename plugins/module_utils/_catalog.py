@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import exit_with
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import PARTIAL, Repository, unusable
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import PARTIAL, Repository, new_backup_id, unusable
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import make_dirs
 
 
@@ -26,9 +27,11 @@ def catalog(module):
     backups = repository.backup_ids()
     partials = sorted(name for name in os.listdir(repository.path) if name.endswith(PARTIAL)) if exists else []
     drills = repository.drills()
+    since = new_backup_id(datetime.now(timezone.utc) - timedelta(days=params['history_days']))
     return {'changed': not exists and params['create'], 'path': repository.path, 'backups': backups,
             'latest': backups[-1] if backups else None, 'partials': partials,
-            'last_drill': drills.get('last'), 'last_passed_drill': drills.get('last_passed')}
+            'last_drill': drills.get('last'), 'last_passed_drill': drills.get('last_passed'),
+            'history': repository.runs(since) if params['history_days'] > 0 else []}
 
 
 def main(module):

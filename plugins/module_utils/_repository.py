@@ -35,6 +35,12 @@ PIN_PREFIX = '.pinned-'
 # The instance's last drill and last passed drill (see orthanc_drill), and the most of it read.
 DRILLS = '.drills.json'
 DRILL_RECORD_LIMIT = 64 * 1024
+# The instance's backup runs, newest last (see orthanc_backup): how many are kept, and the most of the file read.
+RUNS = '.runs.json'
+RUNS_KEPT = 400
+RUN_RECORD_LIMIT = 512 * 1024
+RUN_STATUSES = ('complete', 'incomplete', 'failed')
+RUN_NUMBERS = ('duration_seconds', 'pause_seconds', 'bytes', 'new_bytes')
 # What the error message promises: a name that is one plain folder and one plain word on a command line.
 INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 # A backup's id is the UTC time it started: one later than now by more than a clock's drift was planted.
@@ -58,6 +64,16 @@ def _is_drill(drill):
             and isinstance(drill.get('passed'), bool)
             and (drill.get('rto_seconds') is None or isinstance(drill['rto_seconds'], (int, float)))
             and isinstance(drill.get('reason', ''), str))
+
+
+def _is_run(run):
+    return (isinstance(run, dict) and isinstance(run.get('started'), str) and bool(ID_PATTERN.match(run['started']))
+            and run.get('status') in RUN_STATUSES
+            and (run.get('backup_id') is None or isinstance(run['backup_id'], str)
+                 and bool(ID_PATTERN.match(run['backup_id'])))
+            and all(run.get(key) is None or isinstance(run[key], (int, float)) and not isinstance(run[key], bool)
+                    for key in RUN_NUMBERS)
+            and isinstance(run.get('error') or '', str))
 
 
 def check_instance(instance):
@@ -299,13 +315,9 @@ class Repository:
         sync_folder(self.path)
         return final
 
-    def record_drill(self, drill):
-        """Keep ``drill`` (a drill's result) as the instance's last drill, and as its last passed one when it passed,
-        in DRILLS, replaced atomically."""
-        record = dict(self.drills(), last=drill)
-        if drill['passed']:
-            record['last_passed'] = drill
-        path = os.path.join(self.path, DRILLS)
+    def _replace(self, name, record):
+        """Replace the instance's file ``name`` with the JSON of ``record``, atomically."""
+        path = os.path.join(self.path, name)
         partial = path + '.%d' % os.getpid()
         with create_file(partial) as handle:
             handle.write(json.dumps(record, sort_keys=True).encode())
@@ -313,16 +325,42 @@ class Repository:
             os.fsync(handle.fileno())
         os.rename(partial, path)
 
+    def _read(self, name, limit):
+        """The JSON value of the instance's file ``name`` (untrusted: read through no link, at most ``limit``
+        bytes), or None."""
+        try:
+            with open_regular(name, beneath=self.path) as handle:
+                return json.loads(handle.read(limit))
+        except (OSError, ValueError, RecursionError):
+            return None
+
+    def record_drill(self, drill):
+        """Keep ``drill`` (a drill's result) as the instance's last drill, and as its last passed one when it passed,
+        in DRILLS."""
+        record = dict(self.drills(), last=drill)
+        if drill['passed']:
+            record['last_passed'] = drill
+        self._replace(DRILLS, record)
+
     def drills(self):
         """{'last': drill, 'last_passed': drill} as record_drill kept them (each entry only when it is well formed:
         the file is untrusted input), or {}."""
-        try:
-            with open_regular(DRILLS, beneath=self.path) as handle:
-                record = json.loads(handle.read(DRILL_RECORD_LIMIT))
-        except (OSError, ValueError):
-            return {}
+        record = self._read(DRILLS, DRILL_RECORD_LIMIT)
         return dict((key, record[key]) for key in ('last', 'last_passed')
                     if isinstance(record, dict) and _is_drill(record.get(key)))
+
+    def record_run(self, run):
+        """Add ``run`` (a backup run: started, status, and what it made) to the instance's last RUNS_KEPT runs, in
+        RUNS; nothing when the instance has no folder yet."""
+        if os.path.isdir(self.path):
+            self._replace(RUNS, (self.runs() + [run])[-RUNS_KEPT:])
+
+    def runs(self, since=None):
+        """The backup runs record_run kept, oldest first, those started at ``since`` (an id) or later; each only
+        when it is well formed (the file is untrusted input)."""
+        record = self._read(RUNS, RUN_RECORD_LIMIT)
+        return [run for run in record if _is_run(run) and (since is None or run['started'] >= since)] if isinstance(
+            record, list) else []
 
     def free_bytes(self):
         stat = os.statvfs(self.path if os.path.isdir(self.path) else self.root)

@@ -27,6 +27,10 @@ options:
     description: Create C(<repository>/<instance>) when it is missing.
     type: bool
     default: false
+  history_days:
+    description: Return in RV(history) the backup runs of the last this many days; V(0) for none.
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -99,6 +103,39 @@ last_passed_drill:
   description: The last drill that passed, as RV(last_drill), or null.
   returned: success
   type: dict
+history:
+  description:
+    - The backup runs of the instance of the last O(history_days) days, oldest first, as
+      M(orthanc_ops.backup.orthanc_backup) keeps them in C(<repository>/<instance>/.runs.json) (the last 400 runs,
+      failed ones included); empty when O(history_days) is V(0).
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    started:
+      description: When the run started, UTC, as C(YYYYMMDDTHHMMSSZ).
+      type: str
+    status:
+      description: V(complete), V(incomplete) (files were missing from the live storage) or V(failed).
+      type: str
+    backup_id:
+      description: The backup the run made; absent for a failed run.
+      type: str
+    duration_seconds:
+      description: How long the run took.
+      type: float
+    pause_seconds:
+      description: How long Orthanc was frozen or stopped.
+      type: float
+    bytes:
+      description: Size of the backup.
+      type: int
+    new_bytes:
+      description: Bytes copied (not linked from the backup before).
+      type: int
+    error:
+      description: Why a failed run failed (the first 300 characters).
+      type: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -109,7 +146,7 @@ from ansible_collections.orthanc_ops.backup.plugins.module_utils._args import re
 
 def main():
     argument_spec = repository_argument_spec(required=True)
-    argument_spec.update(create=dict(type='bool', default=False))
+    argument_spec.update(create=dict(type='bool', default=False), history_days=dict(type='int', default=0))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _catalog.main(module)
 

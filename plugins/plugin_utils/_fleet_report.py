@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_FORMAT
 
@@ -27,11 +27,55 @@ COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'authe
            'offsite_bytes_added', 'last_drill', 'last_passed_drill', 'copies_elsewhere', 'disappeared')
 
 
+def _size(value):
+    """Bytes as a person reads them: 1.5 GiB."""
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if abs(value) < 1024 or unit == 'TiB':
+            return ('%d %s' if unit == 'B' else '%.1f %s') % (value, unit)
+        value /= 1024.0
+
+
+def _mark_title(run):
+    """What hovering a run's mark says: when, how it went, how long it took and paused, and the backup's size."""
+    words = ['%s %s' % (run['started'], run['status'])]
+    if run.get('duration_seconds') is not None:
+        words.append('%g s' % run['duration_seconds'])
+    if run.get('pause_seconds') is not None:
+        words.append('paused %g s' % run['pause_seconds'])
+    if run.get('bytes') is not None:
+        words.append('%s (%s new)' % (_size(run['bytes']), _size(run.get('new_bytes') or 0)))
+    if run.get('error'):
+        words.append(run['error'])
+    return ', '.join(words)
+
+
+def history(runs, now, days):
+    """A host's runs of the last ``days`` days drawn as the report does: marks of its status strip (``x``, the run's
+    place in the window from 0 to 1, its ``status`` and ``title``) and the sizes of its backups (``x``, ``size`` and
+    ``new`` from 0 to 1 of the largest backup), oldest first. Runs that are not well formed are left out."""
+    start = now - timedelta(days=days)
+    placed = []
+    for run in runs if isinstance(runs, list) and days > 0 else []:
+        try:
+            moment = backup_time(run['started'])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if start <= moment <= now:
+            placed.append(((moment - start).total_seconds() / (now - start).total_seconds(), run))
+    placed.sort(key=lambda item: item[0])
+    largest = max([run.get('bytes') or 0 for dummy, run in placed] + [1])
+    marks = [{'x': round(x, 4), 'status': run.get('status'), 'title': _mark_title(run)} for x, run in placed]
+    sizes = [{'x': round(x, 4), 'size': round((run['bytes'] or 0) / largest, 4),
+              'new': round((run.get('new_bytes') or 0) / largest, 4)} for x, run in placed if run.get('bytes')]
+    return {'days': days, 'runs': len(marks), 'marks': marks, 'sizes': sizes,
+            'largest_bytes': largest if sizes else None, 'largest': _size(largest) if sizes else None}
+
+
 def _age_hours(backup_id, now):
     return round((now - backup_time(backup_id)).total_seconds() / 3600, 2) if backup_id else None
 
 
-def row(outcome, rpo_hours, now, drill_max_age_days=0):
+def row(outcome, rpo_hours, now, drill_max_age_days=0, history_days=0):
     """One host's row: its outcome plus the age of its last good backup and whether it is past the RPO, for a
     host with an off-site repository the same of its newest off-site copy, and when drills are required
     (``drill_max_age_days``) the age of its last passed drill and whether it is overdue."""
@@ -46,7 +90,8 @@ def row(outcome, rpo_hours, now, drill_max_age_days=0):
                                                                      or offsite_age_hours > rpo_hours),
                   drill_age_days=None if drill_age_hours is None else round(drill_age_hours / 24, 2),
                   drill_overdue=drill_max_age_days > 0 and (drill_age_hours is None
-                                                            or drill_age_hours > drill_max_age_days * 24))
+                                                            or drill_age_hours > drill_max_age_days * 24),
+                  history=history(outcome.get('history'), now, history_days))
     return result
 
 
@@ -84,13 +129,14 @@ def attention(rows, rpo_hours):
         '%s (%s)' % (host, ', '.join(why)) for host, why in needing))
 
 
-def build(outcomes, rpo_hours, now=None, drill_max_age_days=0):
-    """The report from {host: outcome or None}: a summary and one row per host, hosts past the
-    RPO (here or off site) first, then failed ones. A host without an outcome never got to record one: it failed."""
+def build(outcomes, rpo_hours, now=None, drill_max_age_days=0, history_days=0):
+    """The report from {host: outcome or None}: a summary and one row per host, hosts past the RPO (here or off
+    site) first, then those that need attention otherwise; each with its runs of the last ``history_days`` days
+    (see history). A host without an outcome never got to record one: it failed."""
     now = now or datetime.now(timezone.utc)
     outcomes = [outcome or {'host': host, 'status': 'failed', 'error': NO_OUTCOME}
                 for host, outcome in outcomes.items()]
-    rows = [row(outcome, rpo_hours, now, drill_max_age_days) for outcome in outcomes]
+    rows = [row(outcome, rpo_hours, now, drill_max_age_days, history_days) for outcome in outcomes]
     for item in rows:
         item['attention'] = reasons(item, rpo_hours)
     rows.sort(key=lambda item: (not (item['past_rpo'] or item['offsite_past_rpo']), not item['attention'],
@@ -119,5 +165,5 @@ def build(outcomes, rpo_hours, now=None, drill_max_age_days=0):
         'shipped_bytes': sum(item.get('shipped_bytes') or 0 for item in rows),
     }
     return {'generated': now.strftime('%Y-%m-%dT%H:%M:%SZ'), 'rpo_hours': rpo_hours,
-            'drill_max_age_days': drill_max_age_days,
+            'drill_max_age_days': drill_max_age_days, 'history_days': history_days,
             'summary': summary, 'hosts': rows}

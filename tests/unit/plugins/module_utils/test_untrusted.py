@@ -639,3 +639,22 @@ def test_a_link_on_the_way_is_followed_and_judged_with_the_folders_it_leads_thro
     os.symlink(real, str(sticky / 'theirs'))
     os.lchown(str(sticky / 'theirs'), 65534, 65534)    # its owner may replace it, sticky or not
     assert others_can_write(str(sticky / 'theirs')).endswith('theirs belongs to uid 65534')
+
+
+def test_the_kept_runs_are_untrusted_input_and_at_most_the_last_400(tmp_path):
+    from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import RUNS, Repository
+    repository = Repository(str(tmp_path), 'pacs')
+    repository.record_run({'started': '20261201T010000Z', 'status': 'complete'})
+    assert repository.runs() == []    # no instance folder yet: nothing is made for it
+    os.makedirs(repository.path)
+    with open(os.path.join(repository.path, RUNS), 'w') as handle:
+        json.dump([{'started': '20261201T010000Z', 'status': 'complete', 'bytes': 10},
+                   {'started': '../../etc', 'status': 'complete'}, {'started': '20261202T010000Z', 'status': 'lost'},
+                   {'started': '20261203T010000Z', 'status': 'failed', 'bytes': True}, 'text'], handle)
+    assert repository.runs() == [{'started': '20261201T010000Z', 'status': 'complete', 'bytes': 10}]
+    for day in range(1, 500):
+        repository.record_run({'started': '2026%04dT010000Z' % (1200 + day % 28 + 1), 'status': 'failed'})
+    assert len(repository.runs()) == 400 and len(repository.runs(since='20261228T000000Z')) < 400
+    os.rename(os.path.join(repository.path, RUNS), str(tmp_path / 'elsewhere.json'))
+    os.symlink(str(tmp_path / 'elsewhere.json'), os.path.join(repository.path, RUNS))
+    assert repository.runs() == []    # a link is not followed

@@ -115,3 +115,26 @@ def test_one_sentence_says_which_hosts_need_attention_and_why_and_they_come_firs
         'b-alone (only local copies); c-drill (last drill failed).')
     fine = build({'a-fine': outcome('a-fine', 'ok', '20261128T110000Z')}, rpo_hours=26, now=NOW)
     assert fine['summary']['attention'] == 'All 1 host(s) are fine: each has a good backup within the 26 h RPO.'
+
+
+def test_a_hosts_runs_are_placed_in_the_window_and_scaled_to_its_largest_backup():
+    runs = [
+        {'started': '20261120T010000Z', 'status': 'complete', 'bytes': 50},          # before the window
+        {'started': '20261121T120000Z', 'status': 'complete', 'backup_id': '20261121T120000Z', 'bytes': 100,
+         'new_bytes': 100, 'duration_seconds': 12.5, 'pause_seconds': 0.004},
+        {'started': '20261125T000000Z', 'status': 'failed', 'error': 'Orthanc did not answer'},
+        {'started': '20261124T120000Z', 'status': 'incomplete', 'bytes': 200, 'new_bytes': 20},
+        {'started': 'yesterday', 'status': 'complete'},                               # not well formed
+    ]
+    report = build({'a': outcome('a', 'ok', '20261124T120000Z', history=runs)}, rpo_hours=26, now=NOW,
+                   history_days=7)
+    drawn = report['hosts'][0]['history']
+    assert report['history_days'] == 7 and drawn['days'] == 7 and drawn['runs'] == 3
+    assert [(mark['x'], mark['status']) for mark in drawn['marks']] == [
+        (0.0, 'complete'), (0.4286, 'incomplete'), (0.5, 'failed')]
+    assert drawn['marks'][0]['title'] == '20261121T120000Z complete, 12.5 s, paused 0.004 s, 100 B (100 B new)'
+    assert drawn['marks'][2]['title'] == '20261125T000000Z failed, Orthanc did not answer'
+    assert drawn['sizes'] == [{'x': 0.0, 'size': 0.5, 'new': 0.5}, {'x': 0.4286, 'size': 1.0, 'new': 0.1}]
+    assert drawn['largest'] == '200 B'
+    assert build({'a': outcome('a', 'ok', '20261124T120000Z', history=runs)}, rpo_hours=26,
+                 now=NOW)['hosts'][0]['history']['marks'] == []
