@@ -16,6 +16,8 @@ import pytest
 
 from harness import PASSWORD, listed_files, make_instances
 
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import Repository
+
 
 def test_check_mode_plans_and_writes_nothing(make_orthanc, ansible, repository):
     orthanc = make_orthanc()
@@ -74,7 +76,9 @@ def test_orthanc_that_does_not_stop(make_orthanc, ansible, repository):
         repository=repository, instance='pacs', mode='cold', stop_command='true', stop_timeout=2))
     assert rc != 0 and 'did not stop within 2 s' in result['msg']
     assert orthanc.answers() and open(orthanc.pidfile).read() == pid
-    assert os.listdir(os.path.join(repository, 'pacs')) == ['.lock']
+    # No backup folder, partial or not: the failed run is only in the instance's history.
+    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.runs.json']
+    assert [run['status'] for run in Repository(repository, 'pacs').runs()] == ['failed']
 
 
 @pytest.mark.slow
@@ -110,7 +114,8 @@ def test_orphans_missing_and_altered_files_are_reported(make_orthanc, ansible, r
     assert rc != 0 and refused['live_missing'] == [os.path.basename(missing)] and refused['live_missing_count'] == 1
     assert ('1 of the 8 file(s) that the index references are not in the storage folder %s' % orthanc.storage_dir
             in refused['msg']) and 'allow_missing_files' in refused['msg']
-    assert os.listdir(os.path.join(repository, socket.gethostname())) == ['.lock'] and orthanc.answers()
+    assert sorted(os.listdir(os.path.join(repository, socket.gethostname()))) == ['.lock', '.runs.json']
+    assert orthanc.answers()
 
     result, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository,
                                                                              allow_missing_files=True))

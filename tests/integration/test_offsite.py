@@ -143,12 +143,12 @@ def test_push_wipe_pull_restore(kind, make_target, loaded, ansible, repository):
     assert pushed['changed'] and pushed['initialized'] and pushed['bytes_added'] > 0
     for secret in [PASSWORD] + list(S3_KEYS.values()):
         assert secret not in output
-    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.offsite.lock', taken['backup_id']]
+    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.offsite.lock', '.runs.json', taken['backup_id']]
 
     again, rc, output = ansible.run('orthanc_offsite', offsite(target, 'push', repository=repository))
     assert rc == 0, output
     assert again['changed'] is False and again['snapshot_id'] == pushed['snapshot_id']
-    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.offsite.lock', taken['backup_id']]
+    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.offsite.lock', '.runs.json', taken['backup_id']]
 
     held, rc, output = ansible.run('orthanc_offsite', offsite(target, 'list'))
     assert rc == 0, output

@@ -37,7 +37,7 @@ def test_backup_wipe_restore(layout, make_orthanc, ansible, repository):
     assert backup['counts']['instances'] == 24 and backup['bytes_linked'] == 0
     # The default for SQLite: frozen for milliseconds, never stopped.
     assert backup['downtime_seconds'] == 0 and 0 < backup['pause_seconds'] < 1 and orthanc.answers()
-    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', backup['backup_id']]
+    assert sorted(os.listdir(os.path.join(repository, 'pacs'))) == ['.lock', '.runs.json', backup['backup_id']]
     assert os.stat(backup['path']).st_mode & 0o777 == 0o700
 
     # Files that change after the backup must not change the backup (no shared inodes with live data).
