@@ -34,6 +34,12 @@ def build(rpo_hours, drill_max_age_days=0, max_pause_seconds=1.0, runbook_url=''
               'The newest complete backup of %s is older than the recovery point objective (%s h): studies received '
               'since then would be lost with the server. Run the backup playbook for this host and read its report; '
               'if it is not scheduled any more, schedule it again.' % (INSTANCE, _hours(rpo_hours))),
+        _rule('OrthancBackupNotRunning', 'time() - orthanc_backup_last_run_timestamp_seconds > %d' % (2 * rpo),
+              'critical', 'No backup of Orthanc %s has even been tried for {{ $value | humanizeDuration }}' % INSTANCE,
+              'The backup metrics of %s have not changed for twice the recovery point objective: no backup run '
+              'reached this host (its schedule or timer stopped, the controller cannot reach it) and its metrics '
+              'file is stale. Run the backup playbook for this host, then find out why the schedule did not.'
+              % INSTANCE),
         _rule('OrthancBackupFailed', 'orthanc_backup_success == 0', 'warning',
               'The last backup of Orthanc %s failed' % INSTANCE,
               'The last backup run of %s failed; the previous backups are kept and the newest good one is still '
@@ -79,7 +85,7 @@ def build(rpo_hours, drill_max_age_days=0, max_pause_seconds=1.0, runbook_url=''
               'retired on purpose stops alerting after %s.' % (INSTANCE, SEEN_WITHIN)),
     ]
     if float(drill_max_age_days) > 0:
-        rules.insert(7, _rule(
+        rules.insert(8, _rule(
             'OrthancDrillOverdue',
             'time() - orthanc_drill_last_success_timestamp_seconds > %d' % int(float(drill_max_age_days) * 86400),
             'warning', 'Orthanc %s has not passed a restore drill for {{ $value | humanizeDuration }}' % INSTANCE,

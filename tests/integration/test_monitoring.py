@@ -140,21 +140,25 @@ def _firing(names, at):
 
 def alerts_fire_as_promised(folder, good, failed_backup, failed_drill):
     """The rules the backup role wrote, checked by promtool and run on what the modules wrote: a good host fires
-    nothing; one whose backups stopped fires the RPO alert once the RPO is past, and nothing else; a failed
-    backup and a failed drill fire their alerts; metrics that stop coming fire the staleness alert."""
+    nothing; one whose backups stopped fires the RPO alert once the RPO is past, and nothing else, until its stale
+    metrics file fires the staleness alert at twice the RPO; a failed backup and a failed drill fire their alerts;
+    metrics that stop coming fire theirs."""
     promtool = shutil.which('promtool')
     assert promtool, 'promtool is missing: make setup installs it (Debian package prometheus)'
     rules = os.path.join(folder, 'orthanc-ops.rules.yml')
     checked = subprocess.run([promtool, 'check', 'rules', rules], capture_output=True, text=True, check=False)
-    assert checked.returncode == 0 and 'SUCCESS: 10 rules found' in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and 'SUCCESS: 11 rules found' in checked.stdout, checked.stdout + checked.stderr
     with open(rules) as handle:
         _firing.rules = yaml.safe_load(handle)['groups'][0]['rules']
     backup = good[0]
     tests = [
         {'name': 'a good host', 'interval': '1m', 'input_series': _series(good, 48, every_hour=True),
          'promql_expr_test': [_firing([], '47h30m')]},
-        {'name': 'backups stopped', 'interval': '1m', 'input_series': _series([backup], 30),
-         'promql_expr_test': [_firing([], '25h50m'), _firing(['OrthancBackupPastRPO'], '26h15m')]},
+        # No run since: the RPO alert once the RPO is past; the file is stale, and says so at twice the RPO.
+        {'name': 'backups stopped', 'interval': '1m', 'input_series': _series([backup], 60),
+         'promql_expr_test': [_firing([], '25h50m'), _firing(['OrthancBackupPastRPO'], '26h15m'),
+                              _firing(['OrthancBackupPastRPO'], '51h50m'),
+                              _firing(['OrthancBackupNotRunning', 'OrthancBackupPastRPO'], '52h15m')]},
         {'name': 'a failed backup', 'interval': '1m', 'input_series': _series([failed_backup], 1),
          'promql_expr_test': [_firing(['OrthancBackupFailed'], '5m')]},
         {'name': 'a failed drill', 'interval': '1m', 'input_series': _series([backup, failed_drill], 1),

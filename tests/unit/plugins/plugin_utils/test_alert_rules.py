@@ -23,6 +23,7 @@ def test_thresholds_are_the_reports_own():
     rules = rules_of(26, 7, 0.25)
     assert rules['OrthancBackupPastRPO']['expr'] == 'time() - orthanc_backup_last_success_timestamp_seconds > 93600'
     assert rules['OrthancOffsitePastRPO']['expr'].endswith('> 93600')
+    assert rules['OrthancBackupNotRunning']['expr'].endswith('> 187200')
     assert rules['OrthancDrillOverdue']['expr'].endswith('> 604800')
     assert rules['OrthancBackupPauseTooLong']['expr'] == 'orthanc_backup_pause_seconds > 0.25'
     assert '26 h' in rules['OrthancBackupPastRPO']['annotations']['description']
@@ -30,7 +31,7 @@ def test_thresholds_are_the_reports_own():
 
 def test_every_alert_says_what_to_do_and_where_its_runbook_is():
     rules = rules_of(1.5, 0, 1, 'https://wiki.example.org/orthanc-alerts')
-    assert 'OrthancDrillOverdue' not in rules and len(rules) == 9    # no drills required, no drill age alert
+    assert 'OrthancDrillOverdue' not in rules and len(rules) == 10    # no drills required, no drill age alert
     for name, rule in rules.items():
         assert rule['labels']['severity'] in ('warning', 'critical')
         assert set(rule['annotations']) == {'summary', 'description', 'runbook', 'runbook_url'}
