@@ -32,7 +32,7 @@ import time
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _authentication, _manifest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import (
-    TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs, set_owner)
+    TreeReader, UnsafePath, copy_file, create_file, file_md5, make_dirs, others_can_write, set_owner)
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._lock import Lock
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
     Held, alive, listening_pids, runs_orthanc, same_path, started_with)
@@ -64,8 +64,7 @@ def backup_source(module):
     folder, where they are copied."""
     if module.params['src']:
         folder = os.path.abspath(module.params['src'])
-        parent = os.stat(os.path.dirname(folder))
-        private = parent.st_uid == os.geteuid() and not parent.st_mode & 0o022
+        private = others_can_write(os.path.dirname(folder)) is None
         return (None, folder, _manifest.read(folder, key=_authentication.from_params(module.params)),
                 os.path.dirname(folder) if private else module.tmpdir)
     repository = Repository.from_params(module)
@@ -87,24 +86,19 @@ def free_port():
 def plugin_libraries(marker):
     """The host's own libraries of the database plugin whose names hold ``marker``, from its packages' plugin
     folder: never a path the configuration names, which a container, a volume or a backup may have chosen (the
-    throwaway Orthanc runs as root and would load it). Each is a file of root's that only root can write."""
+    throwaway Orthanc would load it). Each is a file that only root can write, in folders only root can write."""
     try:
         names = sorted(os.listdir(HOST_PLUGINS))
     except OSError:
         names = []
     found = [os.path.realpath(os.path.join(HOST_PLUGINS, name)) for name in names if marker in name and '.so' in name]
-    found = [path for path in found if _root_only(path) and _root_only(os.path.dirname(path))]
+    found = [path for path in found if others_can_write(path) is None]
     if not found:
         raise OrthancOpsError('This host has no %s plugin in %s, which a throwaway Orthanc on the backup needs (it '
                               'loads only the host\'s own plugins, never those the configuration names). Install '
                               'the package of the plugin (orthanc-%s) of the version that wrote the backup; nothing '
                               'was changed.' % (marker, HOST_PLUGINS, marker.replace('Orthanc', '', 1).lower()))
     return found
-
-
-def _root_only(path):
-    info = os.stat(path)
-    return info.st_uid == 0 and not info.st_mode & 0o022
 
 
 def _kill(pid, config_path):
