@@ -36,6 +36,14 @@ RUN_ERROR_LENGTH = 300
 # Files linked from the previous backup whose live copy is read again, at random: a storage encrypted in place is
 # found by the next backup (all of 32 files differ), at the cost of reading 32 files.
 LIVE_SAMPLE = 32
+# A jump in new bytes: more than JUMP_RATIO times the most any of the last JUMP_RUNS complete runs took (at least
+# JUMP_MIN_RUNS of them), and more than JUMP_SHARE of the backup. A normal day adds a small share of the archive;
+# a mass change (an import or re-import, a flood, an index grown many times over) adds most of it. A storage
+# encrypted in place is no jump: its files are linked, and the live sample fails the backup.
+JUMP_RATIO = 10
+JUMP_RUNS = 14
+JUMP_MIN_RUNS = 3
+JUMP_SHARE = 0.25
 # Freezes, and stops, a backup may make: the last holds Orthanc quiesced until its files are taken (see
 # _capture_in_rounds). A stop costs Orthanc's shutdown and start, so a cold backup makes two at most.
 FREEZE_ROUNDS = 3
@@ -198,6 +206,7 @@ class Backup(Phase):
         backup_id, partial = self.repository.new_partial()
         try:
             manifest, files = self._make(backup_id, partial, snapshot, previous_id, was_running)
+            manifest['new_bytes_jump'] = self._new_bytes_jump(backup_id, manifest, previous_id)
             manifest.update(started_at=started_at, finished_at=_utc_iso(), orthanc_version=software.get('orthanc_version'),
                             database_version=software.get('database_version'), plugins=software.get('plugins'))
             manifest['timings']['duration_seconds'] = round(time.monotonic() - started, 3)
@@ -232,6 +241,7 @@ class Backup(Phase):
             'md5_mismatches': manifest['md5_mismatches'],
             'live_checked': manifest['live_checked'],
             'live_changed': manifest['live_changed'],
+            'new_bytes_jump': manifest['new_bytes_jump'],
             'counts': manifest['counts'],
             'timings': manifest['timings'],
         }
@@ -447,6 +457,22 @@ class Backup(Phase):
                                   live_missing_count=live_missing.count, live_missing=list(live_missing))
         self.module.warn('%s; backed up anyway (allow_missing_files), with those taken from an earlier backup where '
                          'one holds them.' % what)
+
+    def _new_bytes_jump(self, backup_id, manifest, previous_id):
+        """Whether this backup's new bytes jumped (see JUMP_RATIO); said, and recorded in its manifest, where a prune
+        reads it: the backup taken before a jump is kept as long as the one after it is."""
+        recent = [run['new_bytes'] for run in self.repository.runs()
+                  if run['status'] == 'complete' and run.get('new_bytes') is not None][-JUMP_RUNS:]
+        new_bytes = manifest['bytes_copied']
+        if (previous_id is None or len(recent) < JUMP_MIN_RUNS or new_bytes <= JUMP_RATIO * max(recent)
+                or new_bytes <= JUMP_SHARE * (new_bytes + manifest['bytes_linked'])):
+            return False
+        self.module.warn('Backup %s copied %d new bytes, more than %d times the most any of the last %d backups did '
+                         '(%d): most of the archive is new to the backups (a mass import or re-import, someone flooding '
+                         'Orthanc, an index grown many times over). Backup %s, the last one before, is kept as long '
+                         'as retention keeps %s. Find out what Orthanc received before relying on the new backup.'
+                         % (backup_id, new_bytes, JUMP_RATIO, len(recent), max(recent), previous_id, backup_id))
+        return True
 
     def _check_changed_files(self, checked, changed, backup_changed, previous_id):
         """A live storage whose files were rewritten since the previous backup took them (Orthanc never rewrites

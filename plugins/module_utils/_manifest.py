@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import re
 import struct
 import zlib
@@ -521,15 +522,35 @@ def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_K
             if listed is not None and not regular:
                 found.add('%s is missing' % relative)
 
-    workers = hashing_workers(manifest.get('files') or 0)
-    for relative, (expected_size, expected_md5), size, md5 in hash_tree(folder, to_hash(), workers):
+    _compare(found, hash_tree(folder, to_hash(), hashing_workers(manifest.get('files') or 0)))
+    return found
+
+
+def sampled_problems(folder, manifest, count, keep=PROBLEMS_KEPT):
+    """What makes ``count`` files of ``folder`` picked at random differ from its manifest (Findings): missing, not
+    regular, of another size or MD5. The listing is read to its end, where its own checks run, the files picked
+    meanwhile (reservoir sampling). A backup rewritten whole (ransomware) cannot pass, and the cost is ``count``
+    files per backup whatever its size: a check every backup of a repository can have at every run."""
+    picked = []
+    for number, entry in enumerate(manifest.entries()):
+        slot = number if number < count else random.randrange(number + 1)
+        if slot < count:
+            picked[slot:slot + 1] = [entry]
+    found = Findings(keep)
+    _compare(found, hash_tree(folder, sorted(((relative, size, (size, md5)) for relative, size, md5 in picked),
+                                             key=lambda item: sort_key(item[0]))))
+    return found
+
+
+def _compare(found, hashed):
+    """Add to ``found`` each file of ``hashed`` (see hash_tree; payload: the listed size and MD5) that differs."""
+    for relative, (expected_size, expected_md5), size, md5 in hashed:
         if size is None:
             found.add('%s cannot be read as a regular file' % relative)
         elif size != expected_size:
             found.add('%s has %d bytes, expected %d' % (relative, size, expected_size))
         elif md5 != expected_md5:
             found.add('%s has MD5 %s, expected %s' % (relative, md5, expected_md5))
-    return found
 
 
 def area_problems(folder, manifest, area, keep=PROBLEMS_KEPT):

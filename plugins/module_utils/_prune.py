@@ -39,16 +39,24 @@ def freed_bytes(folders):
     return freed
 
 
-def disappeared(repository, backup_ids, keep_policy):
-    """Backups removed by something else than retention: each backup names, in its (signed) manifest, the backup it
-    was taken after; one of those that is gone although the policy, counting it, would keep it was removed by a
-    person, a program (ransomware) or a failing disk. Sorted ids."""
-    named = set()
+def predecessors(repository, backup_ids):
+    """{backup id: the id of the backup it was taken after, or None} as each backup's (signed) manifest names it,
+    and the ids of the backups whose new bytes jumped (see _backup.JUMP_RATIO)."""
+    previous, jumped = {}, set()
     for backup_id in backup_ids:
-        previous = read_values(repository.backup_path(backup_id)).get('previous_backup')
-        if isinstance(previous, str) and ID_PATTERN.match(previous):
-            named.add(previous)
-    gone = named.difference(backup_ids)
+        values = read_values(repository.backup_path(backup_id))
+        named = values.get('previous_backup')
+        previous[backup_id] = named if isinstance(named, str) and ID_PATTERN.match(named) else None
+        if values.get('new_bytes_jump') is True:
+            jumped.add(backup_id)
+    return previous, jumped
+
+
+def disappeared(previous, backup_ids, keep_policy):
+    """Backups removed by something else than retention: of those the backups name as taken before them
+    (``previous``, see predecessors), one that is gone although the policy, counting it, would keep it was removed
+    by a person, a program (ransomware) or a failing disk. Sorted ids."""
+    gone = set(named for named in previous.values() if named).difference(backup_ids)
     return sorted(gone.intersection(kept(sorted(gone.union(backup_ids)), **keep_policy))) if gone else []
 
 
@@ -63,14 +71,21 @@ def prune(module):
         repository.lock('prune')
     try:
         backup_ids = repository.counted_ids()
+        previous, jumped = predecessors(repository, backup_ids)
         keep = kept(backup_ids, **keep_policy)
-        keep.update((backup_id, ['pinned']) for backup_id in backup_ids
-                    if backup_id not in keep and repository.is_pinned(backup_id))
+        # The last backup before a jump in new bytes is the one to restore if the jump was an attack: kept as long
+        # as the backup after the jump is.
+        before_jump = set(previous[backup_id] for backup_id in jumped.intersection(keep))
+        for backup_id in (backup_id for backup_id in backup_ids if backup_id not in keep):
+            if backup_id in before_jump:
+                keep[backup_id] = ['before jump']
+            elif repository.is_pinned(backup_id):
+                keep[backup_id] = ['pinned']
         remove = [backup_id for backup_id in backup_ids if backup_id not in keep]
         folders = [repository.backup_path(backup_id) for backup_id in remove]
         result = {'changed': bool(remove), 'kept': sorted(keep), 'reasons': keep, 'removed': remove,
                   'left_alone': repository.rejected, 'bytes_freed': freed_bytes(folders),
-                  'disappeared': disappeared(repository, backup_ids, keep_policy)}
+                  'disappeared': disappeared(previous, backup_ids, keep_policy)}
         if result['disappeared']:
             module.warn('Backup(s) %s of instance "%s" are gone from %s although the retention policy keeps them: '
                         'something else removed them (a person, ransomware, a failing disk). Find out what.'
@@ -79,6 +94,7 @@ def prune(module):
             partials = repository.clean_partials()
             for folder in folders:
                 shutil.rmtree(folder)
+            repository.record_held(repository.held().difference(remove))
             result.update(partials_removed=partials, changed=bool(remove or partials))
         return result
     finally:

@@ -39,6 +39,9 @@ DRILL_RECORD_LIMIT = 64 * 1024
 RUNS = '.runs.json'
 RUNS_KEPT = 400
 RUN_RECORD_LIMIT = 512 * 1024
+# The backups the last check of the instance saw, less those a prune removed since.
+HELD = '.held.json'
+HELD_RECORD_LIMIT = 1024 * 1024
 RUN_STATUSES = ('complete', 'incomplete', 'failed')
 RUN_NUMBERS = ('duration_seconds', 'pause_seconds', 'bytes', 'new_bytes')
 # What the error message promises: a name that is one plain folder and one plain word on a command line.
@@ -361,6 +364,23 @@ class Repository:
         record = self._read(RUNS, RUN_RECORD_LIMIT)
         return [run for run in record if _is_run(run) and (since is None or run['started'] >= since)] if isinstance(
             record, list) else []
+
+    def held(self):
+        """The backup ids record_held kept (each only when it is one: the file is untrusted input)."""
+        record = self._read(HELD, HELD_RECORD_LIMIT)
+        return set(backup_id for backup_id in record if isinstance(backup_id, str) and ID_PATTERN.match(backup_id)
+                   ) if isinstance(record, list) else set()
+
+    def record_held(self, backup_ids):
+        """Keep ``backup_ids`` as the backups the instance holds, for the next check to find those gone since."""
+        if os.path.isdir(self.path):
+            self._replace(HELD, sorted(backup_ids))
+
+    def disappeared(self, backup_ids):
+        """The backups record_held kept that ``backup_ids`` no longer holds, sorted: since a prune takes those it
+        removes off the record, something else removed them (a person, ransomware, a failing disk) or made them
+        unreadable as backups."""
+        return sorted(self.held().difference(backup_ids))
 
     def free_bytes(self):
         stat = os.statvfs(self.path if os.path.isdir(self.path) else self.root)

@@ -8,6 +8,7 @@ that has just arrived (``<backup_id>.partial``) only when every file is there an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -107,5 +108,52 @@ def verify(module):
     return result
 
 
+def verify_all(module):
+    """Check every complete backup of the instance (O(sample_files) files of each at random, or all of them), and
+    that none the last check saw is gone since, other than by a prune; then record the backups seen."""
+    params = module.params
+    if params['incoming'] or params['sign'] or params['sample_files'] < 0:
+        raise OrthancOpsError('backup=all checks the complete backups, each on its own: incoming and sign take the id '
+                              'of one backup, and sample_files cannot be negative (0 checks every file).')
+    started = time.monotonic()
+    repository = Repository.from_params(module)
+    with contextlib.ExitStack() as held:
+        if not module.check_mode:
+            # No prune or incoming copy meanwhile: a backup removed during the check is not one that disappeared.
+            held.enter_context(repository.locked('verify'))
+        backups = []
+        for backup_id in repository.counted_ids():
+            folder, manifest = repository.open_backup(backup_id)
+            if params['sample_files']:
+                found = _manifest.sampled_problems(folder, manifest, params['sample_files'], keep=PROBLEMS_SHOWN)
+            else:
+                found = _manifest.problems(folder, manifest, check_md5=params['check_md5'], keep=PROBLEMS_SHOWN)
+            backups.append({'backup_id': backup_id, 'problems': list(found), 'problems_count': found.count})
+        present = [backup['backup_id'] for backup in backups]
+        disappeared = repository.disappeared(present)
+        if not module.check_mode:
+            repository.record_held(present)
+    result = {
+        'changed': False,
+        'backups': backups,
+        'changed_backups': [backup['backup_id'] for backup in backups if backup['problems_count']],
+        'disappeared': disappeared,
+        'left_alone': repository.rejected,
+        'md5_checked': params['check_md5'] or bool(params['sample_files']),
+        'duration_seconds': round(time.monotonic() - started, 3),
+    }
+    problems = ['backup %s no longer matches its manifest (%s)' % (backup['backup_id'], '; '.join(backup['problems']))
+                for backup in backups if backup['problems_count']]
+    problems += ['backup %s is gone since the last check, and no prune removed it' % backup_id
+                 for backup_id in disappeared]
+    if problems:
+        raise OrthancOpsError('Backups of instance "%s" in %s were changed or removed after they were taken, by '
+                              'someone who can write the repository (ransomware?) or a failing disk: %s. Find out '
+                              'what happened before relying on them; restore from another copy.'
+                              % (repository.instance, repository.root, '; '.join(problems[:PROBLEMS_SHOWN])),
+                              **result)
+    return result
+
+
 def main(module):
-    exit_with(module, lambda: verify(module))
+    exit_with(module, lambda: verify_all(module) if module.params['backup'] == 'all' else verify(module))

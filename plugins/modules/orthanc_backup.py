@@ -251,6 +251,18 @@ live_changed:
   returned: success and not check mode, or when the backup failed for changed files
   type: list
   elements: str
+new_bytes_jump:
+  description:
+    - Whether the bytes this backup copied (RV(bytes_copied)) jumped, that is more than 10 times the most any of
+      the last 14 complete runs copied (with 3 runs at least), and more than a quarter of the backup. A storage
+      encrypted in place fails the backup instead (RV(live_changed)); a jump is a mass change of another shape,
+      most of the archive new to the backups (a mass import or re-import, someone flooding Orthanc), or an index or dump grown
+      many times over.
+    - The backup completes, with a warning; M(orthanc_ops.backup.orthanc_backup_prune) then keeps the backup taken
+      before it (reason C(before jump)) as long as its rules keep this one, and the backup role's report names the
+      host.
+  returned: success and not check mode
+  type: bool
 backup_changed:
   description: Uuids of the files of the previous backup that no longer have the MD5 its listing holds.
   returned: when the backup failed for them

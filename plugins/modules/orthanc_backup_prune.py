@@ -66,6 +66,9 @@ reasons:
     - For each kept backup, the rules that keep it (last, daily, weekly, monthly, newest).
     - C(pinned) keeps a backup that no rule keeps while an off-site push (M(orthanc_ops.backup.orthanc_offsite))
       reads it; the next prune removes it.
+    - C(before jump) keeps a backup that no rule keeps as long as a rule keeps the backup taken after it, whose
+      new bytes jumped (RV(orthanc_ops.backup.orthanc_backup#module:new_bytes_jump)); if the jump was an attack
+      or a mistake, it is the last backup from before it.
   returned: success
   type: dict
   sample: {"20261127T231045Z": ["last", "daily", "weekly", "monthly"]}

@@ -17,6 +17,10 @@ description:
     (for example by rsync from the Orthanc host) and, only if it is sound, makes it a complete backup the way
     a backup completes (synced to disk, then renamed to C(<backup>)). A damaged copy stays C(.partial), is never
     listed, and the next prune removes it.
+  - With O(backup=all), checks every complete backup of the instance (O(sample_files) files of each, picked at
+    random, or all of them) and that none of those the previous such check saw is gone, other than by
+    M(orthanc_ops.backup.orthanc_backup_prune). A backup rewritten or removed after it was taken (ransomware, a
+    person, a failing disk) is found by the next run, whichever backup it is. It then records the backups it saw.
 author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:
@@ -27,10 +31,19 @@ options:
     required: true
   backup:
     description:
-      - V(latest) for the newest complete backup, or the id of a backup (C(YYYYMMDDTHHMMSSZ)).
+      - V(latest) for the newest complete backup, the id of a backup (C(YYYYMMDDTHHMMSSZ)), or V(all) for every
+        complete backup of the instance.
       - With O(incoming=true), the id of the copy that arrived.
     type: str
     default: latest
+  sample_files:
+    description:
+      - With O(backup=all), the number of files of each backup to read at random and compare with its listing
+        (which is read whole, and checked, each time); V(0) compares every file (as O(check_md5) says).
+      - A backup encrypted or overwritten whole cannot pass 32 files; a single file changed is found only by a
+        check of every file.
+    type: int
+    default: 0
   incoming:
     description:
       - Verify C(<backup>.partial), a copy that has just arrived, and complete it when it passes.
@@ -80,6 +93,14 @@ EXAMPLES = r'''
     incoming: true
   delegate_to: backup1.example.org
 
+- name: At every run, read 32 files of every backup of pacs1 again, and find any backup gone outside retention
+  orthanc_ops.backup.orthanc_backup_verify:
+    repository: /srv/orthanc-backups
+    instance: pacs1
+    backup: all
+    sample_files: 32
+  delegate_to: backup1.example.org
+
 - name: Sign a backup made before the site had a backup key
   orthanc_ops.backup.orthanc_backup_verify:
     repository: /var/backups/orthanc
@@ -91,21 +112,21 @@ EXAMPLES = r'''
 RETURN = r'''
 backup_id:
   description: Id of the backup checked.
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: str
   sample: 20261127T231045Z
 path:
   description: Folder of the backup (after completion, its final name).
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: str
   sample: /srv/orthanc-backups/pacs1/20261127T231045Z
 files:
   description: Number of files the manifest lists.
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: int
 bytes:
   description: Total size of those files.
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: int
 md5_checked:
   description: Whether MD5s were compared (otherwise sizes only).
@@ -117,22 +138,55 @@ problems:
       folder the manifest does not list (a file, a symbolic link, a device). A backup folder is untrusted
       input, and the restore touches exactly the regular files its manifest lists.
     - At most O(list_limit) entries.
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: list
   elements: str
   sample: ["storage/3f/a2/3fa2c1d0-... has MD5 0c0f..., expected 9d1e...", "storage/index is not listed in the manifest"]
 problems_count:
   description: Number of problems found, all of them.
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: int
 authenticated:
   description: Whether the backup's signature was checked with O(backup_key) (or made, with O(sign=true)).
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: bool
 signed:
   description: Whether O(sign=true) signed the backup now (false when the key had signed it already).
-  returned: always when the manifest could be read
+  returned: when one backup is checked and its manifest could be read
   type: bool
+backups:
+  description: With O(backup=all), each complete backup checked, oldest first.
+  returned: with O(backup=all)
+  type: list
+  elements: dict
+  contains:
+    backup_id:
+      description: Id of the backup.
+      type: str
+    problems:
+      description: The first problems found in it, as RV(problems) words them.
+      type: list
+      elements: str
+    problems_count:
+      description: Number of problems found in it.
+      type: int
+changed_backups:
+  description: With O(backup=all), the ids of the backups that no longer match their manifest.
+  returned: with O(backup=all)
+  type: list
+  elements: str
+  sample: [20261127T231045Z]
+disappeared:
+  description:
+    - With O(backup=all), the ids of the backups the previous check saw that are gone, or no longer readable as
+      backups, although no prune removed them. The module fails when there is one, or a changed backup.
+  returned: with O(backup=all)
+  type: list
+  elements: str
+left_alone:
+  description: With O(backup=all), the folders named as backups that are none of this instance's, and why.
+  returned: with O(backup=all)
+  type: dict
 duration_seconds:
   description: Seconds the check took.
   returned: success
@@ -153,6 +207,7 @@ def main():
         check_md5=dict(type='bool', default=True),
         list_limit=dict(type='int', default=1000),
         sign=dict(type='bool', default=False),
+        sample_files=dict(type='int', default=0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     _verify.main(module)

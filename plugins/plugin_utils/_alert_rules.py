@@ -56,6 +56,12 @@ def build(rpo_hours, drill_max_age_days=0, max_pause_seconds=1.0, runbook_url=''
               'them): someone deleted them, which is what ransomware does before it encrypts. Find out who could '
               'before anything else (see the ransomware guide), and check the other copies (backup host, off '
               'site).' % INSTANCE, wait='0m'),
+        _rule('OrthancBackupsChanged', 'orthanc_backup_changed_backups > 0', 'critical',
+              '{{ $value }} backup(s) of Orthanc %s changed after they were taken' % INSTANCE,
+              'Files of backups of %s no longer have the MD5 their listing holds (the run\'s report names the '
+              'backups): someone who can write the repository rewrote them, as ransomware does, or the disk fails. '
+              'Do not restore from them; find out who could write there (see the ransomware guide), and check the '
+              'other copies (backup host, off site) with the verify playbook.' % INSTANCE, wait='0m'),
         _rule('OrthancBackupPauseTooLong', 'orthanc_backup_pause_seconds > %r' % float(max_pause_seconds),
               'warning', 'Orthanc %s paused {{ $value | humanizeDuration }} for its backup' % INSTANCE,
               'The backup of %s kept Orthanc frozen or stopped longer than %r s: modalities may have had stores '

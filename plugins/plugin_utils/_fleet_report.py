@@ -24,7 +24,8 @@ def backup_time(backup_id):
 COLUMNS = ('host', 'instance', 'status', 'error', 'backend', 'backup_id', 'authenticated', 'size_bytes', 'new_bytes',
            'shipped_bytes', 'sent_bytes', 'downtime_seconds', 'duration_seconds', 'live_missing',
            'missing_attachments', 'md5_mismatches', 'verification', 'last_good_backup', 'offsite', 'offsite_backup',
-           'offsite_bytes_added', 'last_drill', 'last_passed_drill', 'copies_elsewhere', 'disappeared')
+           'offsite_bytes_added', 'last_drill', 'last_passed_drill', 'copies_elsewhere', 'disappeared', 'changed_backups',
+           'new_bytes_jump')
 
 
 def _size(value):
@@ -109,6 +110,10 @@ def reasons(item, rpo_hours):
         found.append('no good backup within %s h' % ('%g' % rpo_hours))
     if item['disappeared']:
         found.append('backups gone outside retention')
+    if item['changed_backups']:
+        found.append('backups changed after they were taken')
+    if item['new_bytes_jump']:
+        found.append('new bytes jumped')
     if item['offsite_past_rpo']:
         found.append('off-site copy older than %s h' % ('%g' % rpo_hours))
     if (item['last_drill'] or {}).get('passed') is False:
@@ -158,6 +163,8 @@ def build(outcomes, rpo_hours, now=None, drill_max_age_days=0, history_days=0):
         'only_local': sorted(item['host'] for item in rows if item['copies_elsewhere'] is False),
         # Backups gone although retention keeps them: removed by a person, ransomware or a failing disk.
         'disappeared': sorted(item['host'] for item in rows if item['disappeared']),
+        'changed_backups': sorted(item['host'] for item in rows if item['changed_backups']),
+        'new_bytes_jump': sorted(item['host'] for item in rows if item['new_bytes_jump']),
         'failed_hosts': sorted(item['host'] for item in rows if item['status'] == 'failed'),
         'incomplete_hosts': sorted(item['host'] for item in rows if item['status'] == 'incomplete'),
         'bytes': sum(item.get('size_bytes') or 0 for item in rows),

@@ -151,3 +151,31 @@ def test_a_previous_backup_rewritten_in_place_is_not_linked(make_orthanc, ansibl
         first['backup_id']] and orthanc.answers()
     fresh, rc, output = ansible.run('orthanc_backup', dict(params, link=False))
     assert rc == 0 and fresh['bytes_linked'] == 0, output
+
+
+@pytest.mark.slow
+def test_a_jump_in_new_bytes_is_said_and_the_backup_before_it_is_kept(make_orthanc, ansible, repository):
+    """Issue 37: a backup that copies ten times what the last ones did, most of the archive, is completed with a
+    warning and marked in its manifest; retention then keeps the backup before it as long as it keeps the jump."""
+    orthanc = make_orthanc()
+    orthanc.upload(make_instances(patients=1))
+    params = orthanc.module_params(repository=repository, instance='pacs')
+    usual = []
+    for dummy in range(3):
+        result, rc, output = ansible.run('orthanc_backup', params)
+        assert rc == 0 and result['new_bytes_jump'] is False, output
+        usual.append(result)
+    orthanc.upload(make_instances(patients=12, first_patient=1, pixels=256))
+    jump, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0 and jump['new_bytes_jump'] is True, output
+    assert jump['bytes_copied'] > 10 * max(result['bytes_copied'] for result in usual)
+    assert 'Backup %s copied %d new bytes' % (jump['backup_id'], jump['bytes_copied']) in output
+    after, rc, output = ansible.run('orthanc_backup', params)
+    assert rc == 0 and after['new_bytes_jump'] is False, output
+
+    pruned, rc, output = ansible.run('orthanc_backup_prune', {'repository': repository, 'instance': 'pacs',
+                                                              'keep_last': 2})
+    assert rc == 0 and pruned['kept'] == [usual[2]['backup_id'], jump['backup_id'], after['backup_id']], output
+    assert pruned['reasons'][usual[2]['backup_id']] == ['before jump']
+    restored, rc, output = ansible.run('orthanc_restore', dict(params, backup=usual[2]['backup_id']))
+    assert rc == 0 and orthanc.statistics()['CountInstances'] == 8, output

@@ -312,6 +312,12 @@ def test_the_old_push_layout_warns_and_lets_the_host_delete_copies(fleet):
     oldest = central_ids(fleet.root, host)[0]
     attack = ssh(fleet, fleet.sshd.client_key, backup1, 'rm', '-rf', os.path.join(fleet.root, 'central', host, oldest))
     assert attack.returncode == 0 and oldest not in central_ids(fleet.root, host), attack
+    # The next run finds the copy gone although retention did not remove it, once.
+    for found in (True, False):
+        rc, output, dummy = fleet.run_playbook('backup', dict(fleet.common_vars, orthanc_backup_hosts=host))
+        assert rc == 0 and ('backups gone outside retention: %s' % host in output) is found, output
+        with open(os.path.join(fleet.root, 'report', 'report.html')) as handle:
+            assert ('%s (on backup1)' % oldest in handle.read()) is found
 
 
 def test_ansible_runner_keeps_the_summary_as_artifact_data(fleet):

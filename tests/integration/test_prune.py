@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+from uuid import uuid4
 
 import pytest
 
@@ -112,3 +114,71 @@ def test_backup_playbook_backs_up_and_prunes(make_orthanc, ansible, repository, 
         assert 'instances of 1 patients' in output
     backups = [name for name in os.listdir(os.path.join(repository, 'pacs')) if not name.startswith('.')]
     assert len(backups) == 1 and orthanc.answers()
+
+
+def listed_backups(repository, ids, jump_after=None):
+    """Complete backups of 40 storage files each, listed with their MD5 (format 1), each naming the one before;
+    the backup ``jump_after`` names says its new bytes jumped."""
+    folder = os.path.join(repository, 'pacs')
+    for previous, backup_id in zip([None] + ids, ids):
+        files = {}
+        for number in range(40):
+            data = ('%s file %d' % (backup_id, number)).encode()
+            uuid = str(uuid4())
+            relative = 'storage/%s/%s/%s' % (uuid[0:2], uuid[2:4], uuid)
+            os.makedirs(os.path.dirname(os.path.join(folder, backup_id, relative)), exist_ok=True)
+            with open(os.path.join(folder, backup_id, relative), 'wb') as handle:
+                handle.write(data)
+            files[relative] = {'size': len(data), 'md5': hashlib.md5(data).hexdigest()}
+        with open(os.path.join(folder, backup_id, 'manifest.json'), 'w') as handle:
+            json.dump({'status': 'complete', 'format': 1, 'backup_id': backup_id, 'counts': {}, 'files': files,
+                       'previous_backup': previous, 'new_bytes_jump': previous is not None and previous == jump_after},
+                      handle)
+    return folder
+
+
+def test_every_backup_is_read_again_and_one_rewritten_or_gone_is_reported_without_a_policy(ansible, repository):
+    """Issue 37: a backup encrypted after it was taken, whichever it is, and a backup gone (the newest too, which no
+    later backup names), are found by the next check, with no retention policy; what a prune removes is not."""
+    ids = ['202611%02dT010000Z' % day for day in (1, 2, 3, 4)]
+    folder = listed_backups(repository, ids)
+    params = {'repository': repository, 'instance': 'pacs', 'backup': 'all', 'sample_files': 32}
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc == 0 and result['changed_backups'] == result['disappeared'] == [], output
+    assert [backup['backup_id'] for backup in result['backups']] == ids
+
+    # Ransomware on the backup host: every file of the second backup replaced by its encrypted copy.
+    for root, dummy, names in os.walk(os.path.join(folder, ids[1], 'storage')):
+        for name in names:
+            with open(os.path.join(root, name), 'rb') as handle:
+                data = handle.read()
+            os.unlink(os.path.join(root, name))
+            with open(os.path.join(root, name), 'wb') as handle:
+                handle.write(hashlib.sha256(data).digest())
+    shutil.rmtree(os.path.join(folder, ids[3]))
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc != 0 and result['changed_backups'] == [ids[1]] and result['disappeared'] == [ids[3]], output
+    assert [backup['problems_count'] for backup in result['backups']] == [0, 32, 0]
+    assert 'backup %s is gone since the last check, and no prune removed it' % ids[3] in output
+
+    # Said once: the next check compares with what this one saw; the rewritten backup is named until it goes.
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc != 0 and result['changed_backups'] == [ids[1]] and result['disappeared'] == [], output
+    pruned, rc, output = ansible.run('orthanc_backup_prune', {'repository': repository, 'instance': 'pacs',
+                                                              'keep_last': 1})
+    assert rc == 0 and pruned['removed'] == ids[:2], output
+    result, rc, output = ansible.run('orthanc_backup_verify', params)
+    assert rc == 0 and result['changed_backups'] == result['disappeared'] == [], output
+
+
+def test_retention_keeps_the_last_backup_before_a_jump_in_new_bytes_as_long_as_the_jump(ansible, repository):
+    ids = ['202611%02dT010000Z' % day for day in (1, 2, 3, 4, 5)]
+    folder = listed_backups(repository, ids, jump_after=ids[1])
+    params = {'repository': repository, 'instance': 'pacs', 'keep_last': 3}
+    result, rc, output = ansible.run('orthanc_backup_prune', params)
+    assert rc == 0 and result['kept'] == ids[1:] and result['removed'] == [ids[0]], output
+    assert result['reasons'][ids[1]] == ['before jump'] and result['reasons'][ids[2]] == ['last'], output
+    # Once retention lets the backup after the jump go, the one before goes with it.
+    result, rc, output = ansible.run('orthanc_backup_prune', dict(params, keep_last=2))
+    assert rc == 0 and result['removed'] == [ids[1], ids[2]], output
+    assert sorted(name for name in os.listdir(folder) if not name.startswith('.')) == ids[3:]

@@ -241,6 +241,18 @@ def test_a_pinned_backup_is_told_apart_and_a_pin_left_by_a_killed_run_is_cleaned
     assert (tmp_path / 'elsewhere').read_text() == 'keep' and not repository.is_pinned('20260101T000000Z')
 
 
+def test_backups_gone_since_the_record_are_found_and_the_record_is_untrusted_input(tmp_path):
+    repository = Repository(str(tmp_path), 'pacs')
+    assert repository.disappeared(['20260101T000000Z']) == []
+    make_dirs(repository.path)
+    repository.record_held(['20260101T000000Z', '20260102T000000Z', '20260103T000000Z'])
+    assert repository.disappeared(['20260103T000000Z', '20260104T000000Z']) == ['20260101T000000Z', '20260102T000000Z']
+    (tmp_path / 'pacs' / '.held.json').write_text(json.dumps(['../x', 7, {'a': 1}, '20260102T000000Z']))
+    assert repository.disappeared([]) == ['20260102T000000Z']
+    (tmp_path / 'pacs' / '.held.json').write_text('{"not": "a list"}')
+    assert repository.disappeared([]) == []
+
+
 def test_a_latest_backup_whose_listing_fails_as_it_is_loaded_is_skipped_for_an_older_one(tmp_path):
     """The backup reads the latest backup's listing once, into its ledger: a listing found damaged at its end is
     skipped as an unreadable manifest is, and nothing of it stays in the ledger."""

@@ -272,6 +272,32 @@ def test_files_of_another_size_are_named_and_files_checked_later_are_left_to_the
         'index/index has 13 bytes, expected 6']
 
 
+def test_a_sample_reads_only_the_files_it_picks_and_finds_a_backup_rewritten_whole(tmp_path):
+    contents = dict(('storage/%s' % uuid[0:2] + '/%s/%s' % (uuid[2:4], uuid), uuid.encode())
+                    for uuid in (str(uuid4()) for dummy in range(200)))
+    manifest = write_backup(tmp_path, contents)
+    assert _manifest.sampled_problems(str(tmp_path), manifest, 32) == []
+    rewritten = sorted(contents)[:100]
+    for relative in rewritten:
+        (tmp_path / relative).write_bytes(b'encrypted: %s' % contents[relative])
+    found = _manifest.sampled_problems(str(tmp_path), manifest, 200, keep=1000)
+    assert sorted(problem.split()[0] for problem in found) == rewritten
+    assert all(problem.endswith('bytes, expected 36') for problem in found)
+    # Half the files rewritten: a sample of 32 misses them all once in 2**32 runs.
+    assert 0 < _manifest.sampled_problems(str(tmp_path), manifest, 32).count <= 32
+    (tmp_path / rewritten[0]).unlink()
+    assert '%s cannot be read as a regular file' % rewritten[0] in _manifest.sampled_problems(
+        str(tmp_path), manifest, 200, keep=1000)
+
+
+def test_a_sample_reads_the_listing_through_and_refuses_one_rewritten(tmp_path):
+    manifest = write_backup(tmp_path, {STORAGE_KEY: b'dicom'})
+    listing = tmp_path / _manifest.LISTING
+    listing.write_bytes(gzip.compress(line(STORAGE_KEY, 6, hashlib.md5(b'dicom!').hexdigest())))
+    with pytest.raises(OrthancOpsError, match='not the one it was written with'):
+        _manifest.sampled_problems(str(tmp_path), manifest, 1)
+
+
 def test_a_listed_file_replaced_by_a_link_is_missing_not_followed(tmp_path):
     manifest = write_backup(tmp_path, {'config/orthanc.json': b'{}'})
     os.unlink(str(tmp_path / 'config' / 'orthanc.json'))

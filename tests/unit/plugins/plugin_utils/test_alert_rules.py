@@ -31,7 +31,7 @@ def test_thresholds_are_the_reports_own():
 
 def test_every_alert_says_what_to_do_and_where_its_runbook_is():
     rules = rules_of(1.5, 0, 1, 'https://wiki.example.org/orthanc-alerts')
-    assert 'OrthancDrillOverdue' not in rules and len(rules) == 10    # no drills required, no drill age alert
+    assert 'OrthancDrillOverdue' not in rules and len(rules) == 11    # no drills required, no drill age alert
     for name, rule in rules.items():
         assert rule['labels']['severity'] in ('warning', 'critical')
         assert set(rule['annotations']) == {'summary', 'description', 'runbook', 'runbook_url'}

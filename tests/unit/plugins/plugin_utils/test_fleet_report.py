@@ -39,7 +39,7 @@ def test_hosts_past_the_rpo_come_first_then_failed_ones():
                      'd-never (backup failed, no good backup within 24 h); b-failed-recent (backup failed).',
         'hosts': 5, 'ok': 1, 'failed': 3, 'incomplete': 0, 'skipped': 1, 'planned': 0,
         'past_rpo': ['c-failed-old', 'd-never'], 'offsite_past_rpo': [], 'drill_overdue': [], 'drill_failed': [],
-        'only_local': [], 'disappeared': [],
+        'only_local': [], 'disappeared': [], 'changed_backups': [], 'new_bytes_jump': [],
         'failed_hosts': ['b-failed-recent', 'c-failed-old', 'd-never'],
         'incomplete_hosts': [],
         'bytes': 100, 'new_bytes': 10, 'shipped_bytes': 5}
@@ -108,11 +108,15 @@ def test_one_sentence_says_which_hosts_need_attention_and_why_and_they_come_firs
         'b-alone': outcome('b-alone', 'ok', '20261128T110000Z', copies_elsewhere=False),
         'c-drill': outcome('c-drill', 'ok', '20261128T110000Z', copies_elsewhere=True, last_drill=failed),
         'd-gone': outcome('d-gone', 'incomplete', '20261128T110000Z', disappeared=['20261120T010000Z (local)']),
+        'e-changed': outcome('e-changed', 'ok', '20261128T110000Z', copies_elsewhere=True, new_bytes_jump=True,
+                             changed_backups=['20261121T010000Z (on backup1)']),
     }, rpo_hours=26, now=NOW)
-    assert [row['host'] for row in report['hosts']] == ['d-gone', 'b-alone', 'c-drill', 'a-fine']
+    assert [row['host'] for row in report['hosts']] == ['d-gone', 'b-alone', 'c-drill', 'e-changed', 'a-fine']
     assert report['summary']['attention'] == (
-        '3 of 4 host(s) need attention: d-gone (files missing from its storage, backups gone outside retention); '
-        'b-alone (only local copies); c-drill (last drill failed).')
+        '4 of 5 host(s) need attention: d-gone (files missing from its storage, backups gone outside retention); '
+        'b-alone (only local copies); c-drill (last drill failed); e-changed (backups changed after they were '
+        'taken, new bytes jumped).')
+    assert report['summary']['changed_backups'] == report['summary']['new_bytes_jump'] == ['e-changed']
     fine = build({'a-fine': outcome('a-fine', 'ok', '20261128T110000Z')}, rpo_hours=26, now=NOW)
     assert fine['summary']['attention'] == 'All 1 host(s) are fine: each has a good backup within the 26 h RPO.'
 
