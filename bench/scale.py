@@ -10,6 +10,8 @@ For each N, a SQLite Orthanc with N synthetic instances, and in the same run, me
     --no-preserve=links` of the backup's storage (its files are hard links shared with the other
     backups, which `cp -a` would track one by one);
   - verify with check_md5 against `find -type f | xargs md5sum` of the same backup;
+  - the check every run makes of every backup (verify backup=all, 32 files of each read at random, the
+    repository holding two backups) against that same `md5sum` of one backup;
   - the audit with check_md5;
 and how long each backup paused Orthanc.
 Each module runs as its own process (its arguments in a file), and reports its peak resident memory
@@ -171,7 +173,7 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
     repository = os.path.join(work, 'repository')
     params = orthanc.module_params(repository=repository, instance='bench')
     rows = dict((name, []) for name in ('full', 'cp', 'cp sync', 'unchanged', 'rsync', 'restore', 'cp backup', 'verify',
-                                        'md5sum', 'audit', 'pause', 'pause unchanged'))
+                                        'md5sum', 'check all', 'audit', 'pause', 'pause unchanged'))
     memory = dict((name, []) for name in ('orthanc_backup', 'orthanc_restore', 'orthanc_backup_verify',
                                           'orthanc_backup_prune', 'orthanc_audit'))
     listing = []
@@ -204,6 +206,11 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
             rows['verify'].append(wall)
             memory['orthanc_backup_verify'].append(peak)
             rows['md5sum'].append(timed('cd %s && find . -type f -print0 | xargs -0 md5sum' % backup, cold))
+            result, wall, peak = runner.run('orthanc_backup_verify', {'repository': repository, 'instance': 'bench',
+                                                                      'backup': 'all', 'sample_files': 32})
+            assert len(result['backups']) == 2 and not result['changed_backups'], result
+            rows['check all'].append(wall)
+            memory['orthanc_backup_verify'].append(peak)
 
             copy = os.path.join(work, 'cp-backup')
             aside(copy)
@@ -234,7 +241,8 @@ def bench(collections, count, pixels, repeat, work, synthesize_above, file_bytes
             ('full backup, synced', 'full', 'cp sync', 'cp -a of the storage, then sync'),
             ('backup, nothing changed', 'unchanged', 'rsync', 'rsync -a --link-dest'),
             ('restore beyond the restart', 'restore', 'cp backup', 'cp -a of the backup (no links)'),
-            ('verify, check_md5', 'verify', 'md5sum', 'find | xargs md5sum')):
+            ('verify, check_md5', 'verify', 'md5sum', 'find | xargs md5sum'),
+            ('2 backups, 32 files each', 'check all', 'md5sum', 'find | xargs md5sum of one')):
         ratio = median[ours] / median[theirs]
         print('  %-28s %7.2f s   %-34s %7.2f s   = %.2fx' % (label, median[ours], anchor, median[theirs], ratio))
     print('  %-28s %7.2f s' % ('audit, check_md5', median['audit']))

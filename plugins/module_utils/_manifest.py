@@ -18,6 +18,7 @@ time, so no consumer holds them in memory. Format 2 (every file in the JSON line
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
 import json
@@ -322,11 +323,33 @@ class Manifest(dict):
                 if uuid <= last:
                     raise _invalid(self.folder, 'storage file %s is listed out of order or twice' % uuid.hex())
                 last = uuid
-                uuid = uuid.hex()
-                yield '%s-%s-%s-%s-%s' % (uuid[:8], uuid[8:12], uuid[12:16], uuid[16:20], uuid[20:]), size, md5.hex()
+                yield _uuid_text(uuid), size, md5.hex()
             rest = data[whole:]
         if rest:
             raise _invalid(self.folder, '%s ends inside a record' % STORAGE_LISTING)
+
+    def sample(self, count):
+        """Up to ``count`` entries (path, size, md5) picked at random among the backup's files. The listings are read
+        to their end and must be those the manifest names (size and MD5) and hold its number of files; a record of
+        the storage listing is decoded only when it is picked, so a million files take a fraction of a second."""
+        if 'storage_listing' not in self.listing_keys():
+            return _reservoir(self.entries(), count)
+        lines = [entry for dummy, entry in self._lines()]
+        picks = sorted(random.sample(range(self['files']), min(count, self['files'])))
+        picked = [lines[number] for number in picks if number < len(lines)]
+        wanted = collections.deque(number - len(lines) for number in picks if number >= len(lines))
+        seen, rest = 0, b''
+        for block in self._blocks('storage_listing'):
+            data = rest + block
+            whole = len(data) // _RECORD.size
+            while wanted and wanted[0] < seen + whole:
+                uuid, md5, size = _RECORD.unpack_from(data, (wanted.popleft() - seen) * _RECORD.size)
+                picked.append((storage_path(_uuid_text(uuid)), size, md5.hex()))
+            seen += whole
+            rest = data[whole * _RECORD.size:]
+        if rest or len(lines) + seen != self['files']:
+            raise _invalid(self.folder, 'its listings do not hold the %d files the manifest says' % self['files'])
+        return picked
 
     def _parse(self, line, number):
         """(path, size, md5) of one line of the listing, checked."""
@@ -385,6 +408,21 @@ class Manifest(dict):
             raise _invalid(self.folder, 'its listings hold %d files, the manifest says %d' % (count, self['files']))
         if total != self['bytes']:
             raise _invalid(self.folder, 'its listings hold %d bytes, the manifest says %d' % (total, self['bytes']))
+
+
+def _uuid_text(raw):
+    text = raw.hex()
+    return '%s-%s-%s-%s-%s' % (text[:8], text[8:12], text[12:16], text[16:20], text[20:])
+
+
+def _reservoir(entries, count):
+    """Up to ``count`` of ``entries`` picked at random as they go by, each as likely as any other."""
+    picked = []
+    for number, entry in enumerate(entries):
+        slot = number if number < count else random.randrange(number + 1)
+        if slot < count:
+            picked[slot:slot + 1] = [entry]
+    return picked
 
 
 def _lines(blocks):
@@ -529,15 +567,11 @@ def problems(folder, manifest, check_md5=True, checked_later=(), keep=PROBLEMS_K
 def sampled_problems(folder, manifest, count, keep=PROBLEMS_KEPT):
     """What makes ``count`` files of ``folder`` picked at random differ from its manifest (Findings): missing, not
     regular, of another size or MD5. The listing is read to its end, where its own checks run, the files picked
-    meanwhile (reservoir sampling). A backup rewritten whole (ransomware) cannot pass, and the cost is ``count``
+    meanwhile (see Manifest.sample). A backup rewritten whole (ransomware) cannot pass, and the cost is ``count``
     files per backup whatever its size: a check every backup of a repository can have at every run."""
-    picked = []
-    for number, entry in enumerate(manifest.entries()):
-        slot = number if number < count else random.randrange(number + 1)
-        if slot < count:
-            picked[slot:slot + 1] = [entry]
     found = Findings(keep)
-    _compare(found, hash_tree(folder, sorted(((relative, size, (size, md5)) for relative, size, md5 in picked),
+    _compare(found, hash_tree(folder, sorted(((relative, size, (size, md5)) for relative, size, md5
+                                              in manifest.sample(count)),
                                              key=lambda item: sort_key(item[0]))))
     return found
 

@@ -13,7 +13,7 @@ import os
 import time
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _manifest
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, OrthancOpsError, exit_with
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import PROBLEMS_SHOWN, Findings, OrthancOpsError, exit_with
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._files import remove_entry, sync_folder
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._repository import ID_PATTERN, PARTIAL, Repository
 
@@ -108,6 +108,20 @@ def verify(module):
     return result
 
 
+def _checked(folder, key, params):
+    """{problems, problems_count} of one backup of verify_all; its listing is read once, to its end, by the check."""
+    found = Findings(PROBLEMS_SHOWN)
+    try:
+        manifest = _manifest.read(folder, checked=False, key=key)
+        if params['sample_files']:
+            found = _manifest.sampled_problems(folder, manifest, params['sample_files'], keep=PROBLEMS_SHOWN)
+        else:
+            found = _manifest.problems(folder, manifest, check_md5=params['check_md5'], keep=PROBLEMS_SHOWN)
+    except OrthancOpsError as exc:    # a listing or manifest rewritten: the backup changed
+        found.add(str(exc))
+    return {'problems': list(found), 'problems_count': found.count}
+
+
 def verify_all(module):
     """Check every complete backup of the instance (O(sample_files) files of each at random, or all of them), and
     that none the last check saw is gone since, other than by a prune; then record the backups seen."""
@@ -122,13 +136,8 @@ def verify_all(module):
             # No prune or incoming copy meanwhile: a backup removed during the check is not one that disappeared.
             held.enter_context(repository.locked('verify'))
         backups = []
-        for backup_id in repository.counted_ids():
-            folder, manifest = repository.open_backup(backup_id)
-            if params['sample_files']:
-                found = _manifest.sampled_problems(folder, manifest, params['sample_files'], keep=PROBLEMS_SHOWN)
-            else:
-                found = _manifest.problems(folder, manifest, check_md5=params['check_md5'], keep=PROBLEMS_SHOWN)
-            backups.append({'backup_id': backup_id, 'problems': list(found), 'problems_count': found.count})
+        for backup_id in repository.backup_ids():
+            backups.append(dict(_checked(repository.backup_path(backup_id), repository.key, params), backup_id=backup_id))
         present = [backup['backup_id'] for backup in backups]
         disappeared = repository.disappeared(present)
         if not module.check_mode:

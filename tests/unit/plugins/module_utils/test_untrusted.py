@@ -290,6 +290,21 @@ def test_a_sample_reads_only_the_files_it_picks_and_finds_a_backup_rewritten_who
         str(tmp_path), manifest, 200, keep=1000)
 
 
+def test_a_sample_of_the_storage_listing_decodes_only_its_picks_and_checks_the_listing_whole(tmp_path):
+    records = sorted((str(uuid4()), size, hashlib.md5(b'%d' % size).hexdigest()) for size in range(1000))
+    _manifest.write(str(tmp_path), HEADER, [('index/index', 6, '0' * 32)], records)
+    manifest = _manifest.read(str(tmp_path))
+    listed = set((_manifest.storage_path(uuid), size, md5) for uuid, size, md5 in records)
+    listed.add(('index/index', 6, '0' * 32))
+    picked = manifest.sample(50)
+    assert len(set(picked)) == 50 and set(picked) <= listed
+    assert set(manifest.sample(5000)) == listed
+    listing = tmp_path / _manifest.STORAGE_LISTING
+    listing.write_bytes(listing.read_bytes()[:-1])
+    with pytest.raises(OrthancOpsError, match='not the one it was written with'):
+        _manifest.read(str(tmp_path), checked=False).sample(1)
+
+
 def test_a_sample_reads_the_listing_through_and_refuses_one_rewritten(tmp_path):
     manifest = write_backup(tmp_path, {STORAGE_KEY: b'dicom'})
     listing = tmp_path / _manifest.LISTING
