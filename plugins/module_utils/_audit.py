@@ -80,9 +80,13 @@ def sharing_orthancs(storage_dir, config_path):
     return found
 
 
-def cleanup_refusal(storage_dir, config_path, referenced, unrepaired):
+def cleanup_refusal(storage_dir, config_path, referenced, unrepaired, pending):
     """Why orphans must not be moved or deleted, or None: the index may not be this folder's (``referenced``
-    attachments)."""
+    attachments), or ``pending`` files are queued for deletion, which cannot be told from orphans."""
+    if pending:
+        return ('the DelayedDeletion plugin has %d file(s) queued for deletion: Orthanc removed them from its index '
+                'and the plugin deletes them in the background, so until then they cannot be told from orphans. Run '
+                'the audit again once GET /plugins/delayed-deletion/status says FilesPendingDeletion 0.' % pending)
     if unrepaired:
         return ('%d file(s) that the index references are missing or damaged, so the index and the storage '
                 'folder %s may not belong together (a wrong url or config, an unmounted folder). Repair them '
@@ -219,10 +223,12 @@ class Audit(Context):
             referenced = self.read_index(result, ledger)
             on_disk += add_late_files(ledger, self.storage_dir)
             orphans, young, missing, damaged = classify(ledger, cutoff, self.params['check_md5'], self.storage_dir)
+        # Read after the listing: a file queued before it was listed is counted, whatever was deleted since.
+        pending = self.rest.pending_deletions()
         missing, damaged = self.confirmed(missing), self.confirmed(damaged)
         broken = missing + damaged
         repaired, unrepaired = [], [entry['uuid'] for entry in broken]
-        result.update(audited=True, referenced=referenced, on_disk=on_disk, young_unreferenced=young,
+        result.update(audited=True, referenced=referenced, on_disk=on_disk, young_unreferenced=young, pending_deletions=pending,
                       orphan_bytes=sum(orphan['size'] for orphan in orphans), removed=0, quarantined=0,
                       quarantine_path=None)
         cleaning = self.params['orphans'] != 'report' and bool(orphans)
@@ -232,7 +238,8 @@ class Audit(Context):
             if repairing:
                 repaired, unrepaired = self.repair(broken)
                 result['changed'] = bool(repaired)
-            refusal = cleanup_refusal(self.storage_dir, self.config.path, referenced, unrepaired) if cleaning else None
+            refusal = cleanup_refusal(self.storage_dir, self.config.path, referenced, unrepaired,
+                                      pending) if cleaning else None
             if cleaning and not refusal:
                 result['changed'] = True
                 if not self.module.check_mode:
@@ -242,7 +249,9 @@ class Audit(Context):
                               ('repaired', repaired), ('unrepaired', unrepaired)):
             result[name] = entries[:self.params['list_limit']]
             result[name + '_count'] = len(entries)
-        result['healthy'] = not unrepaired and (not orphans or self.params['orphans'] != 'report')
+        # Orphans that may all be files queued for deletion are no sign of trouble.
+        result['healthy'] = not unrepaired and (not orphans or self.params['orphans'] != 'report'
+                                                or pending >= len(orphans))
         result['duration_seconds'] = round(time.monotonic() - started, 3)
         if refusal:
             raise OrthancOpsError('The %d orphan(s) were left in place: %s' % (len(orphans), refusal), **result)

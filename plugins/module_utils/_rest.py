@@ -189,6 +189,11 @@ class OrthancRest:
     def statistics(self):
         return self.get('/statistics')
 
+    def pending_deletions(self):
+        """The files the DelayedDeletion plugin (Orthanc 1.12 and later) has still to delete: Orthanc removed them from
+        its index, so until then they look like orphans; 0 without the plugin."""
+        return (self.read('/plugins/delayed-deletion/status') or {}).get('FilesPendingDeletion') or 0
+
     def software(self):
         """What a backup needs to be restorable later: Orthanc's version, its database schema version and
         every loaded plugin with its version."""

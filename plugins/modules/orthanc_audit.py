@@ -149,6 +149,14 @@ young_unreferenced:
   description: Unreferenced files younger than O(min_age), left alone (an instance may be being stored).
   returned: when audited
   type: int
+pending_deletions:
+  description:
+    - Files the DelayedDeletion plugin (Orthanc 1.12 and later) has still to delete, as its status says; 0
+      without the plugin. Orthanc has removed them from its index, so they cannot be told from orphans until
+      they are gone; while there are any, no orphan is moved or deleted (the audit fails and says so), and
+      orphans no more numerous than them do not make RV(healthy) false.
+  returned: when audited
+  type: int
 missing:
   description:
     - Referenced files that are absent, with C(uuid), C(size), C(md5), C(resource) (for example

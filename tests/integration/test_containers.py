@@ -229,3 +229,29 @@ def test_a_restore_puts_the_delayed_deletion_queue_aside(ansible, repository, tm
             orthanc.api('POST', '/instances/%s/attachments/dicom/verify-md5' % instance, b'')
     finally:
         orthanc.remove()
+
+
+def test_the_audit_never_moves_files_queued_for_deletion(ansible, tmp_path):
+    """Issue 33: DelayedDeletion's queued files are gone from the index but still in the storage folder, where they
+    look like orphans. While the plugin has any left to delete, the audit moves no orphan and says why; once it is
+    done, nothing is left to call an orphan (Debian 13's Orthanc 1.12 and its plugin, in a container)."""
+    orthanc = ContainerOrthanc(str(tmp_path / 'trixie'), container_image('trixie'), settings={
+        'Plugins': ['/usr/share/orthanc/plugins/libDelayedDeletion.so'],
+        'DelayedDeletion': {'Enable': True, 'ThrottleDelayMs': 1000}})
+    try:
+        orthanc.start()
+        orthanc.upload(make_instances(patients=1, studies=2, series=1, instances=12))
+        orthanc.api('DELETE', '/studies/%s' % orthanc.api('GET', '/studies')[0])    # 12 files, one a second
+        params = {'service_name': orthanc.name, 'orphans': 'quarantine', 'min_age': 0}
+        refused, rc, output = ansible.run('orthanc_audit', params)
+        assert rc != 0 and refused['pending_deletions'] > 0 and refused['quarantined'] == 0, output
+        assert 0 < refused['orphans_count'] <= 12 and 'queued for deletion' in refused['msg']
+        assert not os.path.exists(orthanc.storage_dir.rstrip('/') + '-quarantine')
+        deadline = time.monotonic() + 60
+        while orthanc.api('GET', '/plugins/delayed-deletion/status')['FilesPendingDeletion'] and time.monotonic() < deadline:
+            time.sleep(1)
+        done, rc, output = ansible.run('orthanc_audit', params)
+        assert rc == 0 and done['pending_deletions'] == 0 and done['orphans_count'] == 0 and done['healthy'], output
+        assert len(orthanc.instances()) == 12
+    finally:
+        orthanc.remove()
