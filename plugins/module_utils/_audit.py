@@ -193,6 +193,7 @@ class Audit(Context):
 
     def __init__(self, module):
         super().__init__(module)
+        self.check_layout()
         self.backend, self.direct_refusal = None, None
         try:
             self.backend = registry.for_config(module, self.config)

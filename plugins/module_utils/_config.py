@@ -257,6 +257,23 @@ class OrthancConfig:
             found.update(str(password) for password in users.values() if password)
         return found
 
+    def unsupported_layout(self):
+        """What of the advanced-storage plugin (Orthanc 1.12.8 and later) puts files where this collection does not
+        look for them yet, in words, or None: paths of its own (NamingScheme), several storages, a folder it
+        indexes, its own queue of deletions. Enabled with none of them, it keeps Orthanc's layout."""
+        section = self.get('AdvancedStorage')
+        if not (isinstance(section, dict) and section.get('Enable') is True):
+            return None
+        found = []
+        if section.get('NamingScheme', 'OrthancDefault') != 'OrthancDefault':
+            found.append('NamingScheme %s' % section['NamingScheme'])
+        for option, enabled in (('MultipleStorages', bool((section.get('MultipleStorages') or {}).get('Storages'))),
+                                ('Indexer', (section.get('Indexer') or {}).get('Enable') is True),
+                                ('DelayedDeletion', (section.get('DelayedDeletion') or {}).get('Enable') is True)):
+            if enabled:
+                found.append(option)
+        return ', '.join(found) or None
+
     def sections_enabling(self, option):
         """Names of the plugin sections that set ``option`` (EnableIndex, EnableStorage) to true."""
         return sorted(key for key, value in self.values.items()

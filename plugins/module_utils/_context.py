@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils import _rest
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import check_runs, load_configuration
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 
 
 class Context:
@@ -23,6 +24,16 @@ class Context:
         self.params = module.params
         self.config = load_configuration(module)
         self.rest = _rest.from_params(self.params, self.config)
+
+    def check_layout(self):
+        """Before anything is read or changed: the files are where the collection looks for them."""
+        layout = self.config.unsupported_layout()
+        if layout:
+            raise OrthancOpsError('%s sets AdvancedStorage with %s: the advanced-storage plugin then keeps files at paths '
+                                  'of its own, in several storages or in its own queue, which this collection does not '
+                                  'back up, restore, audit or recover yet (it would miss them, or take them for '
+                                  'orphans). Nothing was stopped or changed. Back this Orthanc up with its own tools '
+                                  'until then.' % (self.config.path, layout))
 
     def check_target(self):
         """Before anything is changed: the Orthanc on the configured port is the one configured."""

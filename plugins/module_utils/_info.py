@@ -49,6 +49,7 @@ def gather(module):
         'storage_dir': config.storage_dir,
         'index_dir': config.index_dir,
         'storage_compression': config.storage_compression,
+        'unsupported_layout': config.unsupported_layout(),
         'http_port': config.http_port,
         'url': rest.url,
         'database': masked_database(config.get(section)) if section else None,

@@ -18,6 +18,7 @@ class Phase(Context):
 
     def __init__(self, module):
         super().__init__(module)
+        self.check_layout()
         self.backend = registry.for_config(module, self.config)
         self._service = None
 

@@ -101,6 +101,14 @@ database:
   returned: success
   type: dict
   sample: {Host: db.example.org, Port: 5432, Database: orthanc, Username: orthanc, Password: "********"}
+unsupported_layout:
+  description:
+    - What of the advanced-storage plugin's settings (C(AdvancedStorage) with C(NamingScheme), C(MultipleStorages),
+      C(Indexer) or C(DelayedDeletion)) puts files where the collection does not look for them yet, in which case
+      the other modules refuse this Orthanc before doing anything; null when there is none.
+  returned: success
+  type: str
+  sample: NamingScheme {PatientID}/{StudyInstanceUID}/{UUID}{.ext}
 missing_requirements:
   description:
     - What this host lacks to back up and restore this Orthanc with the collection, that is the Python driver

@@ -179,3 +179,20 @@ def test_a_jump_in_new_bytes_is_said_and_the_backup_before_it_is_kept(make_ortha
     assert pruned['reasons'][usual[2]['backup_id']] == ['before jump']
     restored, rc, output = ansible.run('orthanc_restore', dict(params, backup=usual[2]['backup_id']))
     assert rc == 0 and orthanc.statistics()['CountInstances'] == 8, output
+
+
+def test_an_advanced_storage_layout_is_refused_before_anything(make_orthanc, ansible, repository):
+    """Issue 33: with the advanced-storage plugin's own paths, files are not where the collection looks for them;
+    the backup and the audit say so and touch nothing (the section is what Orthanc 1.12.8+ reads; 1.10 ignores it)."""
+    orthanc = make_orthanc(settings={'AdvancedStorage': {'Enable': True,
+                                                         'NamingScheme': '{PatientID}/{StudyInstanceUID}/{UUID}{.ext}'}})
+    orthanc.upload(make_instances(patients=1))
+    pid = open(orthanc.pidfile).read()
+    for module, params in (('orthanc_backup', orthanc.module_params(repository=repository)),
+                           ('orthanc_audit', {'config': orthanc.config, 'orphans': 'delete'})):
+        result, rc, output = ansible.run(module, params)
+        assert rc != 0 and 'sets AdvancedStorage with NamingScheme {PatientID}' in result['msg'], output
+        assert 'Nothing was stopped or changed' in result['msg']
+    assert not os.path.exists(repository) and open(orthanc.pidfile).read() == pid and orthanc.answers()
+    info, rc, output = ansible.run('orthanc_info', {'config': orthanc.config})
+    assert rc == 0 and info['unsupported_layout'].startswith('NamingScheme {PatientID}'), output

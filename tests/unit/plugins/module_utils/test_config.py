@@ -131,3 +131,16 @@ def test_too_old(backup, live, problems):
 ])
 def test_differences(backup, live, found):
     assert differences(backup, live) == found
+
+
+@pytest.mark.parametrize('section, layout', [
+    ({'Enable': False, 'NamingScheme': '{PatientID}/{UUID}'}, None),
+    ({'Enable': True}, None),
+    ({'Enable': True, 'NamingScheme': 'OrthancDefault', 'MultipleStorages': {'Storages': {}}}, None),
+    ({'Enable': True, 'NamingScheme': '{PatientID}/{StudyInstanceUID}/{UUID}{.ext}'},
+     'NamingScheme {PatientID}/{StudyInstanceUID}/{UUID}{.ext}'),
+    ({'Enable': True, 'MultipleStorages': {'Storages': {'1': '/mnt/disk1'}}, 'Indexer': {'Enable': True},
+      'DelayedDeletion': {'Enable': True}}, 'MultipleStorages, Indexer, DelayedDeletion'),
+])
+def test_the_advanced_storage_layouts_the_collection_cannot_follow_are_named(tmp_path, section, layout):
+    assert load(write(tmp_path, json.dumps({'AdvancedStorage': section}))).unsupported_layout() == layout
