@@ -139,10 +139,10 @@ class PostgreSQLBackend(DatabaseBackend):
         return 'PostgreSQL database "%s" at %s:%s%s as "%s"' % (
             self.database, self.settings['host'], self.settings['port'], self.network_words, self.settings['user'])
 
-    def connect(self, dbname=None, autocommit=False):
+    def connect(self, database=None, autocommit=False):
         try:
             with self.network():
-                connection = psycopg2.connect(**dict(self.settings, dbname=dbname or self.database))
+                connection = psycopg2.connect(**dict(self.settings, dbname=database or self.database))
         except psycopg2.Error as exc:
             raise connect_error(self._where(), 'PostgreSQL', str(exc).strip())
         connection.autocommit = autocommit
