@@ -13,6 +13,7 @@ AET). A modality that fails does not stop the others.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import time
 
@@ -57,6 +58,12 @@ def needs_retrieve(remote_count, local_count, only_incomplete):
     return local_count < remote_count
 
 
+def overwrites(setting):
+    """Whether Orthanc replaces an instance it holds when a modality sends it again, by its OverwriteInstances: a
+    boolean up to 1.12, and from 1.13 also "Always", "IfChanged" (both replace what changed) or "Never"."""
+    return setting is True or (isinstance(setting, str) and setting.lower() in ('always', 'ifchanged'))
+
+
 def as_count(value):
     try:
         return int(value)
@@ -92,9 +99,10 @@ class Resend(Context):
         a failing modality is reported and does not stop the others."""
         started = time.monotonic()
         date_range = study_date_range(self.params['since'], self.params['until'])
-        if not self.config.get('OverwriteInstances', False):
-            self.module.warn('OverwriteInstances is false in the configuration: an instance Orthanc already holds is '
-                             'kept as it is when a modality sends it again.')
+        if not overwrites(self.config.get('OverwriteInstances', False)):
+            self.module.warn('OverwriteInstances is %s in the configuration: an instance Orthanc already holds is '
+                             'kept as it is when a modality sends it again.'
+                             % json.dumps(self.config.get('OverwriteInstances', False)))
         target = self.params['target_aet'] or self.rest.system()['DicomAet']
         before = self.rest.statistics()['CountInstances']
         studies, failed = [], {}

@@ -21,7 +21,7 @@ description:
     and says which.
   - The modalities must be declared in Orthanc (C(DicomModalities) or the REST API), and must know Orthanc's AET
     as a move destination. The Orthanc Book recommends C(OverwriteInstances=true) for a resend; the module warns
-    when it is off.
+    when it is off (V(false), or from Orthanc 1.13 V(Never); V(Always) and V(IfChanged) replace what changed).
 author:
   - orthanc_ops developers (@orthanc-ops)
 extends_documentation_fragment:

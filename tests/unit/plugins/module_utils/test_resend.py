@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
-from ansible_collections.orthanc_ops.backup.plugins.module_utils._resend import first_study_date, needs_retrieve
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._resend import first_study_date, needs_retrieve, overwrites
 
 
 @pytest.mark.parametrize('since, first', [
@@ -41,3 +41,11 @@ def test_bad_since_is_explained(since):
 ])
 def test_needs_retrieve(remote, local, only_incomplete, fetch):
     assert needs_retrieve(remote, local, only_incomplete) is fetch
+
+
+@pytest.mark.parametrize('setting, expected', [
+    (True, True), (False, False), ('Always', True), ('IfChanged', True), ('Never', False), ('never', False),
+    (None, False),
+])
+def test_overwrite_instances_as_orthanc_1_13_reads_it(setting, expected):
+    assert overwrites(setting) is expected
