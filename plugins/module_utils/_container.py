@@ -22,7 +22,7 @@ import posixpath
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._proc import (
-    is_orthanc, network_namespace, process_environment, process_tree)
+    is_orthanc, network_namespace, path_arguments, process_environment, process_tree, several_configurations)
 
 ENGINES = ('docker', 'podman')
 # Where the entrypoint of orthancteam/orthanc writes the configuration it generates and runs.
@@ -30,11 +30,13 @@ GENERATED_CONFIGURATION = '/tmp/orthanc.json'
 
 
 def command_configuration(argv):
-    """The configuration an ``Orthanc [options] CONFIG`` command line names, or None."""
+    """The configuration an ``Orthanc [options] CONFIG`` command line names, or None; several are refused."""
     if not argv or not os.path.basename(argv[0]).startswith('Orthanc'):
         return None
-    arguments = [arg for arg in argv[1:] if not arg.startswith('-')]
-    return arguments[-1] if arguments else None
+    paths = path_arguments(argv)
+    if len(paths) > 1:
+        raise several_configurations(paths)
+    return paths[0] if paths else None
 
 
 class Container:

@@ -170,16 +170,33 @@ def configuration_of(pid):
 
 def started_with(pid):
     """The last path on the command line of ``pid`` (see configuration_of), whoever runs it."""
+    paths = configuration_paths(pid)
+    return paths[-1] if paths else None
+
+
+def configuration_paths(pid):
+    """Every path on the command line of ``pid``, as this host can open them (see configuration_of)."""
     try:
         with open('/proc/%d/cmdline' % pid, 'rb') as handle:
             argv = handle.read().split(b'\0')
-        args = [arg.decode(errors='surrogateescape') for arg in argv[1:] if arg and not arg.startswith(b'-')]
-        if not args:
-            return None
-        path = args[-1] if os.path.isabs(args[-1]) else os.path.join(os.readlink('/proc/%d/cwd' % pid), args[-1])
+        cwd = os.readlink('/proc/%d/cwd' % pid)
     except OSError:
-        return None
-    return os.path.join('/proc/%d/root' % pid, path.lstrip('/'))
+        return []
+    return [os.path.join('/proc/%d/root' % pid, os.path.join(cwd, path).lstrip('/'))
+            for path in path_arguments([arg.decode(errors='surrogateescape') for arg in argv if arg])]
+
+
+def path_arguments(argv):
+    """The arguments of the command line ``argv`` that are not options."""
+    return [arg for arg in argv[1:] if not arg.startswith('-')]
+
+
+def several_configurations(paths):
+    """The error for an Orthanc started with several configuration paths, as 1.13 allows."""
+    return OrthancOpsError('This Orthanc reads several configuration paths (%s), as Orthanc 1.13 allows: the collection '
+                           'reads one file or one folder, and would miss what the others set. Nothing was stopped or '
+                           'changed. Put the files in one folder (Orthanc reads every .json file in it) and start '
+                           'Orthanc with that folder.' % ', '.join(shown(path) for path in paths))
 
 
 def process_tree(pid):
@@ -217,7 +234,13 @@ def shown(path):
 def running_orthanc(config_path):
     """The pid of the Orthanc on this host that runs the configuration at ``config_path``, or None; several are
     refused (which one's environment would count?)."""
-    pids = [pid for pid in orthanc_pids() if same_path(configuration_of(pid) or '', config_path)]
+    pids = []
+    for pid in orthanc_pids():
+        paths = configuration_paths(pid)
+        if any(same_path(path, config_path) for path in paths):
+            if len(paths) > 1:
+                raise several_configurations(paths)
+            pids.append(pid)
     if len(pids) > 1:
         raise OrthancOpsError('Several Orthanc processes run the configuration %s (pids %s): the module cannot tell '
                               'which one is the service. Nothing was done; stop the others and run again.'

@@ -305,10 +305,10 @@ class ContainerOrthanc(Orthanc):
     bind mount unless ``volume`` is false; on the host's network, or on ``network`` with its HTTP port
     published and ``hosts`` ({name: address}) in its /etc/hosts, as Compose names its services. With
     ``generated``, an entrypoint writes the configuration to /tmp/orthanc.json and runs that, as
-    orthancteam/orthanc's does."""
+    orthancteam/orthanc's does; ``command``, another command line."""
 
     def __init__(self, root, image, settings=None, volume=True, environment=None, network=None, hosts=None,
-                 generated=False):
+                 generated=False, command=None):
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.name = 'orthanc-ops-%s' % base64.b32encode(os.urandom(5)).decode().lower()
@@ -330,20 +330,20 @@ class ContainerOrthanc(Orthanc):
         os.makedirs(self.storage_dir, exist_ok=True)
         self.url = 'http://127.0.0.1:%d' % self.port
         self.logdir = None
-        command = ['podman', 'create', '--name', self.name,
-                   '-e', 'ORTHANC_STORAGE=/var/lib/orthanc/db', '-e', 'ORTHANC_HTTP_PORT=%d' % self.port,
-                   '-v', '%s:/etc/orthanc:ro' % config_dir]
+        create = ['podman', 'create', '--name', self.name,
+                  '-e', 'ORTHANC_STORAGE=/var/lib/orthanc/db', '-e', 'ORTHANC_HTTP_PORT=%d' % self.port,
+                  '-v', '%s:/etc/orthanc:ro' % config_dir]
         if volume:
-            command += ['-v', '%s:/var/lib/orthanc/db' % self.storage_dir]
+            create += ['-v', '%s:/var/lib/orthanc/db' % self.storage_dir]
         if network:
-            command += ['--network', network, '--publish', '127.0.0.1:%d:%d' % (self.port, self.port)]
+            create += ['--network', network, '--publish', '127.0.0.1:%d:%d' % (self.port, self.port)]
         for name, address in sorted((hosts or {}).items()):
-            command += ['--add-host', '%s:%s' % (name, address)]
+            create += ['--add-host', '%s:%s' % (name, address)]
         for name, value in sorted((environment or {}).items()):
-            command += ['-e', '%s=%s' % (name, value)]
+            create += ['-e', '%s=%s' % (name, value)]
         run = ['/bin/sh', '-c', 'cp /etc/orthanc/orthanc.json /tmp/orthanc.json && exec /usr/sbin/Orthanc '
-               '/tmp/orthanc.json'] if generated else ['/usr/sbin/Orthanc', '/etc/orthanc/']
-        subprocess.run(command + [image] + run, check=True, capture_output=True)
+               '/tmp/orthanc.json'] if generated else command or ['/usr/sbin/Orthanc', '/etc/orthanc/']
+        subprocess.run(create + [image] + run, check=True, capture_output=True)
 
     def module_params(self, **extra):
         params = {'service_name': self.name, 'start_timeout': 30, 'stop_timeout': 30}

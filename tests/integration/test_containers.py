@@ -255,3 +255,25 @@ def test_the_audit_never_moves_files_queued_for_deletion(ansible, tmp_path):
         assert len(orthanc.instances()) == 12
     finally:
         orthanc.remove()
+
+
+def test_an_orthanc_of_several_configuration_paths_is_refused(ansible, repository, tmp_path):
+    """Issue 33: Orthanc 1.13 reads several configuration paths given on its command line; reading one of them would
+    miss what the others set (the storage folder, the database). Refused before anything (Debian testing's Orthanc
+    1.13, in a container)."""
+    root = tmp_path / 'forky'
+    (root / 'config').mkdir(parents=True)
+    (root / 'config' / 'extra.json').write_text('{"StableAge": 30}')
+    orthanc = ContainerOrthanc(str(root), container_image('forky'), command=[
+        '/usr/sbin/Orthanc', '/etc/orthanc/orthanc.json', '/etc/orthanc/extra.json'])
+    try:
+        orthanc.start()
+        assert orthanc.api('GET', '/system')['Version'].startswith('1.13')
+        for module, params in (('orthanc_info', {'service_name': orthanc.name}),
+                               ('orthanc_backup', {'service_name': orthanc.name, 'repository': repository})):
+            result, rc, output = ansible.run(module, params)
+            assert rc != 0 and ('reads several configuration paths (/etc/orthanc/orthanc.json, /etc/orthanc/extra.json)'
+                                in result['msg']), output
+        assert orthanc.answers() and not os.path.exists(repository)
+    finally:
+        orthanc.remove()

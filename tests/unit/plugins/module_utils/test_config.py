@@ -10,6 +10,7 @@ import json
 import pytest
 
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._config import Environment, load, strip_comments
+from ansible_collections.orthanc_ops.backup.plugins.module_utils._container import command_configuration
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._deployment import parse_systemd_environment
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._errors import OrthancOpsError
 from ansible_collections.orthanc_ops.backup.plugins.module_utils._versions import differences, too_old
@@ -144,3 +145,18 @@ def test_differences(backup, live, found):
 ])
 def test_the_advanced_storage_layouts_the_collection_cannot_follow_are_named(tmp_path, section, layout):
     assert load(write(tmp_path, json.dumps({'AdvancedStorage': section}))).unsupported_layout() == layout
+
+
+@pytest.mark.parametrize('argv, path', [
+    (['/usr/sbin/Orthanc', '--verbose', '/etc/orthanc/'], '/etc/orthanc/'),
+    (['Orthanc', '--logdir=/var/log/orthanc', 'orthanc.json'], 'orthanc.json'),
+    (['/bin/sh', '-c', 'exec Orthanc /tmp/orthanc.json'], None),
+    (['/usr/sbin/Orthanc'], None),
+])
+def test_the_configuration_a_command_line_names(argv, path):
+    assert command_configuration(argv) == path
+
+
+def test_several_configuration_paths_are_refused_by_name():
+    with pytest.raises(OrthancOpsError, match=r'reads several configuration paths \(/etc/orthanc/a.json, b.json\)'):
+        command_configuration(['/usr/sbin/Orthanc', '/etc/orthanc/a.json', '--verbose', 'b.json'])
