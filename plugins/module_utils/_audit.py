@@ -229,9 +229,9 @@ class Audit(Context):
         missing, damaged = self.confirmed(missing), self.confirmed(damaged)
         broken = missing + damaged
         repaired, unrepaired = [], [entry['uuid'] for entry in broken]
-        result.update(audited=True, referenced=referenced, on_disk=on_disk, young_unreferenced=young, pending_deletions=pending,
-                      orphan_bytes=sum(orphan['size'] for orphan in orphans), removed=0, quarantined=0,
-                      quarantine_path=None)
+        result.update(audited=True, referenced=referenced, on_disk=on_disk, young_unreferenced=young,
+                      pending_deletions=pending, orphan_bytes=sum(orphan['size'] for orphan in orphans), removed=0,
+                      quarantined=0, quarantine_path=None)
         cleaning = self.params['orphans'] != 'report' and bool(orphans)
         repairing = self.params['repair'] and bool(broken)
         changing = (cleaning or repairing) and not self.module.check_mode

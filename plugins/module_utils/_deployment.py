@@ -58,7 +58,7 @@ def environment_of(module, config_path):
     pid = running_orthanc(config_path)
     if pid:
         try:
-            return Environment([('the environment of the running Orthanc (pid %d)' % pid, process_environment(pid))],
+            return Environment([('the environment of the running Orthanc (pid %s)' % pid, process_environment(pid))],
                                complete=True)
         except OSError:
             pass
