@@ -9,6 +9,7 @@ the container is stopped and started through the engine."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -204,17 +205,27 @@ def test_postgresql_on_a_compose_network_through_the_database_container(
         database.remove()
 
 
-def test_a_restore_puts_the_delayed_deletion_queue_aside(ansible, repository, tmp_path):
-    """Issue 33: Orthanc 1.12's DelayedDeletion plugin keeps, in the storage folder, a queue of the files Orthanc
-    removed from its index, and deletes them in the background. A restore just after a deletion brings those files
-    back; left in place, the queue would have the plugin delete them under the restored Orthanc. It is put aside
-    with the data it belongs to (Debian 13's Orthanc 1.12 and its plugin, in a container)."""
+@contextlib.contextmanager
+def delayed_deletion_orthanc(tmp_path):
+    """Debian 13's Orthanc 1.12 in a container, with its DelayedDeletion plugin deleting a file a second, holding two
+    studies of 12 instances; removed afterwards."""
     orthanc = ContainerOrthanc(str(tmp_path / 'trixie'), container_image('trixie'), settings={
         'Plugins': ['/usr/share/orthanc/plugins/libDelayedDeletion.so'],
         'DelayedDeletion': {'Enable': True, 'ThrottleDelayMs': 1000}})
     try:
         orthanc.start()
         orthanc.upload(make_instances(patients=1, studies=2, series=1, instances=12))
+        yield orthanc
+    finally:
+        orthanc.remove()
+
+
+def test_a_restore_puts_the_delayed_deletion_queue_aside(ansible, repository, tmp_path):
+    """Issue 33: Orthanc 1.12's DelayedDeletion plugin keeps, in the storage folder, a queue of the files Orthanc
+    removed from its index, and deletes them in the background. A restore just after a deletion brings those files
+    back; left in place, the queue would have the plugin delete them under the restored Orthanc. It is put aside
+    with the data it belongs to."""
+    with delayed_deletion_orthanc(tmp_path) as orthanc:
         before = orthanc.md5s()
         backup, rc, output = ansible.run('orthanc_backup', orthanc.module_params(repository=repository,
                                                                                  instance='pacs', mode='cold'))
@@ -227,20 +238,13 @@ def test_a_restore_puts_the_delayed_deletion_queue_aside(ansible, repository, tm
         time.sleep(6)
         for instance in before:     # Orthanc reads each file again
             orthanc.api('POST', '/instances/%s/attachments/dicom/verify-md5' % instance, b'')
-    finally:
-        orthanc.remove()
 
 
 def test_the_audit_never_moves_files_queued_for_deletion(ansible, tmp_path):
     """Issue 33: DelayedDeletion's queued files are gone from the index but still in the storage folder, where they
     look like orphans. While the plugin has any left to delete, the audit moves no orphan and says why; once it is
-    done, nothing is left to call an orphan (Debian 13's Orthanc 1.12 and its plugin, in a container)."""
-    orthanc = ContainerOrthanc(str(tmp_path / 'trixie'), container_image('trixie'), settings={
-        'Plugins': ['/usr/share/orthanc/plugins/libDelayedDeletion.so'],
-        'DelayedDeletion': {'Enable': True, 'ThrottleDelayMs': 1000}})
-    try:
-        orthanc.start()
-        orthanc.upload(make_instances(patients=1, studies=2, series=1, instances=12))
+    done, nothing is left to call an orphan."""
+    with delayed_deletion_orthanc(tmp_path) as orthanc:
         orthanc.api('DELETE', '/studies/%s' % orthanc.api('GET', '/studies')[0])    # 12 files, one a second
         params = {'service_name': orthanc.name, 'orphans': 'quarantine', 'min_age': 0}
         refused, rc, output = ansible.run('orthanc_audit', params)
@@ -248,13 +252,12 @@ def test_the_audit_never_moves_files_queued_for_deletion(ansible, tmp_path):
         assert 0 < refused['orphans_count'] <= 12 and 'queued for deletion' in refused['msg']
         assert not os.path.exists(orthanc.storage_dir.rstrip('/') + '-quarantine')
         deadline = time.monotonic() + 60
-        while orthanc.api('GET', '/plugins/delayed-deletion/status')['FilesPendingDeletion'] and time.monotonic() < deadline:
+        while time.monotonic() < deadline and orthanc.api('GET', '/plugins/delayed-deletion/status')[
+                'FilesPendingDeletion']:
             time.sleep(1)
         done, rc, output = ansible.run('orthanc_audit', params)
         assert rc == 0 and done['pending_deletions'] == 0 and done['orphans_count'] == 0 and done['healthy'], output
         assert len(orthanc.instances()) == 12
-    finally:
-        orthanc.remove()
 
 
 def test_an_orthanc_of_several_configuration_paths_is_refused(ansible, repository, tmp_path):
